@@ -1,0 +1,174 @@
+"""The ``bench`` command: a thin layer over the library (``bench.sweep``, registries, reports).
+
+Exit codes: 0 success; 1 unexpected internal error; 2 bad usage or input (unknown codec
+or metric, unsupported bitrate or NFE, bad dataset spec, missing run directory); 3 the
+run finished but some values could not be scored (NaN, counted in the table);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_FAILURES = 3
+EXIT_INTERRUPTED = 130
+
+EPILOG = (
+    "exit codes: 0 ok; 1 internal error; 2 bad usage or input; "
+    "3 finished with unscored values (NaN); 130 interrupted"
+)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Benchmark neural and classic audio codecs.", epilog=EPILOG
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run", help="sweep codecs x bitrates x NFE x seeds over a dataset and score it",
+        epilog=EPILOG,
+    )
+    run.add_argument("--codec", help="codec name(s), comma-separated (see `bench codecs`)")
+    run.add_argument("--bitrates", help="kbps, comma-separated (default: every bitrate)")
+    run.add_argument("--nfe", help="NFE counts for iterative decoders, comma-separated")
+    run.add_argument("--seed", default="0", help="seed(s), comma-separated (default: 0)")
+    run.add_argument(
+        "--data", default="embedded",
+        help="embedded | folder:PATH | librispeech:PATH | manifest:FILE (default: embedded)",
+    )
+    run.add_argument("--limit", type=int, help="use the first N items (after tag filters)")
+    run.add_argument("--max-seconds", type=float, help="crop every item to its first S seconds")
+    run.add_argument("--tags", help="keep items with any of these tags, e.g. speech,music")
+    run.add_argument("--exclude-tags", help="drop items with any of these tags")
+    run.add_argument("--metrics", help="metric names, comma-separated (default: all)")
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="processes for coding and metrics (default: number of cores)")
+    run.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
+    run.add_argument("--cache", help="cache folder (default: $BENCH_CACHE or ~/.cache/codec-bench)")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    commands.add_parser("codecs", help="list codecs with their bitrates and NFE options")
+    commands.add_parser("metrics", help="list metrics with their metadata")
+    report = commands.add_parser("report", help="print the summary table of a run")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    return parser
+
+
+def _settings_from_arguments(arguments: argparse.Namespace):
+    from bench.sweep import SweepSettings, parse_list
+
+    if not arguments.codec:
+        raise ValueError("--codec is required (or --resume RUN_DIR); see `bench codecs`")
+    return SweepSettings(
+        codecs=_names(arguments.codec),
+        bitrates=parse_list(arguments.bitrates, float, "--bitrates") if arguments.bitrates else None,
+        nfes=parse_list(arguments.nfe, int, "--nfe") if arguments.nfe else None,
+        seeds=parse_list(arguments.seed, int, "--seed"),
+        data=arguments.data,
+        limit=arguments.limit,
+        max_seconds=arguments.max_seconds,
+        tags=_names(arguments.tags) if arguments.tags else (),
+        exclude_tags=_names(arguments.exclude_tags) if arguments.exclude_tags else (),
+        metrics=_names(arguments.metrics) if arguments.metrics else None,
+        workers=arguments.workers,
+    )
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    from bench.report.table import format_summary
+    from bench.sweep import DEFAULT_CACHE_DIR, run_sweep
+
+    if arguments.limit is not None and arguments.limit < 1:
+        raise ValueError(f"--limit: expected a positive count, got {arguments.limit}")
+    if arguments.resume and not os.path.isdir(arguments.resume):
+        raise ValueError(f"--resume: expected a run directory, got {arguments.resume!r}")
+    settings = None if arguments.resume else _settings_from_arguments(arguments)
+    cache_dir = None if arguments.no_cache else (arguments.cache or DEFAULT_CACHE_DIR)
+    summary = run_sweep(settings, out_root=arguments.out, cache_dir=cache_dir,
+                        resume=arguments.resume, progress=not arguments.quiet)
+    print(format_summary(summary.run_dir))
+    print(
+        f"\nrun: {summary.run_dir}  ({summary.tasks_total} items x conditions: "
+        f"{summary.tasks_computed} computed, {summary.tasks_from_cache} from cache, "
+        f"{summary.tasks_resumed} already done; {summary.wall_seconds:.1f} s)"
+    )
+    return EXIT_FAILURES if summary.failures else EXIT_OK
+
+
+def _list_codecs() -> int:
+    from bench.registry import CODECS, create_codec
+
+    print(f"{'codec':<12} {'rate':>6} {'ch':>3}  {'bitrates (kbps)':<40} {'nfe':<10} source")
+    for name in CODECS.names():
+        try:
+            codec = create_codec(name)
+        except Exception as error:  # noqa: BLE001 - a broken plug-in must not hide the rest
+            print(f"{name:<12} cannot be loaded: {type(error).__name__}: {error}")
+            continue
+        bitrates = ", ".join(f"{bitrate:g}" for bitrate in codec.bitrates)
+        nfe = ", ".join(map(str, codec.nfe_options)) if codec.nfe_options else "one-shot"
+        print(f"{name:<12} {codec.sample_rate:>6} {codec.channels:>3}  {bitrates:<40} "
+              f"{nfe:<10} {CODECS.source(name)}")
+    return EXIT_OK
+
+
+def _list_metrics() -> int:
+    from bench.metrics import get_metric, metric_names
+
+    print(f"{'metric':<14} {'better':<7} {'ref':<4} {'text':<5} {'rate':>6}  backend")
+    for name in metric_names():
+        spec = get_metric(name)
+        rate = str(spec.sample_rate) if spec.sample_rate else "codec"
+        print(f"{name:<14} {'higher' if spec.higher_is_better else 'lower':<7} "
+              f"{'yes' if spec.needs_reference else 'no':<4} "
+              f"{'yes' if spec.needs_transcript else 'no':<5} {rate:>6}  "
+              f"{spec.backend} {spec.backend_version}  {spec.description}")
+    return EXIT_OK
+
+
+def _report(arguments: argparse.Namespace) -> int:
+    from bench.report.table import format_summary
+
+    if not os.path.isfile(os.path.join(arguments.run_dir, "config.json")):
+        raise ValueError(f"expected a run directory with config.json, got {arguments.run_dir!r}")
+    print(format_summary(arguments.run_dir))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _build_parser().parse_args(argv)
+    handlers = {
+        "run": lambda: _run(arguments),
+        "codecs": _list_codecs,
+        "metrics": _list_metrics,
+        "report": lambda: _report(arguments),
+    }
+    try:
+        return handlers[arguments.command]()
+    except KeyboardInterrupt:
+        print("interrupted; continue with `bench run --resume RUN_DIR`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as error:  # bad usage or input, with what was expected
+        print(f"bench: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:  # noqa: BLE001 - report, then a distinct exit code
+        traceback.print_exc()
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The unit of evaluation: one audio file with its optional transcript, speaker and tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Item:
+    """One evaluation item. Audio is loaded lazily by ``bench.audio`` from ``path``.
+
+    ``id`` is unique within a dataset and stable across runs (it keys resume and reports).
+    ``tags`` hold content classes such as ``speech``, ``music`` and ``noisy``.
+    """
+
+    id: str
+    path: Path
+    transcript: str | None = None
+    speaker: str | None = None
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+
+class DatasetError(ValueError):
+    """A dataset spec, folder or manifest that cannot be used, with what was expected."""

@@ -1,0 +1,20 @@
+"""Metrics with metadata, one module per family, all reachable through one registry."""
+
+from bench.metrics import coding, signal  # noqa: F401  (importing registers the metrics)
+from bench.metrics.base import (
+    CannotScore,
+    CodingStats,
+    MetricSpec,
+    get_metric,
+    metric_names,
+    register_metric,
+)
+
+__all__ = [
+    "CannotScore",
+    "CodingStats",
+    "MetricSpec",
+    "get_metric",
+    "metric_names",
+    "register_metric",
+]

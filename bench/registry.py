@@ -1,0 +1,116 @@
+"""Name registries with lazy ``"module:attribute"`` targets and helpful errors.
+
+After lm-evaluation-harness's registry: built-ins are registered by import path so that
+listing codecs imports nothing heavy, third-party packages add codecs through the
+``bench.codecs`` entry-point group, collisions are errors, and an unknown name gets a
+"did you mean" and the list of known names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from bench.codecs.base import Codec
+
+CODEC_ENTRY_POINT_GROUP = "bench.codecs"
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered; the message suggests the closest known names."""
+
+    def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
+        return str(self.args[0])
+
+
+def did_you_mean(kind: str, name: str, known: list[str]) -> str:
+    """A message for an unknown ``name``: the closest matches, then every known name."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} known: {', '.join(sorted(known))}"
+
+
+def load_target(target: str) -> Any:
+    """Import ``"package.module:attribute"`` and return the attribute."""
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        raise ValueError(f"expected a target 'module:attribute', got {target!r}")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+class Registry:
+    """Maps names to lazily imported factories (classes or callables)."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._targets: dict[str, str | Callable[..., Any]] = {}
+        self._sources: dict[str, str] = {}
+        self._entry_points_loaded = False
+
+    def register(
+        self, name: str, target: str | Callable[..., Any], source: str = "built-in"
+    ) -> None:
+        """Register ``target`` (a ``"module:attr"`` string or a factory) under ``name``."""
+        if name in self._targets:
+            raise ValueError(
+                f"{self.kind} {name!r} is already registered by {self._sources[name]}; "
+                f"cannot register it again from {source}"
+            )
+        self._targets[name] = target
+        self._sources[name] = source
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded or self.entry_point_group is None:
+            return
+        self._entry_points_loaded = True
+        for entry_point in entry_points(group=self.entry_point_group):
+            distribution = entry_point.dist.name if entry_point.dist else "unknown package"
+            self.register(entry_point.name, entry_point.value, source=distribution)
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._targets)
+
+    def source(self, name: str) -> str:
+        self.check(name)
+        return self._sources[name]
+
+    def check(self, name: str) -> str:
+        """Return ``name`` if registered, else raise :class:`UnknownNameError`."""
+        self._load_entry_points()
+        if name not in self._targets:
+            raise UnknownNameError(did_you_mean(self.kind, name, list(self._targets)))
+        return name
+
+    def factory(self, name: str) -> Callable[..., Any]:
+        target = self._targets[self.check(name)]
+        return load_target(target) if isinstance(target, str) else target
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        return self.factory(name)(**kwargs)
+
+
+CODECS = Registry("codec", entry_point_group=CODEC_ENTRY_POINT_GROUP)
+for _name, _target in {
+    "identity": "bench.codecs.classic.identity:IdentityCodec",
+    "lowpass3k5": "bench.codecs.classic.lowpass:Lowpass3k5Codec",
+    "lowpass7k": "bench.codecs.classic.lowpass:Lowpass7kCodec",
+    "mp3": "bench.codecs.classic.mp3:Mp3Codec",
+    "opus": "bench.codecs.classic.opus:OpusCodec",
+}.items():
+    CODECS.register(_name, _target)
+
+
+def create_codec(name: str) -> Codec:
+    """Instantiate the codec registered as ``name``, checking it implements the interface."""
+    codec = CODECS.create(name)
+    if not isinstance(codec, Codec):
+        raise TypeError(
+            f"codec {name!r} from {CODECS.source(name)} is a {type(codec).__name__}; "
+            "expected a bench.codecs.base.Codec"
+        )
+    return codec

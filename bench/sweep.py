@@ -1,0 +1,613 @@
+"""Plan and execute a sweep: codec x bitrate x nfe x seed x item -> result rows.
+
+Each (condition, item) pair is one task: load the item, prepare it for the codec
+(``bench.audio``), encode and decode once, then score every requested metric. Tasks
+run inline or in a process pool; the parent process alone writes ``results.jsonl``, one
+flushed block per finished task, so a killed run resumes where it stopped. Decoded
+audio and metric values are looked up in the content-addressed cache first, so an
+identical second run only reads the cache and adding a metric never re-decodes.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from bench import audio as bench_audio
+from bench.codecs.base import Codec
+from bench.data import Dataset, Item, load_dataset
+from bench.metrics import CannotScore, CodingStats, MetricSpec, get_metric, metric_names
+from bench.provenance import backend_versions, device_fingerprint, git_state
+from bench.registry import CODECS, create_codec
+from bench.store import Cache, RunStore, content_key
+
+# Bump when the preparation of inputs (loading, resampling, cropping) changes, so that
+# cached decodes made from the old inputs are not reused.
+PREPARATION_VERSION = 1
+WARM_UP_SECONDS = 0.5
+DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "codec-bench"))
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Everything that determines a run's results (output locations excluded).
+
+    ``bitrates=None`` sweeps every bitrate of each codec; ``nfes`` applies to iterative
+    decoders only; ``metrics=None`` scores every registered metric.
+    """
+
+    codecs: tuple[str, ...]
+    bitrates: tuple[float, ...] | None = None
+    nfes: tuple[int, ...] | None = None
+    seeds: tuple[int, ...] = (0,)
+    data: str = "embedded"
+    limit: int | None = None
+    max_seconds: float | None = None
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    metrics: tuple[str, ...] | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        if not self.codecs:
+            raise ValueError("expected at least one codec, got none")
+        if self.workers < 1:
+            raise ValueError(f"expected --workers >= 1, got {self.workers}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"expected --max-seconds > 0, got {self.max_seconds}")
+        if not self.seeds:
+            raise ValueError("expected at least one seed, got none")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> SweepSettings:
+        def as_tuple(value):
+            return None if value is None else tuple(value)
+
+        return cls(
+            **{
+                **data,
+                **{
+                    name: as_tuple(data.get(name))
+                    for name in ("codecs", "bitrates", "nfes", "seeds", "metrics")
+                },
+                "tags": tuple(data.get("tags", ())),
+                "exclude_tags": tuple(data.get("exclude_tags", ())),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One point of the sweep grid, applied to every item."""
+
+    codec: str
+    bitrate: float
+    nfe: int | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (condition, item) pair, self-contained so it can be sent to a worker."""
+
+    condition: Condition
+    item: Item
+    input_hash: str | None
+    decoded_key: str
+    metrics: tuple[str, ...]
+    max_seconds: float | None
+
+    @property
+    def identity(self) -> tuple:
+        return task_identity(
+            self.condition.codec, self.condition.bitrate, self.condition.nfe,
+            self.condition.seed, self.item.id,
+        )
+
+
+def task_identity(codec: str, bitrate: float, nfe: int | None, seed: int, item: str) -> tuple:
+    return (codec, float(bitrate), nfe, int(seed), item)
+
+
+@dataclass
+class TaskResult:
+    """Rows of one task plus the seconds spent inside codec and metric calls."""
+
+    rows: list[dict]
+    codec_seconds: float = 0.0
+    metric_seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or resumed) run did, for the CLI and the benchmarks."""
+
+    run_dir: Path
+    tasks_total: int
+    tasks_resumed: int
+    tasks_from_cache: int
+    tasks_computed: int
+    failures: int
+    wall_seconds: float
+    codec_seconds: float
+    metric_seconds: float
+
+
+def parse_list(text: str, kind: type, option: str) -> tuple:
+    """Parse ``"1.5,3,6"`` into a tuple of ``kind``; raise ``ValueError`` naming the option."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            values.append(kind(part))
+        except ValueError:
+            raise ValueError(
+                f"{option}: expected comma-separated {kind.__name__} values, got {part!r}"
+            ) from None
+    if not values:
+        raise ValueError(f"{option}: expected at least one value, got {text!r}")
+    return tuple(values)
+
+
+def resolve_metrics(requested: tuple[str, ...] | None) -> tuple[MetricSpec, ...]:
+    names = metric_names() if requested is None else requested
+    return tuple(get_metric(name) for name in names)
+
+
+def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> list[Condition]:
+    """The condition grid; raises ``ValueError`` naming valid values for bad choices."""
+    conditions = []
+    iterative = [name for name, codec in codecs.items() if codec.nfe_options is not None]
+    if settings.nfes is not None and not iterative:
+        raise ValueError(
+            f"--nfe applies to iterative decoders only; {', '.join(codecs)} "
+            "decode in one shot. Drop --nfe or add an iterative codec."
+        )
+    for name, codec in codecs.items():
+        bitrates = codec.bitrates if settings.bitrates is None else settings.bitrates
+        for bitrate in bitrates:
+            codec.check_bitrate(bitrate)
+        if codec.nfe_options is None:
+            nfes: tuple[int | None, ...] = (None,)
+        else:
+            nfes = settings.nfes or (max(codec.nfe_options),)
+            for nfe in nfes:
+                codec.check_nfe(nfe)
+        for bitrate in bitrates:
+            for nfe in nfes:
+                for seed in settings.seeds:
+                    conditions.append(Condition(name, float(bitrate), nfe, seed))
+    return conditions
+
+
+def decoded_cache_key(codec: Codec, condition: Condition, input_hash: str,
+                      max_seconds: float | None) -> str:
+    return content_key({
+        "codec": condition.codec,
+        "checkpoint": codec.checkpoint_hash,
+        "bitrate": condition.bitrate,
+        "nfe": condition.nfe,
+        "seed": condition.seed,
+        "input": input_hash,
+        "max_seconds": max_seconds,
+        "preparation": PREPARATION_VERSION,
+        "resampler": bench_audio.RESAMPLER,
+    })
+
+
+def metric_cache_key(decoded_key: str, spec: MetricSpec) -> str:
+    return content_key({
+        "decoded": decoded_key,
+        "metric": spec.name,
+        "version": spec.version,
+        "backend": spec.backend,
+        "backend_version": spec.backend_version,
+        "sample_rate": spec.sample_rate,
+    })
+
+
+def _base_row(task: Task) -> dict:
+    condition = task.condition
+    return {
+        "codec": condition.codec,
+        "bitrate": condition.bitrate,
+        "nfe": condition.nfe,
+        "seed": condition.seed,
+        "item": task.item.id,
+        "tags": sorted(task.item.tags),
+        "speaker": task.item.speaker,
+        "input_hash": task.input_hash,
+        "decoded_key": task.decoded_key,
+    }
+
+
+def _metric_rows(base: dict, spec: MetricSpec, values: dict[str, float],
+                 failure: str | None, seconds: float | None) -> list[dict]:
+    return [
+        {
+            **base,
+            "metric": name,
+            "metric_family": spec.name,
+            "value": value,
+            "failure": failure,
+            "metric_seconds": seconds,
+            "metric_backend": spec.backend,
+            "metric_backend_version": spec.backend_version,
+        }
+        for name, value in values.items()
+    ]
+
+
+def _failure_rows(task: Task, base: dict, reason: str) -> list[dict]:
+    rows = []
+    for name in task.metrics:
+        rows += _metric_rows(base, get_metric(name), {name: math.nan}, reason, None)
+    return rows
+
+
+def _coding_fields(meta: dict, from_cache: bool) -> dict:
+    return {
+        "kbps_nominal": meta["nominal_kbps"],
+        "kbps_actual": meta["actual_kbps"],
+        "encode_seconds": meta["encode_seconds"],
+        "decode_seconds": meta["decode_seconds"],
+        "audio_seconds": meta["audio_seconds"],
+        "input_notes": meta["input_notes"],
+        "decoded_from_cache": from_cache,
+    }
+
+
+def _as_values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, float]:
+    if isinstance(result, dict):
+        return {f"{spec.name}.{key}": float(value) for key, value in result.items()}
+    return {spec.name: float(result)}
+
+
+class Evaluator:
+    """Runs tasks in one process, holding its codec instances and warm-up state."""
+
+    def __init__(self, cache: Cache | None) -> None:
+        self.cache = cache
+        self._codecs: dict[str, Codec] = {}
+        self._warmed: set[tuple] = set()
+
+    def codec(self, name: str) -> Codec:
+        if name not in self._codecs:
+            self._codecs[name] = create_codec(name)
+        return self._codecs[name]
+
+    def _warm_up(self, codec: Codec, condition: Condition) -> None:
+        # The first call of a codec pays for lazy initialisation (allocations, JIT,
+        # library loading); run it untimed so RTF reflects steady-state speed.
+        key = (condition.codec, condition.bitrate, condition.nfe)
+        if key in self._warmed:
+            return
+        generator = torch.Generator().manual_seed(0)
+        samples = int(WARM_UP_SECONDS * codec.sample_rate)
+        noise = 0.01 * torch.randn(codec.channels, samples, generator=generator)
+        codec.decode(codec.encode(noise, condition.bitrate), condition.nfe, condition.seed)
+        self._warmed.add(key)
+
+    def cached_result(self, task: Task) -> TaskResult | None:
+        """The task's rows from the cache alone, or ``None`` if anything is missing."""
+        if self.cache is None or task.input_hash is None:
+            return None
+        meta = self.cache.decoded_meta(task.decoded_key)
+        if meta is None:
+            return None
+        base = {**_base_row(task), **_coding_fields(meta, from_cache=True)}
+        rows = []
+        for name in task.metrics:
+            spec = get_metric(name)
+            if spec.inputs == "coding":
+                rows += self._coding_metric_rows(base, spec, meta)
+                continue
+            entry = self.cache.get_metric(metric_cache_key(task.decoded_key, spec))
+            if entry is None:
+                return None
+            rows += _metric_rows(base, spec, entry["values"], entry["failure"], entry["seconds"])
+        return TaskResult(rows)
+
+    @staticmethod
+    def _coding_metric_rows(base: dict, spec: MetricSpec, meta: dict) -> list[dict]:
+        stats = CodingStats(
+            encode_seconds=meta["encode_seconds"],
+            decode_seconds=meta["decode_seconds"],
+            audio_seconds=meta["audio_seconds"],
+            nominal_kbps=meta["nominal_kbps"],
+            actual_kbps=meta["actual_kbps"],
+        )
+        return _metric_rows(base, spec, {spec.name: spec.function(stats)}, None, 0.0)
+
+    def _decode(self, task: Task, codec: Codec, reference: torch.Tensor,
+                notes: tuple[str, ...]) -> tuple[torch.Tensor, dict, bool, float]:
+        """Decoded audio and its metadata, from the cache or by running the codec."""
+        if self.cache is not None:
+            cached = self.cache.get_decoded(task.decoded_key)
+            if cached is not None:
+                return torch.from_numpy(cached[0]), cached[1], True, 0.0
+        condition = task.condition
+        self._warm_up(codec, condition)
+        start = time.perf_counter()
+        encoded = codec.encode(reference, condition.bitrate)
+        encode_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        decoded = codec.decode(encoded, condition.nfe, condition.seed)
+        decode_seconds = time.perf_counter() - start
+        meta = {
+            "nominal_kbps": encoded.nominal_kbps,
+            "actual_kbps": encoded.actual_kbps,
+            "payload_bytes": len(encoded.payload),
+            "encode_seconds": encode_seconds,
+            "decode_seconds": decode_seconds,
+            "audio_seconds": encoded.duration_seconds,
+            "sample_rate": codec.sample_rate,
+            "input_notes": list(notes),
+        }
+        if self.cache is not None:
+            self.cache.put_decoded(task.decoded_key, decoded.numpy(), encoded.payload, meta)
+        return decoded, meta, False, encode_seconds + decode_seconds
+
+    def evaluate(self, task: Task) -> TaskResult:
+        """Run one task; every failure becomes NaN rows with a reason, never an exception."""
+        base = _base_row(task)
+        try:
+            loaded = bench_audio.load_audio(task.item.path)
+        except bench_audio.AudioError as error:
+            return TaskResult(_failure_rows(task, base, f"input: {error}"))
+        codec = self.codec(task.condition.codec)
+        try:
+            reference, notes = bench_audio.prepare(
+                loaded, codec.sample_rate, codec.channels, task.max_seconds
+            )
+            decoded, meta, from_cache, codec_seconds = self._decode(task, codec, reference, notes)
+        except Exception as error:  # noqa: BLE001 - a codec failure must not stop the run
+            return TaskResult(_failure_rows(task, base, f"codec: {type(error).__name__}: {error}"))
+        base.update(_coding_fields(meta, from_cache))
+        result = TaskResult([], codec_seconds=codec_seconds)
+        resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name in task.metrics:
+            spec = get_metric(name)
+            if spec.inputs == "coding":
+                result.rows += self._coding_metric_rows(base, spec, meta)
+                continue
+            key = metric_cache_key(task.decoded_key, spec)
+            entry = self.cache.get_metric(key) if self.cache is not None else None
+            if entry is None:
+                entry = self._score(spec, task.item, reference, decoded, codec.sample_rate,
+                                    resampled)
+                result.metric_seconds += entry["seconds"]
+                if self.cache is not None and entry.pop("cacheable"):
+                    self.cache.put_metric(key, entry)
+            result.rows += _metric_rows(base, spec, entry["values"], entry["failure"],
+                                        entry["seconds"])
+        return result
+
+    @staticmethod
+    def _score(spec: MetricSpec, item: Item, reference: torch.Tensor, decoded: torch.Tensor,
+               sample_rate: int, resampled: dict) -> dict:
+        """Score one metric; returns values, failure reason, seconds and cacheability."""
+        if spec.needs_transcript and not item.transcript:
+            return {"values": {spec.name: math.nan}, "failure": "no transcript for this item",
+                    "seconds": 0.0, "cacheable": True}
+        rate = spec.sample_rate or sample_rate
+        if rate not in resampled:
+            resampled[rate] = (bench_audio.resample(reference, sample_rate, rate),
+                               bench_audio.resample(decoded, sample_rate, rate))
+        metric_reference, metric_decoded = resampled[rate]
+        start = time.perf_counter()
+        try:
+            values = _as_values(spec, spec.function(metric_reference, metric_decoded, rate, item))
+            failure, cacheable = None, True
+        except CannotScore as reason:
+            values, failure, cacheable = {spec.name: math.nan}, str(reason), True
+        except Exception as error:  # noqa: BLE001 - one broken metric must not stop the run
+            # Unexpected errors may be transient (memory, a backend hiccup): not cached.
+            values = {spec.name: math.nan}
+            failure, cacheable = f"{type(error).__name__}: {error}", False
+        seconds = time.perf_counter() - start
+        if failure is None and any(not math.isfinite(value) for value in values.values()):
+            failure = "the metric returned a non-finite value"
+        return {"values": values, "failure": failure, "seconds": seconds, "cacheable": cacheable}
+
+
+_WORKER: Evaluator | None = None
+
+
+def _init_worker(cache_root: str | None, threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = Evaluator(Cache(cache_root) if cache_root else None)
+
+
+def _evaluate_in_worker(task: Task) -> TaskResult:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER.evaluate(task)
+
+
+def _input_hashes(items: Iterable[Item]) -> dict[str, str | None]:
+    hashes = {}
+    for item in items:
+        try:
+            hashes[item.id] = bench_audio.file_sha256(item.path)
+        except OSError:
+            hashes[item.id] = None  # the task reports the missing file as a NaN row
+    return hashes
+
+
+def _build_tasks(conditions: list[Condition], dataset: Dataset, codecs: dict[str, Codec],
+                 hashes: dict[str, str | None], settings: SweepSettings) -> list[Task]:
+    metrics = tuple(spec.name for spec in resolve_metrics(settings.metrics))
+    tasks = []
+    for condition in conditions:
+        for item in dataset.items:
+            input_hash = hashes[item.id]
+            key = (decoded_cache_key(codecs[condition.codec], condition, input_hash,
+                                     settings.max_seconds) if input_hash else "")
+            tasks.append(Task(condition, item, input_hash, key, metrics, settings.max_seconds))
+    return tasks
+
+
+def _completed_tasks(store: RunStore) -> dict[tuple, set[str]]:
+    """The metric families already recorded for each task of a run."""
+    done: dict[tuple, set[str]] = {}
+    for row in store.rows():
+        identity = task_identity(row["codec"], row["bitrate"], row["nfe"], row["seed"],
+                                 row["item"])
+        done.setdefault(identity, set()).add(row["metric_family"])
+    return done
+
+
+def _new_run_dir(out_root: Path, config_hash: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = out_root / f"{stamp}-{config_hash[:8]}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = out_root / f"{stamp}-{config_hash[:8]}-{suffix}"
+    return run_dir
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def run_sweep(
+    settings: SweepSettings | None = None,
+    *,
+    out_root: str | os.PathLike = "runs",
+    cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Plan, execute and record a sweep; or continue the run in ``resume``.
+
+    ``cache_dir=None`` disables the cache. Raises ``ValueError`` (with the valid values)
+    for unknown codecs or metrics, unsupported bitrates or NFEs and bad dataset specs.
+    """
+    started = time.perf_counter()
+    if resume is not None:
+        store = RunStore(resume)
+        config = store.read_config()
+        settings = SweepSettings.from_json(config["settings"])
+        if cache_dir is not None and config.get("cache_dir"):
+            cache_dir = config["cache_dir"]
+        store.repair()
+    elif settings is None:
+        raise ValueError("expected sweep settings or a run directory to resume")
+
+    for name in settings.codecs:
+        CODECS.check(name)
+    metric_specs = resolve_metrics(settings.metrics)
+    codecs = {name: create_codec(name) for name in settings.codecs}
+    conditions = plan(settings, codecs)
+    dataset = load_dataset(settings.data, limit=settings.limit, tags=settings.tags or None,
+                           exclude_tags=settings.exclude_tags or None)
+    hashes = _input_hashes(dataset.items)
+    tasks = _build_tasks(conditions, dataset, codecs, hashes, settings)
+    threads = _threads_per_worker(settings.workers)
+
+    if resume is None:
+        identity = {
+            "settings": settings.to_json(),
+            "codecs": {name: codec.checkpoint_hash for name, codec in codecs.items()},
+            "items": hashes,
+        }
+        config_hash = content_key(identity)
+        store = RunStore(_new_run_dir(Path(out_root), config_hash))
+        store.create({
+            "run_id": store.run_dir.name,
+            "created": datetime.now(UTC).isoformat(),
+            "config_hash": config_hash,
+            "settings": settings.to_json(),
+            "cache_dir": str(cache_dir) if cache_dir is not None else None,
+            "codecs": {name: {**codec.describe(), "checkpoint_hash": codec.checkpoint_hash}
+                       for name, codec in codecs.items()},
+            "metrics": {spec.name: spec.metadata() for spec in metric_specs},
+            "dataset": {
+                "spec": settings.data,
+                "items": [{"id": item.id, "path": str(item.path), "input_hash": hashes[item.id],
+                           "speaker": item.speaker, "tags": sorted(item.tags)}
+                          for item in dataset.items],
+            },
+            "preparation": {"version": PREPARATION_VERSION, "resampler": bench_audio.RESAMPLER},
+            "versions": backend_versions(),
+            "git": git_state(),
+            "device": device_fingerprint(threads),
+        })
+
+    cache = Cache(cache_dir) if cache_dir is not None else None
+    done = _completed_tasks(store)
+    summary = RunSummary(store.run_dir, len(tasks), 0, 0, 0, 0, 0.0, 0.0, 0.0)
+    evaluator = Evaluator(cache)
+    pending: list[Task] = []
+    bar = tqdm(total=len(tasks), desc="bench run", unit="item", disable=not progress,
+               dynamic_ncols=True)
+
+    def record(task: Task, result: TaskResult) -> None:
+        already = done.get(task.identity, set())
+        rows = [row for row in result.rows if row["metric_family"] not in already]
+        for row in rows:
+            row["run_id"] = store.run_dir.name
+        store.append(rows)
+        summary.failures += sum(1 for row in rows if row["failure"] is not None)
+        summary.codec_seconds += result.codec_seconds
+        summary.metric_seconds += result.metric_seconds
+        bar.update(1)
+
+    try:
+        for task in tasks:
+            if set(task.metrics) <= done.get(task.identity, set()):
+                summary.tasks_resumed += 1
+                bar.update(1)
+                continue
+            cached = evaluator.cached_result(task)
+            if cached is None:
+                pending.append(task)
+            else:
+                summary.tasks_from_cache += 1
+                record(task, cached)
+        summary.tasks_computed = len(pending)
+        previous_threads = torch.get_num_threads()
+        if settings.workers == 1 or len(pending) <= 1:
+            torch.set_num_threads(threads)
+            try:
+                for task in pending:
+                    record(task, evaluator.evaluate(task))
+            finally:
+                torch.set_num_threads(previous_threads)
+        elif pending:
+            # "spawn" because forking a process that has started torch's thread pools
+            # can deadlock the child.
+            with ProcessPoolExecutor(
+                max_workers=min(settings.workers, len(pending)),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(str(cache_dir) if cache_dir is not None else None, threads),
+            ) as pool:
+                futures = {pool.submit(_evaluate_in_worker, task): task for task in pending}
+                try:
+                    for future in as_completed(futures):
+                        record(futures[future], future.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    summary.wall_seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,174 @@
+"""The codec interface every model and baseline implements, and its bitstream type.
+
+Follows the project's ARCHITECTURE.md: ``encode(audio, bitrate) -> Encoded`` and
+``decode(encoded, nfe, seed) -> audio``, with audio shaped ``(channels, samples)``,
+float32 in [-1, 1]. Input checks live here once, so every codec rejects bad input the
+same way, with a ``ValueError`` naming what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """A real bitstream plus what is needed to account for it.
+
+    ``payload`` holds every byte a receiver needs to decode (headers and framing
+    included), so ``actual_kbps`` is an honest rate. ``codes`` is an optional view of the
+    discrete tokens, ``(num_codebooks, frames)``, for token models and analysis; it is
+    never needed to decode.
+    """
+
+    payload: bytes
+    num_samples: int
+    sample_rate: int
+    nominal_kbps: float
+    codes: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    @property
+    def actual_kbps(self) -> float:
+        """Bitrate measured from ``len(payload)`` over the audio duration, in kbps."""
+        if self.num_samples <= 0:
+            raise ValueError(f"cannot compute a bitrate for {self.num_samples} samples")
+        return len(self.payload) * 8 / self.duration_seconds / 1000.0
+
+
+def _format_choices(values: tuple) -> str:
+    return ", ".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
+
+
+class Codec(abc.ABC):
+    """Base class of every codec: validates input, then calls ``_encode`` / ``_decode``.
+
+    Subclasses set the class attributes below (or properties of the same names) and
+    implement ``_encode`` and ``_decode``. ``decode`` guarantees the output has exactly
+    ``encoded.num_samples`` samples.
+    """
+
+    name: str
+    sample_rate: int
+    channels: int
+    bitrates: tuple[float, ...]
+    frame_rate: float
+    num_codebooks: int | None = None
+    codebook_size: int | None = None
+    nfe_options: tuple[int, ...] | None = None
+    """Allowed NFE counts for iterative decoders; ``None`` for one-shot decoders."""
+
+    @property
+    def checkpoint_hash(self) -> str:
+        """Identifies the weights (or, for classic codecs, the backend build) for caching.
+
+        The default hashes :meth:`describe`; codecs with weights override it with the
+        checkpoint's own hash.
+        """
+        text = repr(sorted(self.describe().items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        """The codec's identity and settings, recorded in every run's provenance."""
+        return {
+            "name": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "bitrates": list(self.bitrates),
+            "frame_rate": self.frame_rate,
+            "num_codebooks": self.num_codebooks,
+            "codebook_size": self.codebook_size,
+            "nfe_options": list(self.nfe_options) if self.nfe_options else None,
+            "backend_versions": self.backend_versions(),
+        }
+
+    def backend_versions(self) -> dict[str, str]:
+        """Versions of the libraries that produce this codec's bytes."""
+        return {"torch": torch.__version__}
+
+    def check_bitrate(self, bitrate: float) -> float:
+        bitrate = float(bitrate)
+        if not any(abs(bitrate - supported) < 1e-9 for supported in self.bitrates):
+            raise ValueError(
+                f"codec '{self.name}' does not support {bitrate:g} kbps; "
+                f"supported bitrates (kbps): {_format_choices(self.bitrates)}"
+            )
+        return bitrate
+
+    def check_nfe(self, nfe: int | None) -> int | None:
+        if nfe is None:
+            return None
+        if self.nfe_options is None:
+            raise ValueError(
+                f"codec '{self.name}' is a one-shot decoder and takes no NFE; got nfe={nfe}. "
+                "Pass nfe=None."
+            )
+        if int(nfe) not in self.nfe_options:
+            raise ValueError(
+                f"codec '{self.name}' does not support nfe={nfe}; "
+                f"supported: {_format_choices(self.nfe_options)}"
+            )
+        return int(nfe)
+
+    def check_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        if not isinstance(audio, torch.Tensor):
+            raise TypeError(f"expected audio as a torch.Tensor, got {type(audio).__name__}")
+        if audio.dim() != 2:
+            raise ValueError(
+                f"expected audio shaped (channels, samples), got shape {tuple(audio.shape)}"
+            )
+        if audio.shape[0] != self.channels:
+            raise ValueError(
+                f"codec '{self.name}' expects {self.channels} channel(s), got {audio.shape[0]}"
+            )
+        if audio.shape[1] == 0:
+            raise ValueError("expected at least one sample, got an empty signal")
+        if not torch.isfinite(audio).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        return audio.to(torch.float32)
+
+    def encode(self, audio: torch.Tensor, bitrate: float) -> Encoded:
+        """Encode ``audio`` ``(channels, samples)`` at ``sample_rate`` to a bitstream."""
+        bitrate = self.check_bitrate(bitrate)
+        audio = self.check_audio(audio)
+        return self._encode(audio, bitrate)
+
+    def decode(
+        self, encoded: Encoded, nfe: int | None = None, seed: int | None = None
+    ) -> torch.Tensor:
+        """Decode to ``(channels, encoded.num_samples)`` audio at ``sample_rate``."""
+        if encoded.sample_rate != self.sample_rate:
+            raise ValueError(
+                f"codec '{self.name}' decodes {self.sample_rate} Hz bitstreams, "
+                f"got one at {encoded.sample_rate} Hz"
+            )
+        nfe = self.check_nfe(nfe)
+        audio = self._decode(encoded, nfe, seed)
+        if audio.shape != (self.channels, encoded.num_samples):
+            # An internal invariant: every codec must trim or pad to the input length.
+            raise AssertionError(
+                f"codec '{self.name}' returned shape {tuple(audio.shape)}, "
+                f"expected {(self.channels, encoded.num_samples)}"
+            )
+        return audio
+
+    @abc.abstractmethod
+    def _encode(self, audio: torch.Tensor, bitrate: float) -> Encoded: ...
+
+    @abc.abstractmethod
+    def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor: ...
+
+
+def fit_length(audio: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Trim or zero-pad ``(channels, samples)`` audio to exactly ``num_samples``."""
+    if audio.shape[-1] >= num_samples:
+        return audio[..., :num_samples]
+    return torch.nn.functional.pad(audio, (0, num_samples - audio.shape[-1]))

@@ -1,0 +1,1 @@
+"""Classic (non-neural) codecs: the baselines and the MUSHRA anchors."""

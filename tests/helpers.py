@@ -1,0 +1,44 @@
+"""Test helpers: the shared data location, tiny audio files and a fake codec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from bench.codecs.base import Codec, Encoded
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def write_tone(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1,
+               frequency: float = 440.0, subtype: str | None = None) -> Path:
+    """A short sine tone with a little noise, written with soundfile."""
+    rng = np.random.default_rng(0)
+    time = np.arange(int(seconds * sample_rate)) / sample_rate
+    tone = 0.3 * np.sin(2 * np.pi * frequency * time) + 0.01 * rng.standard_normal(time.size)
+    data = np.stack([tone] * channels, axis=1).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, data, sample_rate, subtype=subtype)
+    return path
+
+
+class QuantizingCodec(Codec):
+    """A deterministic test codec: 8-bit quantisation of 16 kHz mono, 128 kbps."""
+
+    name = "test-quantizer"
+    sample_rate = 16000
+    channels = 1
+    bitrates = (128.0,)
+    frame_rate = 16000.0
+
+    def _encode(self, audio: torch.Tensor, bitrate: float) -> Encoded:
+        codes = torch.clamp(torch.round(audio[0] * 127), -127, 127).to(torch.int8)
+        return Encoded(codes.numpy().tobytes(), audio.shape[1], self.sample_rate, bitrate)
+
+    def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+        codes = np.frombuffer(encoded.payload, dtype=np.int8).astype(np.float32)
+        return torch.from_numpy(codes / 127).unsqueeze(0)
