@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +44,29 @@ class QuantizingCodec(Codec):
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
         codes = np.frombuffer(encoded.payload, dtype=np.int8).astype(np.float32)
         return torch.from_numpy(codes / 127).unsqueeze(0)
+
+
+class SlowQuantizingCodec(QuantizingCodec):
+    """The quantising codec with a fixed 40 ms decode, so a run lasts long enough to kill."""
+
+    name = "slow-quantizer"
+
+    def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+        time.sleep(0.04)
+        return super()._decode(encoded, nfe, seed)
+
+
+def install_plugin(directory: Path) -> dict[str, str]:
+    """Make a fake third-party distribution that registers ``slow-quantizer`` through the
+    ``bench.codecs`` entry-point group; returns the environment for a subprocess."""
+    dist_info = directory / "bench_test_plugin-1.0.dist-info"
+    dist_info.mkdir(parents=True, exist_ok=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: bench-test-plugin\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[bench.codecs]\nslow-quantizer = helpers:SlowQuantizingCodec\n"
+    )
+    tests_dir = Path(__file__).resolve().parent
+    python_path = os.pathsep.join([str(directory), str(tests_dir), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": python_path}

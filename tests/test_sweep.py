@@ -1,0 +1,120 @@
+"""The sweep: planning, the content-addressed cache, provenance and the store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import write_tone
+
+from bench.registry import UnknownNameError
+from bench.store import Cache, RunStore
+from bench.sweep import SweepSettings, parse_list, plan, run_sweep
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for index in range(3):
+        write_tone(tmp_path / "data" / f"tone{index}.wav", frequency=300 + 100 * index)
+    return tmp_path / "data"
+
+
+def _settings(folder, **overrides) -> SweepSettings:
+    return SweepSettings(codecs=("test-quantizer",), data=f"folder:{folder}", workers=1,
+                         **overrides)
+
+
+def test_second_identical_run_only_reads_the_cache(tmp_path, folder):
+    first = run_sweep(_settings(folder), out_root=tmp_path / "runs", cache_dir=tmp_path / "cache",
+                      progress=False)
+    second = run_sweep(_settings(folder), out_root=tmp_path / "runs",
+                       cache_dir=tmp_path / "cache", progress=False)
+    assert (first.tasks_computed, first.tasks_from_cache) == (3, 0)
+    assert (second.tasks_computed, second.tasks_from_cache) == (0, 3)
+    assert second.codec_seconds == 0 and second.metric_seconds == 0
+    assert first.run_dir != second.run_dir
+    first_rows = list(RunStore(first.run_dir).rows())
+    second_rows = list(RunStore(second.run_dir).rows())
+    assert [(r["item"], r["metric"], r["value"]) for r in first_rows] == [
+        (r["item"], r["metric"], r["value"]) for r in second_rows]
+    assert all(row["decoded_from_cache"] for row in second_rows)
+
+
+def test_adding_a_metric_never_re_decodes(tmp_path, folder):
+    cache = tmp_path / "cache"
+    run_sweep(_settings(folder, metrics=("mel_distance",)), out_root=tmp_path / "runs",
+              cache_dir=cache, progress=False)
+    more = run_sweep(_settings(folder, metrics=("mel_distance", "si_sdr")),
+                     out_root=tmp_path / "runs", cache_dir=cache, progress=False)
+    assert more.codec_seconds == 0 and more.metric_seconds > 0
+    rows = list(RunStore(more.run_dir).rows())
+    assert {row["metric"] for row in rows} == {"mel_distance", "si_sdr"}
+    assert all(row["decoded_from_cache"] for row in rows)
+
+
+def test_cached_audio_is_keyed_by_content_not_by_name(tmp_path, folder):
+    cache = tmp_path / "cache"
+    first = run_sweep(_settings(folder), out_root=tmp_path / "runs", cache_dir=cache,
+                      progress=False)
+    write_tone(folder / "tone1.wav", frequency=1234)  # same name, new content
+    second = run_sweep(_settings(folder), out_root=tmp_path / "runs", cache_dir=cache,
+                       progress=False)
+    assert (second.tasks_computed, second.tasks_from_cache) == (1, 2)
+    changed = {row["decoded_key"] for row in RunStore(second.run_dir).rows()} - {
+        row["decoded_key"] for row in RunStore(first.run_dir).rows()}
+    assert len(changed) == 1
+    audio, meta = Cache(cache).get_decoded(changed.pop())
+    assert audio.shape == (1, 16000) and meta["nominal_kbps"] == 128.0
+
+
+def test_config_records_settings_versions_git_and_device(tmp_path, folder):
+    summary = run_sweep(_settings(folder, seeds=(3,)), out_root=tmp_path / "runs",
+                        cache_dir=None, progress=False)
+    config = json.loads((summary.run_dir / "config.json").read_text())
+    assert config["settings"]["seeds"] == [3]
+    assert config["settings"]["codecs"] == ["test-quantizer"]
+    for library in ("torch", "numpy", "soundfile", "libsndfile", "soxr", "av", "python"):
+        assert config["versions"][library]
+    assert set(config["device"]) >= {"cpu_model", "cpu_count", "torch_threads", "torch_version"}
+    assert "commit" in config["git"]
+    assert config["codecs"]["test-quantizer"]["checkpoint_hash"]
+    assert config["metrics"]["si_sdr"]["higher_is_better"] is True
+    assert len(config["dataset"]["items"]) == 3
+    assert all(len(item["input_hash"]) == 64 for item in config["dataset"]["items"])
+    rows = list(RunStore(summary.run_dir).rows())
+    assert {row["run_id"] for row in rows} == {config["run_id"]}
+    assert all(row["kbps_nominal"] == 128.0 and row["kbps_actual"] == 128.0 for row in rows)
+    assert all(row["encode_seconds"] > 0 and row["audio_seconds"] == 1.0 for row in rows)
+
+
+def test_plan_rejects_what_the_codec_cannot_do(folder):
+    from helpers import QuantizingCodec
+
+    codecs = {"test-quantizer": QuantizingCodec()}
+    with pytest.raises(ValueError, match="supported bitrates \\(kbps\\): 128"):
+        plan(_settings(folder, bitrates=(6.0,)), codecs)
+    with pytest.raises(ValueError, match="--nfe applies to iterative decoders only"):
+        plan(_settings(folder, nfes=(8,)), codecs)
+    assert len(plan(_settings(folder, seeds=(0, 1)), codecs)) == 2
+    with pytest.raises(UnknownNameError, match="did you mean 'mel_distance'"):
+        run_sweep(_settings(folder, metrics=("mel_distanse",)), cache_dir=None, progress=False)
+
+
+def test_parse_list_names_the_option():
+    assert parse_list("1.5, 3,6", float, "--bitrates") == (1.5, 3.0, 6.0)
+    with pytest.raises(ValueError, match="--bitrates: expected comma-separated float values, got 'x'"):
+        parse_list("1.5,x", float, "--bitrates")
+
+
+def test_store_repair_cuts_a_torn_last_line(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.create({"run_id": "x"})
+    store.append([{"a": 1}, {"a": 2}])
+    with open(store.results_path, "a") as handle:
+        handle.write('{"a": 3, "b"')
+    assert [row["a"] for row in store.rows()] == [1, 2]
+    assert store.repair() == len('{"a": 3, "b"')
+    store.append([{"a": 4}])
+    assert [row["a"] for row in store.rows()] == [1, 2, 4]
+    with pytest.raises(FileExistsError):
+        store.create({"run_id": "y"})
