@@ -67,9 +67,7 @@ def check_samples(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list
         raise AudioError(f"{non_finite} NaN or infinite sample(s); expected finite audio")
     duration = audio.shape[-1] / sample_rate
     if duration < MIN_DURATION_SECONDS:
-        raise AudioError(
-            f"too short: {duration:.3f} s, expected at least {MIN_DURATION_SECONDS} s"
-        )
+        raise AudioError(f"too short: {duration:.3f} s, expected at least {MIN_DURATION_SECONDS} s")
     over_full_scale = int(np.count_nonzero(np.abs(audio) > 1.0))
     if over_full_scale:
         audio = np.clip(audio, -1.0, 1.0)

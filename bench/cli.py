@@ -37,7 +37,8 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
-        "run", help="sweep codecs x bitrates x NFE x seeds over a dataset and score it",
+        "run",
+        help="sweep codecs x bitrates x NFE x seeds over a dataset and score it",
         epilog=EPILOG,
     )
     run.add_argument("--codec", help="codec name(s), comma-separated (see `bench codecs`)")
@@ -45,7 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--nfe", help="NFE counts for iterative decoders, comma-separated")
     run.add_argument("--seed", default="0", help="seed(s), comma-separated (default: 0)")
     run.add_argument(
-        "--data", default="embedded",
+        "--data",
+        default="embedded",
         help="embedded | folder:PATH | librispeech:PATH | manifest:FILE (default: embedded)",
     )
     run.add_argument("--limit", type=int, help="use the first N items (after tag filters)")
@@ -53,8 +55,12 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tags", help="keep items with any of these tags, e.g. speech,music")
     run.add_argument("--exclude-tags", help="drop items with any of these tags")
     run.add_argument("--metrics", help="metric names, comma-separated (default: all)")
-    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                     help="processes for coding and metrics (default: number of cores)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes for coding and metrics (default: number of cores)",
+    )
     run.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
     run.add_argument("--cache", help="cache folder (default: $BENCH_CACHE or ~/.cache/codec-bench)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -75,7 +81,9 @@ def _settings_from_arguments(arguments: argparse.Namespace):
         raise ValueError("--codec is required (or --resume RUN_DIR); see `bench codecs`")
     return SweepSettings(
         codecs=_names(arguments.codec),
-        bitrates=parse_list(arguments.bitrates, float, "--bitrates") if arguments.bitrates else None,
+        bitrates=parse_list(arguments.bitrates, float, "--bitrates")
+        if arguments.bitrates
+        else None,
         nfes=parse_list(arguments.nfe, int, "--nfe") if arguments.nfe else None,
         seeds=parse_list(arguments.seed, int, "--seed"),
         data=arguments.data,
@@ -98,8 +106,13 @@ def _run(arguments: argparse.Namespace) -> int:
         raise ValueError(f"--resume: expected a run directory, got {arguments.resume!r}")
     settings = None if arguments.resume else _settings_from_arguments(arguments)
     cache_dir = None if arguments.no_cache else (arguments.cache or DEFAULT_CACHE_DIR)
-    summary = run_sweep(settings, out_root=arguments.out, cache_dir=cache_dir,
-                        resume=arguments.resume, progress=not arguments.quiet)
+    summary = run_sweep(
+        settings,
+        out_root=arguments.out,
+        cache_dir=cache_dir,
+        resume=arguments.resume,
+        progress=not arguments.quiet,
+    )
     print(format_summary(summary.run_dir))
     print(
         f"\nrun: {summary.run_dir}  ({summary.tasks_total} items x conditions: "
@@ -121,8 +134,10 @@ def _list_codecs() -> int:
             continue
         bitrates = ", ".join(f"{bitrate:g}" for bitrate in codec.bitrates)
         nfe = ", ".join(map(str, codec.nfe_options)) if codec.nfe_options else "one-shot"
-        print(f"{name:<12} {codec.sample_rate:>6} {codec.channels:>3}  {bitrates:<40} "
-              f"{nfe:<10} {CODECS.source(name)}")
+        print(
+            f"{name:<12} {codec.sample_rate:>6} {codec.channels:>3}  {bitrates:<40} "
+            f"{nfe:<10} {CODECS.source(name)}"
+        )
     return EXIT_OK
 
 
@@ -133,10 +148,12 @@ def _list_metrics() -> int:
     for name in metric_names():
         spec = get_metric(name)
         rate = str(spec.sample_rate) if spec.sample_rate else "codec"
-        print(f"{name:<14} {'higher' if spec.higher_is_better else 'lower':<7} "
-              f"{'yes' if spec.needs_reference else 'no':<4} "
-              f"{'yes' if spec.needs_transcript else 'no':<5} {rate:>6}  "
-              f"{spec.backend} {spec.backend_version}  {spec.description}")
+        print(
+            f"{name:<14} {'higher' if spec.higher_is_better else 'lower':<7} "
+            f"{'yes' if spec.needs_reference else 'no':<4} "
+            f"{'yes' if spec.needs_transcript else 'no':<5} {rate:>6}  "
+            f"{spec.backend} {spec.backend_version}  {spec.description}"
+        )
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ class UnknownNameError(KeyError, ValueError):
 def did_you_mean(kind: str, name: str, known: list[str]) -> str:
     """A message for an unknown ``name``: the closest matches, then every known name."""
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
+    hint = f"; did you mean {' or '.join(repr(match) for match in close)}?" if close else ";"
     return f"unknown {kind} {name!r}{hint} known: {', '.join(sorted(known))}"
 
 

@@ -113,8 +113,11 @@ class Task:
     @property
     def identity(self) -> tuple:
         return task_identity(
-            self.condition.codec, self.condition.bitrate, self.condition.nfe,
-            self.condition.seed, self.item.id,
+            self.condition.codec,
+            self.condition.bitrate,
+            self.condition.nfe,
+            self.condition.seed,
+            self.item.id,
         )
 
 
@@ -195,30 +198,35 @@ def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> list[Condition]:
     return conditions
 
 
-def decoded_cache_key(codec: Codec, condition: Condition, input_hash: str,
-                      max_seconds: float | None) -> str:
-    return content_key({
-        "codec": condition.codec,
-        "checkpoint": codec.checkpoint_hash,
-        "bitrate": condition.bitrate,
-        "nfe": condition.nfe,
-        "seed": condition.seed,
-        "input": input_hash,
-        "max_seconds": max_seconds,
-        "preparation": PREPARATION_VERSION,
-        "resampler": bench_audio.RESAMPLER,
-    })
+def decoded_cache_key(
+    codec: Codec, condition: Condition, input_hash: str, max_seconds: float | None
+) -> str:
+    return content_key(
+        {
+            "codec": condition.codec,
+            "checkpoint": codec.checkpoint_hash,
+            "bitrate": condition.bitrate,
+            "nfe": condition.nfe,
+            "seed": condition.seed,
+            "input": input_hash,
+            "max_seconds": max_seconds,
+            "preparation": PREPARATION_VERSION,
+            "resampler": bench_audio.RESAMPLER,
+        }
+    )
 
 
 def metric_cache_key(decoded_key: str, spec: MetricSpec) -> str:
-    return content_key({
-        "decoded": decoded_key,
-        "metric": spec.name,
-        "version": spec.version,
-        "backend": spec.backend,
-        "backend_version": spec.backend_version,
-        "sample_rate": spec.sample_rate,
-    })
+    return content_key(
+        {
+            "decoded": decoded_key,
+            "metric": spec.name,
+            "version": spec.version,
+            "backend": spec.backend,
+            "backend_version": spec.backend_version,
+            "sample_rate": spec.sample_rate,
+        }
+    )
 
 
 def _base_row(task: Task) -> dict:
@@ -236,8 +244,13 @@ def _base_row(task: Task) -> dict:
     }
 
 
-def _metric_rows(base: dict, spec: MetricSpec, values: dict[str, float],
-                 failure: str | None, seconds: float | None) -> list[dict]:
+def _metric_rows(
+    base: dict,
+    spec: MetricSpec,
+    values: dict[str, float],
+    failure: str | None,
+    seconds: float | None,
+) -> list[dict]:
     return [
         {
             **base,
@@ -334,8 +347,9 @@ class Evaluator:
         )
         return _metric_rows(base, spec, {spec.name: spec.function(stats)}, None, 0.0)
 
-    def _decode(self, task: Task, codec: Codec, reference: torch.Tensor,
-                notes: tuple[str, ...]) -> tuple[torch.Tensor, dict, bool, float]:
+    def _decode(
+        self, task: Task, codec: Codec, reference: torch.Tensor, notes: tuple[str, ...]
+    ) -> tuple[torch.Tensor, dict, bool, float]:
         """Decoded audio and its metadata, from the cache or by running the codec."""
         if self.cache is not None:
             cached = self.cache.get_decoded(task.decoded_key)
@@ -389,26 +403,40 @@ class Evaluator:
             key = metric_cache_key(task.decoded_key, spec)
             entry = self.cache.get_metric(key) if self.cache is not None else None
             if entry is None:
-                entry = self._score(spec, task.item, reference, decoded, codec.sample_rate,
-                                    resampled)
+                entry = self._score(
+                    spec, task.item, reference, decoded, codec.sample_rate, resampled
+                )
                 result.metric_seconds += entry["seconds"]
                 if self.cache is not None and entry.pop("cacheable"):
                     self.cache.put_metric(key, entry)
-            result.rows += _metric_rows(base, spec, entry["values"], entry["failure"],
-                                        entry["seconds"])
+            result.rows += _metric_rows(
+                base, spec, entry["values"], entry["failure"], entry["seconds"]
+            )
         return result
 
     @staticmethod
-    def _score(spec: MetricSpec, item: Item, reference: torch.Tensor, decoded: torch.Tensor,
-               sample_rate: int, resampled: dict) -> dict:
+    def _score(
+        spec: MetricSpec,
+        item: Item,
+        reference: torch.Tensor,
+        decoded: torch.Tensor,
+        sample_rate: int,
+        resampled: dict,
+    ) -> dict:
         """Score one metric; returns values, failure reason, seconds and cacheability."""
         if spec.needs_transcript and not item.transcript:
-            return {"values": {spec.name: math.nan}, "failure": "no transcript for this item",
-                    "seconds": 0.0, "cacheable": True}
+            return {
+                "values": {spec.name: math.nan},
+                "failure": "no transcript for this item",
+                "seconds": 0.0,
+                "cacheable": True,
+            }
         rate = spec.sample_rate or sample_rate
         if rate not in resampled:
-            resampled[rate] = (bench_audio.resample(reference, sample_rate, rate),
-                               bench_audio.resample(decoded, sample_rate, rate))
+            resampled[rate] = (
+                bench_audio.resample(reference, sample_rate, rate),
+                bench_audio.resample(decoded, sample_rate, rate),
+            )
         metric_reference, metric_decoded = resampled[rate]
         start = time.perf_counter()
         try:
@@ -450,15 +478,25 @@ def _input_hashes(items: Iterable[Item]) -> dict[str, str | None]:
     return hashes
 
 
-def _build_tasks(conditions: list[Condition], dataset: Dataset, codecs: dict[str, Codec],
-                 hashes: dict[str, str | None], settings: SweepSettings) -> list[Task]:
+def _build_tasks(
+    conditions: list[Condition],
+    dataset: Dataset,
+    codecs: dict[str, Codec],
+    hashes: dict[str, str | None],
+    settings: SweepSettings,
+) -> list[Task]:
     metrics = tuple(spec.name for spec in resolve_metrics(settings.metrics))
     tasks = []
     for condition in conditions:
         for item in dataset.items:
             input_hash = hashes[item.id]
-            key = (decoded_cache_key(codecs[condition.codec], condition, input_hash,
-                                     settings.max_seconds) if input_hash else "")
+            key = (
+                decoded_cache_key(
+                    codecs[condition.codec], condition, input_hash, settings.max_seconds
+                )
+                if input_hash
+                else ""
+            )
             tasks.append(Task(condition, item, input_hash, key, metrics, settings.max_seconds))
     return tasks
 
@@ -467,8 +505,7 @@ def _completed_tasks(store: RunStore) -> dict[tuple, set[str]]:
     """The metric families already recorded for each task of a run."""
     done: dict[tuple, set[str]] = {}
     for row in store.rows():
-        identity = task_identity(row["codec"], row["bitrate"], row["nfe"], row["seed"],
-                                 row["item"])
+        identity = task_identity(row["codec"], row["bitrate"], row["nfe"], row["seed"], row["item"])
         done.setdefault(identity, set()).add(row["metric_family"])
     return done
 
@@ -516,8 +553,12 @@ def run_sweep(
     metric_specs = resolve_metrics(settings.metrics)
     codecs = {name: create_codec(name) for name in settings.codecs}
     conditions = plan(settings, codecs)
-    dataset = load_dataset(settings.data, limit=settings.limit, tags=settings.tags or None,
-                           exclude_tags=settings.exclude_tags or None)
+    dataset = load_dataset(
+        settings.data,
+        limit=settings.limit,
+        tags=settings.tags or None,
+        exclude_tags=settings.exclude_tags or None,
+    )
     hashes = _input_hashes(dataset.items)
     tasks = _build_tasks(conditions, dataset, codecs, hashes, settings)
     threads = _threads_per_worker(settings.workers)
@@ -530,34 +571,46 @@ def run_sweep(
         }
         config_hash = content_key(identity)
         store = RunStore(_new_run_dir(Path(out_root), config_hash))
-        store.create({
-            "run_id": store.run_dir.name,
-            "created": datetime.now(UTC).isoformat(),
-            "config_hash": config_hash,
-            "settings": settings.to_json(),
-            "cache_dir": str(cache_dir) if cache_dir is not None else None,
-            "codecs": {name: {**codec.describe(), "checkpoint_hash": codec.checkpoint_hash}
-                       for name, codec in codecs.items()},
-            "metrics": {spec.name: spec.metadata() for spec in metric_specs},
-            "dataset": {
-                "spec": settings.data,
-                "items": [{"id": item.id, "path": str(item.path), "input_hash": hashes[item.id],
-                           "speaker": item.speaker, "tags": sorted(item.tags)}
-                          for item in dataset.items],
-            },
-            "preparation": {"version": PREPARATION_VERSION, "resampler": bench_audio.RESAMPLER},
-            "versions": backend_versions(),
-            "git": git_state(),
-            "device": device_fingerprint(threads),
-        })
+        store.create(
+            {
+                "run_id": store.run_dir.name,
+                "created": datetime.now(UTC).isoformat(),
+                "config_hash": config_hash,
+                "settings": settings.to_json(),
+                "cache_dir": str(cache_dir) if cache_dir is not None else None,
+                "codecs": {
+                    name: {**codec.describe(), "checkpoint_hash": codec.checkpoint_hash}
+                    for name, codec in codecs.items()
+                },
+                "metrics": {spec.name: spec.metadata() for spec in metric_specs},
+                "dataset": {
+                    "spec": settings.data,
+                    "items": [
+                        {
+                            "id": item.id,
+                            "path": str(item.path),
+                            "input_hash": hashes[item.id],
+                            "speaker": item.speaker,
+                            "tags": sorted(item.tags),
+                        }
+                        for item in dataset.items
+                    ],
+                },
+                "preparation": {"version": PREPARATION_VERSION, "resampler": bench_audio.RESAMPLER},
+                "versions": backend_versions(),
+                "git": git_state(),
+                "device": device_fingerprint(threads),
+            }
+        )
 
     cache = Cache(cache_dir) if cache_dir is not None else None
     done = _completed_tasks(store)
     summary = RunSummary(store.run_dir, len(tasks), 0, 0, 0, 0, 0.0, 0.0, 0.0)
     evaluator = Evaluator(cache)
     pending: list[Task] = []
-    bar = tqdm(total=len(tasks), desc="bench run", unit="item", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(tasks), desc="bench run", unit="item", disable=not progress, dynamic_ncols=True
+    )
 
     def record(task: Task, result: TaskResult) -> None:
         already = done.get(task.identity, set())

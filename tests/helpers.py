@@ -9,15 +9,20 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-
 from bench.codecs.base import Codec, Encoded
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
-def write_tone(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1,
-               frequency: float = 440.0, subtype: str | None = None) -> Path:
+def write_tone(
+    path: Path,
+    seconds: float = 1.0,
+    sample_rate: int = 16000,
+    channels: int = 1,
+    frequency: float = 440.0,
+    subtype: str | None = None,
+) -> Path:
     """A short sine tone with a little noise, written with soundfile."""
     rng = np.random.default_rng(0)
     time = np.arange(int(seconds * sample_rate)) / sample_rate
@@ -68,5 +73,7 @@ def install_plugin(directory: Path) -> dict[str, str]:
         "[bench.codecs]\nslow-quantizer = helpers:SlowQuantizingCodec\n"
     )
     tests_dir = Path(__file__).resolve().parent
-    python_path = os.pathsep.join([str(directory), str(tests_dir), os.environ.get("PYTHONPATH", "")])
+    python_path = os.pathsep.join(
+        [str(directory), str(tests_dir), os.environ.get("PYTHONPATH", "")]
+    )
     return {**os.environ, "PYTHONPATH": python_path}

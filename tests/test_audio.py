@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from helpers import write_tone
 
 from bench import audio
-from helpers import write_tone
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,9 @@ def test_clipping_and_silence_are_noted_not_rejected(tmp_path):
 
     clipped = np.clip(np.sin(np.linspace(0, 200, 8000)) * 3, -1, 1).astype(np.float32)
     soundfile.write(tmp_path / "rails.wav", clipped, 16000, subtype="PCM_16")
-    assert any(note.startswith("clipping:") for note in audio.load_audio(tmp_path / "rails.wav").notes)
+    assert any(
+        note.startswith("clipping:") for note in audio.load_audio(tmp_path / "rails.wav").notes
+    )
 
     soundfile.write(tmp_path / "silent.wav", np.zeros(8000, dtype=np.float32), 16000)
     assert "silent: every sample is zero" in audio.load_audio(tmp_path / "silent.wav").notes

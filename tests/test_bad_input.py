@@ -38,8 +38,21 @@ def _make_bad_inputs(folder):
 
 def test_bad_inputs_fail_alone_with_reasons(tmp_path, capsys):
     manifest = _make_bad_inputs(tmp_path / "data")
-    code = main(["run", "--codec", "test-quantizer", "--data", f"manifest:{manifest}",
-                 "--workers", "1", "--out", str(tmp_path / "runs"), "--no-cache", "--quiet"])
+    code = main(
+        [
+            "run",
+            "--codec",
+            "test-quantizer",
+            "--data",
+            f"manifest:{manifest}",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-cache",
+            "--quiet",
+        ]
+    )
     assert code == EXIT_FAILURES
     printed = capsys.readouterr().out
     run_dir = next((tmp_path / "runs").iterdir())
@@ -61,7 +74,9 @@ def test_bad_inputs_fail_alone_with_reasons(tmp_path, capsys):
     assert "downmixed 2 channels to mono" in notes("stereo")
     assert "resampled 22050 -> 16000 Hz" in notes("rate22k")
 
-    assert failures("silent") == {"si_sdr": "reference is silent (zero energy after removing the mean)"}
+    assert failures("silent") == {
+        "si_sdr": "reference is silent (zero energy after removing the mean)"
+    }
     assert "silent" in notes("silent")
     expected_reasons = {
         "nan": "2 NaN or infinite sample(s)",

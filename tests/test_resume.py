@@ -23,8 +23,15 @@ METRICS = "mel_distance,si_sdr,kbps_actual"
 
 def _bench(arguments: list[str], env: dict, **kwargs) -> subprocess.Popen:
     command = [sys.executable, "-m", "bench.cli", *arguments]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def _row_count(path: Path) -> int:
@@ -38,11 +45,22 @@ def _deterministic(rows: list[dict]) -> dict[tuple, float | None]:
 @pytest.mark.slow
 def test_sigkill_at_a_random_point_then_resume(tmp_path):
     for index in range(ITEMS):
-        write_tone(tmp_path / "data" / f"tone{index:02d}.wav", seconds=0.5,
-                   frequency=200 + 37 * index)
+        write_tone(
+            tmp_path / "data" / f"tone{index:02d}.wav", seconds=0.5, frequency=200 + 37 * index
+        )
     env = install_plugin(tmp_path / "plugin")
-    common = ["run", "--codec", "slow-quantizer", "--data", f"folder:{tmp_path / 'data'}",
-              "--metrics", METRICS, "--workers", "2", "--quiet"]
+    common = [
+        "run",
+        "--codec",
+        "slow-quantizer",
+        "--data",
+        f"folder:{tmp_path / 'data'}",
+        "--metrics",
+        METRICS,
+        "--workers",
+        "2",
+        "--quiet",
+    ]
 
     runs = tmp_path / "runs"
     process = _bench([*common, "--out", str(runs), "--cache", str(tmp_path / "cache")], env)
@@ -60,8 +78,9 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # the whole group: the parent and its workers
     process.wait()
     before_kill = results.read_bytes()
-    rows_before = [json.loads(line) for line in before_kill.splitlines(keepends=True)
-                   if line.endswith(b"\n")]
+    rows_before = [
+        json.loads(line) for line in before_kill.splitlines(keepends=True) if line.endswith(b"\n")
+    ]
     assert len(rows_before) < ITEMS * metrics_per_item
 
     resumed = _bench(["run", "--resume", str(results.parent), "--quiet"], env)
@@ -80,9 +99,10 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path):
     keys = [(row["item"], row["metric"]) for row in rows]
     assert len(keys) == len(set(keys)) == ITEMS * metrics_per_item, "rows lost or repeated"
     # Only items in flight at the kill were redone: nothing already recorded is recomputed.
-    appended = [json.loads(line) for line in after[len(complete_lines):].splitlines()]
+    appended = [json.loads(line) for line in after[len(complete_lines) :].splitlines()]
     assert not {(row["item"], row["metric"]) for row in appended} & {
-        (row["item"], row["metric"]) for row in rows_before}
+        (row["item"], row["metric"]) for row in rows_before
+    }
 
     # The resumed run's values equal those of an uninterrupted run without the cache.
     reference = _bench([*common, "--out", str(tmp_path / "reference"), "--no-cache"], env)

@@ -20,15 +20,18 @@ def folder(tmp_path):
 
 
 def _settings(folder, **overrides) -> SweepSettings:
-    return SweepSettings(codecs=("test-quantizer",), data=f"folder:{folder}", workers=1,
-                         **overrides)
+    return SweepSettings(
+        codecs=("test-quantizer",), data=f"folder:{folder}", workers=1, **overrides
+    )
 
 
 def test_second_identical_run_only_reads_the_cache(tmp_path, folder):
-    first = run_sweep(_settings(folder), out_root=tmp_path / "runs", cache_dir=tmp_path / "cache",
-                      progress=False)
-    second = run_sweep(_settings(folder), out_root=tmp_path / "runs",
-                       cache_dir=tmp_path / "cache", progress=False)
+    first = run_sweep(
+        _settings(folder), out_root=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False
+    )
+    second = run_sweep(
+        _settings(folder), out_root=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False
+    )
     assert (first.tasks_computed, first.tasks_from_cache) == (3, 0)
     assert (second.tasks_computed, second.tasks_from_cache) == (0, 3)
     assert second.codec_seconds == 0 and second.metric_seconds == 0
@@ -36,16 +39,25 @@ def test_second_identical_run_only_reads_the_cache(tmp_path, folder):
     first_rows = list(RunStore(first.run_dir).rows())
     second_rows = list(RunStore(second.run_dir).rows())
     assert [(r["item"], r["metric"], r["value"]) for r in first_rows] == [
-        (r["item"], r["metric"], r["value"]) for r in second_rows]
+        (r["item"], r["metric"], r["value"]) for r in second_rows
+    ]
     assert all(row["decoded_from_cache"] for row in second_rows)
 
 
 def test_adding_a_metric_never_re_decodes(tmp_path, folder):
     cache = tmp_path / "cache"
-    run_sweep(_settings(folder, metrics=("mel_distance",)), out_root=tmp_path / "runs",
-              cache_dir=cache, progress=False)
-    more = run_sweep(_settings(folder, metrics=("mel_distance", "si_sdr")),
-                     out_root=tmp_path / "runs", cache_dir=cache, progress=False)
+    run_sweep(
+        _settings(folder, metrics=("mel_distance",)),
+        out_root=tmp_path / "runs",
+        cache_dir=cache,
+        progress=False,
+    )
+    more = run_sweep(
+        _settings(folder, metrics=("mel_distance", "si_sdr")),
+        out_root=tmp_path / "runs",
+        cache_dir=cache,
+        progress=False,
+    )
     assert more.codec_seconds == 0 and more.metric_seconds > 0
     rows = list(RunStore(more.run_dir).rows())
     assert {row["metric"] for row in rows} == {"mel_distance", "si_sdr"}
@@ -54,22 +66,26 @@ def test_adding_a_metric_never_re_decodes(tmp_path, folder):
 
 def test_cached_audio_is_keyed_by_content_not_by_name(tmp_path, folder):
     cache = tmp_path / "cache"
-    first = run_sweep(_settings(folder), out_root=tmp_path / "runs", cache_dir=cache,
-                      progress=False)
+    first = run_sweep(
+        _settings(folder), out_root=tmp_path / "runs", cache_dir=cache, progress=False
+    )
     write_tone(folder / "tone1.wav", frequency=1234)  # same name, new content
-    second = run_sweep(_settings(folder), out_root=tmp_path / "runs", cache_dir=cache,
-                       progress=False)
+    second = run_sweep(
+        _settings(folder), out_root=tmp_path / "runs", cache_dir=cache, progress=False
+    )
     assert (second.tasks_computed, second.tasks_from_cache) == (1, 2)
     changed = {row["decoded_key"] for row in RunStore(second.run_dir).rows()} - {
-        row["decoded_key"] for row in RunStore(first.run_dir).rows()}
+        row["decoded_key"] for row in RunStore(first.run_dir).rows()
+    }
     assert len(changed) == 1
     audio, meta = Cache(cache).get_decoded(changed.pop())
     assert audio.shape == (1, 16000) and meta["nominal_kbps"] == 128.0
 
 
 def test_config_records_settings_versions_git_and_device(tmp_path, folder):
-    summary = run_sweep(_settings(folder, seeds=(3,)), out_root=tmp_path / "runs",
-                        cache_dir=None, progress=False)
+    summary = run_sweep(
+        _settings(folder, seeds=(3,)), out_root=tmp_path / "runs", cache_dir=None, progress=False
+    )
     config = json.loads((summary.run_dir / "config.json").read_text())
     assert config["settings"]["seeds"] == [3]
     assert config["settings"]["codecs"] == ["test-quantizer"]
@@ -102,7 +118,9 @@ def test_plan_rejects_what_the_codec_cannot_do(folder):
 
 def test_parse_list_names_the_option():
     assert parse_list("1.5, 3,6", float, "--bitrates") == (1.5, 3.0, 6.0)
-    with pytest.raises(ValueError, match="--bitrates: expected comma-separated float values, got 'x'"):
+    with pytest.raises(
+        ValueError, match="--bitrates: expected comma-separated float values, got 'x'"
+    ):
         parse_list("1.5,x", float, "--bitrates")
 
 

@@ -47,17 +47,23 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     )
     grouped = frame.groupby([*CONDITION_COLUMNS, "metric"], sort=False)
     stats = grouped.agg(mean=("value", "mean"), failed=("failed", "sum")).reset_index()
-    stats["cell"] = [_cell(mean, failed) for mean, failed in zip(stats["mean"], stats["failed"])]
+    stats["cell"] = [
+        _cell(mean, failed)
+        for mean, failed in zip(stats["mean"], stats["failed"], strict=True)
+    ]
     table = stats.pivot(index=CONDITION_COLUMNS, columns="metric", values="cell")
     items = frame.groupby(CONDITION_COLUMNS, sort=False)["item"].nunique().rename("items")
     table = table.join(items)
     table = table[["items", *sorted(column for column in table.columns if column != "items")]]
-    table = table.rename(columns={column: _header(column) for column in table.columns
-                                  if column != "items"})
+    table = table.rename(
+        columns={column: _header(column) for column in table.columns if column != "items"}
+    )
     order = {name: position for position, name in enumerate(frame["codec"].unique())}
     table = table.reset_index()
-    table = table.sort_values(["codec", "bitrate"], key=lambda column: column.map(order)
-                              if column.name == "codec" else column)
+    table = table.sort_values(
+        ["codec", "bitrate"],
+        key=lambda column: column.map(order) if column.name == "codec" else column,
+    )
     return table.rename(columns={"bitrate": "kbps"}).reset_index(drop=True)
 
 

@@ -21,7 +21,9 @@ _LOG_STEP = math.log(6.4) / 27.0
 def hz_to_mel(frequencies: torch.Tensor) -> torch.Tensor:
     """Slaney mel scale: linear to 1 kHz, logarithmic above."""
     linear = frequencies / _LINEAR_HZ_PER_MEL
-    logarithmic = _LOG_START_MEL + torch.log(frequencies.clamp(min=1e-10) / _LOG_START_HZ) / _LOG_STEP
+    logarithmic = (
+        _LOG_START_MEL + torch.log(frequencies.clamp(min=1e-10) / _LOG_START_HZ) / _LOG_STEP
+    )
     return torch.where(frequencies >= _LOG_START_HZ, logarithmic, linear)
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import QuantizingCodec
-
 from bench.codecs import bitstream
 from bench.codecs.base import Encoded, fit_length
+from helpers import QuantizingCodec
 
 
 def test_bad_input_raises_value_error_naming_what_was_expected():
     codec = QuantizingCodec()
     audio = 0.1 * torch.randn(1, 1600)
-    with pytest.raises(ValueError, match="does not support 6 kbps; supported bitrates \\(kbps\\): 128"):
+    with pytest.raises(
+        ValueError, match="does not support 6 kbps; supported bitrates \\(kbps\\): 128"
+    ):
         codec.encode(audio, 6)
     with pytest.raises(ValueError, match="expects 1 channel\\(s\\), got 2"):
         codec.encode(torch.zeros(2, 1600), 128)

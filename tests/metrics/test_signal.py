@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from bench.codecs.modules.spectral import mel_filterbank
+
 from bench.metrics import CannotScore, get_metric
 from bench.metrics.signal import mel_distance, si_sdr
 
@@ -30,8 +30,12 @@ def test_si_sdr_matches_the_analytic_value_for_added_orthogonal_noise():
 
 def test_si_sdr_is_scale_invariant_and_large_for_identity():
     reference = _speechlike()
-    degraded = reference + 0.01 * torch.randn(reference.shape, generator=torch.Generator().manual_seed(2))
-    assert si_sdr(reference, 0.5 * degraded, 24000) == pytest.approx(si_sdr(reference, degraded, 24000))
+    degraded = reference + 0.01 * torch.randn(
+        reference.shape, generator=torch.Generator().manual_seed(2)
+    )
+    assert si_sdr(reference, 0.5 * degraded, 24000) == pytest.approx(
+        si_sdr(reference, degraded, 24000)
+    )
     assert si_sdr(reference, reference, 24000) > 100
 
 
@@ -45,8 +49,9 @@ def test_mel_distance_is_zero_for_identity_and_grows_with_noise():
     assert mel_distance(reference, reference, 24000) == 0.0
     generator = torch.Generator().manual_seed(3)
     noise = torch.randn(reference.shape, generator=generator)
-    distances = [mel_distance(reference, reference + level * noise, 24000)
-                 for level in (0.001, 0.01, 0.1)]
+    distances = [
+        mel_distance(reference, reference + level * noise, 24000) for level in (0.001, 0.01, 0.1)
+    ]
     assert distances[0] < distances[1] < distances[2]
 
 

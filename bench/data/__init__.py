@@ -1,0 +1,153 @@
+"""Datasets: the embedded default corpus, folders, LibriSpeech and manifests.
+
+A dataset is named by a spec string, ``SCHEME`` or ``SCHEME:ARGUMENT``:
+
+- ``embedded``: the small default corpus shipped inside the package (see
+  ``bench/data/embedded/PROVENANCE.md``);
+- ``folder:PATH``: every audio file under a folder (:mod:`bench.data.folder`);
+- ``librispeech:PATH``: a LibriSpeech split or a folder of splits
+  (:mod:`bench.data.librispeech`);
+- ``manifest:FILE``: a CSV or JSONL list of files (:mod:`bench.data.manifest`).
+
+Loaders only list items; audio is read later by :mod:`bench.audio`, so a listed file that
+turns out to be missing or unreadable is scored as NaN with a reason rather than dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.data.embedded import load_embedded
+from bench.data.folder import load_folder
+from bench.data.item import DatasetError, Item
+from bench.data.librispeech import load_librispeech
+from bench.data.manifest import load_manifest
+from bench.registry import did_you_mean
+
+__all__ = ["Dataset", "DatasetError", "Item", "SCHEMES", "load_dataset"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The items named by ``spec``, filtered and limited, in a deterministic order."""
+
+    spec: str
+    items: tuple[Item, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """How one spec scheme loads: its loader, whether it takes a path, and an example."""
+
+    load: Callable[..., tuple[Item, ...]]
+    takes_path: bool
+    example: str
+
+
+SCHEMES: dict[str, _Scheme] = {
+    "embedded": _Scheme(load_embedded, takes_path=False, example="embedded"),
+    "folder": _Scheme(load_folder, takes_path=True, example="folder:/data/wavs"),
+    "librispeech": _Scheme(
+        load_librispeech, takes_path=True, example="librispeech:/data/LibriSpeech/test-clean"
+    ),
+    "manifest": _Scheme(load_manifest, takes_path=True, example="manifest:/data/items.csv"),
+}
+
+
+def load_dataset(
+    spec: str,
+    *,
+    limit: int | None = None,
+    tags: Iterable[str] | None = None,
+    exclude_tags: Iterable[str] | None = None,
+) -> Dataset:
+    """Load the dataset named by ``spec`` and filter it.
+
+    ``tags`` keeps the items that carry any of the given tags, ``exclude_tags`` then drops
+    the items that carry any of those, and ``limit`` keeps the first ``limit`` items left.
+    Raises :class:`DatasetError` for an unknown spec, a missing path, a source without
+    items, or filters that leave nothing.
+    """
+    wanted_tags = _tag_set(tags, "tags")
+    unwanted_tags = _tag_set(exclude_tags, "exclude_tags")
+    if limit is not None and limit < 1:
+        raise DatasetError(f"limit must be at least 1 (or None for every item), got {limit}")
+
+    items = _load_items(spec)
+    _check_unique_ids(spec, items)
+    kept = tuple(
+        item
+        for item in items
+        if (wanted_tags is None or item.tags & wanted_tags)
+        and not (unwanted_tags and item.tags & unwanted_tags)
+    )
+    if not kept:
+        present = sorted(set().union(*(item.tags for item in items)))
+        raise DatasetError(
+            f"no item of {spec!r} is left after filtering with "
+            f"tags={sorted(wanted_tags) if wanted_tags is not None else None} and "
+            f"exclude_tags={sorted(unwanted_tags) if unwanted_tags is not None else None}; "
+            f"the {len(items)} items carry the tags: {', '.join(present) or '(none)'}"
+        )
+    return Dataset(spec=spec, items=kept[:limit])
+
+
+def _tag_set(tags: Iterable[str] | None, argument: str) -> frozenset[str] | None:
+    # A bare string is an iterable of characters, which would silently filter on "s", "p"...
+    if isinstance(tags, str):
+        raise TypeError(
+            f"{argument} must be a collection of tag names such as [{tags!r}], "
+            f"got the string {tags!r}"
+        )
+    return None if tags is None else frozenset(tags)
+
+
+def _load_items(spec: str) -> tuple[Item, ...]:
+    scheme_name, _, argument = spec.partition(":")
+    if scheme_name not in SCHEMES:
+        examples = ", ".join(scheme.example for scheme in SCHEMES.values())
+        raise DatasetError(
+            f"{did_you_mean('dataset scheme', scheme_name, list(SCHEMES))}; "
+            f"expected a spec such as {examples} (got {spec!r})"
+        )
+    scheme = SCHEMES[scheme_name]
+    if not scheme.takes_path:
+        if argument:
+            raise DatasetError(
+                f"dataset {scheme_name!r} takes no argument; expected {scheme.example!r}, "
+                f"got {spec!r}"
+            )
+        items = scheme.load()
+    else:
+        if not argument:
+            raise DatasetError(
+                f"dataset {scheme_name!r} needs a path; expected e.g. {scheme.example!r}, "
+                f"got {spec!r}"
+            )
+        items = scheme.load(Path(argument).expanduser())
+    if not items:
+        raise DatasetError(f"dataset {spec!r} lists no items")
+    return items
+
+
+def _check_unique_ids(spec: str, items: tuple[Item, ...]) -> None:
+    """Ids key results and resumption, so two items with one id would overwrite each other."""
+    duplicates = {
+        item_id: [str(item.path) for item in items if item.id == item_id]
+        for item_id, count in Counter(item.id for item in items).items()
+        if count > 1
+    }
+    if duplicates:
+        listed = "; ".join(
+            f"{item_id!r}: {', '.join(paths)}" for item_id, paths in duplicates.items()
+        )
+        raise DatasetError(f"dataset {spec!r} has duplicate item ids, expected unique: {listed}")

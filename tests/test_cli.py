@@ -1,0 +1,77 @@
+"""The `bench` command: listings, errors with "did you mean", exit codes, reports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from helpers import write_tone
+
+from bench.cli import EXIT_OK, EXIT_USAGE, main
+
+
+def test_unknown_codec_and_metric_exit_2_with_suggestions(capsys):
+    assert main(["run", "--codec", "opsu"]) == EXIT_USAGE
+    assert "unknown codec 'opsu'; did you mean 'opus'?" in capsys.readouterr().err
+    assert main(["run", "--codec", "opus", "--metrics", "si_sdrr", "--no-cache"]) == EXIT_USAGE
+    assert "unknown metric 'si_sdrr'; did you mean 'si_sdr'?" in capsys.readouterr().err
+
+
+def test_bad_options_exit_2_naming_what_was_expected(capsys, tmp_path):
+    assert main(["run"]) == EXIT_USAGE
+    assert "--codec is required" in capsys.readouterr().err
+    assert main(["run", "--codec", "opus", "--bitrates", "7"]) == EXIT_USAGE
+    assert "supported bitrates (kbps): 6, 8, 12" in capsys.readouterr().err
+    assert main(["run", "--codec", "opus", "--nfe", "8"]) == EXIT_USAGE
+    assert "--nfe applies to iterative decoders only" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "nowhere")]) == EXIT_USAGE
+    assert "--resume: expected a run directory" in capsys.readouterr().err
+    assert main(["run", "--codec", "opus", "--data", "folder:/no/such/folder"]) == EXIT_USAGE
+    assert "/no/such/folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == EXIT_USAGE
+
+
+def test_listings_show_bitrates_nfe_and_metadata(capsys):
+    assert main(["codecs"]) == EXIT_OK
+    listing = capsys.readouterr().out
+    for name in ("opus", "mp3", "identity", "lowpass3k5", "lowpass7k"):
+        assert f"\n{name} " in listing
+    assert "one-shot" in listing
+    assert main(["metrics"]) == EXIT_OK
+    metrics = capsys.readouterr().out
+    assert "mel_distance" in metrics and "lower" in metrics and "24000" in metrics
+    assert "si_sdr" in metrics and "higher" in metrics
+
+
+def test_run_prints_a_table_and_report_rebuilds_it(tmp_path, capsys):
+    write_tone(tmp_path / "data" / "a.wav")
+    arguments = [
+        "run",
+        "--codec",
+        "test-quantizer",
+        "--data",
+        f"folder:{tmp_path / 'data'}",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-cache",
+        "--quiet",
+    ]
+    assert main(arguments) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "si_sdr ↑" in printed and "mel_distance ↓" in printed and "test-quantizer" in printed
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert main(["report", str(run_dir)]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == printed.split("\n\nrun:")[0].strip()
+
+
+def test_console_script_is_installed():
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "exit codes" in completed.stdout
+    from importlib.metadata import entry_points
+
+    scripts = {script.name: script.value for script in entry_points(group="console_scripts")}
+    assert scripts.get("bench") == "bench.cli:main"
