@@ -10,11 +10,13 @@ identical second run only reads the cache and adding a metric never re-decodes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +37,9 @@ from bench.store import Cache, RunStore, content_key
 # cached decodes made from the old inputs are not reused.
 PREPARATION_VERSION = 1
 WARM_UP_SECONDS = 0.5
+# One thread per worker process: parallelism comes from the worker count, and real-time
+# factors stay comparable between runs with different worker counts.
+THREADS_PER_WORKER = 1
 DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "codec-bench"))
 
 
@@ -298,6 +303,8 @@ class Evaluator:
         self.cache = cache
         self._codecs: dict[str, Codec] = {}
         self._warmed: set[tuple] = set()
+        # Tasks arrive item by item, so the last prepared input is usually the next one's.
+        self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...]]] | None = None
 
     def codec(self, name: str) -> Codec:
         if name not in self._codecs:
@@ -377,18 +384,29 @@ class Evaluator:
             self.cache.put_decoded(task.decoded_key, decoded.numpy(), encoded.payload, meta)
         return decoded, meta, False, encode_seconds + decode_seconds
 
+    def _prepared_input(self, task: Task, codec: Codec) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """The item at the codec's rate and channel count, with the notes on how it changed.
+
+        Raises :class:`bench.audio.AudioError` for an input that cannot be evaluated.
+        """
+        key = (task.item.path, task.input_hash, codec.sample_rate, codec.channels, task.max_seconds)
+        if self._last_input is None or self._last_input[0] != key:
+            loaded = bench_audio.load_audio(task.item.path)
+            prepared = bench_audio.prepare(
+                loaded, codec.sample_rate, codec.channels, task.max_seconds
+            )
+            self._last_input = (key, prepared)
+        return self._last_input[1]
+
     def evaluate(self, task: Task) -> TaskResult:
         """Run one task; every failure becomes NaN rows with a reason, never an exception."""
         base = _base_row(task)
-        try:
-            loaded = bench_audio.load_audio(task.item.path)
-        except bench_audio.AudioError as error:
-            return TaskResult(_failure_rows(task, base, f"input: {error}"))
         codec = self.codec(task.condition.codec)
         try:
-            reference, notes = bench_audio.prepare(
-                loaded, codec.sample_rate, codec.channels, task.max_seconds
-            )
+            reference, notes = self._prepared_input(task, codec)
+        except bench_audio.AudioError as error:
+            return TaskResult(_failure_rows(task, base, f"input: {error}"))
+        try:
             decoded, meta, from_cache, codec_seconds = self._decode(task, codec, reference, notes)
         except Exception as error:  # noqa: BLE001 - a codec failure must not stop the run
             return TaskResult(_failure_rows(task, base, f"codec: {type(error).__name__}: {error}"))
@@ -431,14 +449,16 @@ class Evaluator:
                 "seconds": 0.0,
                 "cacheable": True,
             }
+        start = time.perf_counter()
         rate = spec.sample_rate or sample_rate
+        # Bringing both signals to the metric's rate is part of scoring it; the result is
+        # shared with later metrics at the same rate.
         if rate not in resampled:
             resampled[rate] = (
                 bench_audio.resample(reference, sample_rate, rate),
                 bench_audio.resample(decoded, sample_rate, rate),
             )
         metric_reference, metric_decoded = resampled[rate]
-        start = time.perf_counter()
         try:
             values = _as_values(spec, spec.function(metric_reference, metric_decoded, rate, item))
             failure, cacheable = None, True
@@ -457,9 +477,9 @@ class Evaluator:
 _WORKER: Evaluator | None = None
 
 
-def _init_worker(cache_root: str | None, threads: int) -> None:
+def _init_worker(cache_root: str | None) -> None:
     global _WORKER
-    torch.set_num_threads(threads)
+    torch.set_num_threads(THREADS_PER_WORKER)
     _WORKER = Evaluator(Cache(cache_root) if cache_root else None)
 
 
@@ -487,8 +507,9 @@ def _build_tasks(
 ) -> list[Task]:
     metrics = tuple(spec.name for spec in resolve_metrics(settings.metrics))
     tasks = []
-    for condition in conditions:
-        for item in dataset.items:
+    # Item-major order: consecutive tasks share an input, which workers prepare once.
+    for item in dataset.items:
+        for condition in conditions:
             input_hash = hashes[item.id]
             key = (
                 decoded_cache_key(
@@ -520,8 +541,78 @@ def _new_run_dir(out_root: Path, config_hash: str) -> Path:
     return run_dir
 
 
-def _threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+def _start_method() -> str:
+    # Forking starts a worker in milliseconds; spawning re-imports torch (about 1.5 s per
+    # worker). Forking is safe only before this process runs torch operations or starts
+    # threads, which is why the pool is created first thing in run_sweep. macOS and
+    # Windows cannot fork safely, so they spawn.
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+@contextlib.contextmanager
+def _worker_pool(
+    workers: int, cache_dir: str | os.PathLike | None
+) -> Iterator[ProcessPoolExecutor | None]:
+    """A started pool of ``workers`` processes, or ``None`` to run inline."""
+    if workers == 1:
+        yield None
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(_start_method()),
+        initializer=_init_worker,
+        initargs=(str(cache_dir) if cache_dir is not None else None,),
+    )
+    try:
+        pool.submit(os.getpid)  # starts every worker now, before this process does more
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+
+
+def _provenance(
+    store: RunStore,
+    config_hash: str,
+    settings: SweepSettings,
+    cache_dir: str | os.PathLike | None,
+    codecs: dict[str, Codec],
+    dataset: Dataset,
+    hashes: dict[str, str | None],
+) -> dict:
+    """The run's ``config.json``: resolved settings, versions, git state and machine."""
+    return {
+        "run_id": store.run_dir.name,
+        "created": datetime.now(UTC).isoformat(),
+        "config_hash": config_hash,
+        "settings": settings.to_json(),
+        "cache_dir": str(cache_dir) if cache_dir is not None else None,
+        "codecs": {
+            name: {**codec.describe(), "checkpoint_hash": codec.checkpoint_hash}
+            for name, codec in codecs.items()
+        },
+        "metrics": {spec.name: spec.metadata() for spec in resolve_metrics(settings.metrics)},
+        "dataset": {
+            "spec": settings.data,
+            "items": [
+                {
+                    "id": item.id,
+                    "path": str(item.path),
+                    "input_hash": hashes[item.id],
+                    "transcript": item.transcript,
+                    "speaker": item.speaker,
+                    "tags": sorted(item.tags),
+                }
+                for item in dataset.items
+            ],
+        },
+        "preparation": {"version": PREPARATION_VERSION, "resampler": bench_audio.RESAMPLER},
+        "versions": backend_versions(),
+        "git": git_state(),
+        "device": device_fingerprint(THREADS_PER_WORKER),
+    }
 
 
 def run_sweep(
@@ -538,6 +629,7 @@ def run_sweep(
     for unknown codecs or metrics, unsupported bitrates or NFEs and bad dataset specs.
     """
     started = time.perf_counter()
+    store = None
     if resume is not None:
         store = RunStore(resume)
         config = store.read_config()
@@ -547,67 +639,49 @@ def run_sweep(
         store.repair()
     elif settings is None:
         raise ValueError("expected sweep settings or a run directory to resume")
-
     for name in settings.codecs:
         CODECS.check(name)
-    metric_specs = resolve_metrics(settings.metrics)
-    codecs = {name: create_codec(name) for name in settings.codecs}
-    conditions = plan(settings, codecs)
-    dataset = load_dataset(
-        settings.data,
-        limit=settings.limit,
-        tags=settings.tags or None,
-        exclude_tags=settings.exclude_tags or None,
-    )
-    hashes = _input_hashes(dataset.items)
-    tasks = _build_tasks(conditions, dataset, codecs, hashes, settings)
-    threads = _threads_per_worker(settings.workers)
+    resolve_metrics(settings.metrics)
 
-    if resume is None:
-        identity = {
-            "settings": settings.to_json(),
-            "codecs": {name: codec.checkpoint_hash for name, codec in codecs.items()},
-            "items": hashes,
-        }
-        config_hash = content_key(identity)
-        store = RunStore(_new_run_dir(Path(out_root), config_hash))
-        store.create(
-            {
-                "run_id": store.run_dir.name,
-                "created": datetime.now(UTC).isoformat(),
-                "config_hash": config_hash,
-                "settings": settings.to_json(),
-                "cache_dir": str(cache_dir) if cache_dir is not None else None,
-                "codecs": {
-                    name: {**codec.describe(), "checkpoint_hash": codec.checkpoint_hash}
-                    for name, codec in codecs.items()
-                },
-                "metrics": {spec.name: spec.metadata() for spec in metric_specs},
-                "dataset": {
-                    "spec": settings.data,
-                    "items": [
-                        {
-                            "id": item.id,
-                            "path": str(item.path),
-                            "input_hash": hashes[item.id],
-                            "speaker": item.speaker,
-                            "tags": sorted(item.tags),
-                        }
-                        for item in dataset.items
-                    ],
-                },
-                "preparation": {"version": PREPARATION_VERSION, "resampler": bench_audio.RESAMPLER},
-                "versions": backend_versions(),
-                "git": git_state(),
-                "device": device_fingerprint(threads),
-            }
+    with _worker_pool(settings.workers, cache_dir) as pool:
+        codecs = {name: create_codec(name) for name in settings.codecs}
+        conditions = plan(settings, codecs)
+        dataset = load_dataset(
+            settings.data,
+            limit=settings.limit,
+            tags=settings.tags or None,
+            exclude_tags=settings.exclude_tags or None,
         )
+        hashes = _input_hashes(dataset.items)
+        tasks = _build_tasks(conditions, dataset, codecs, hashes, settings)
+        if store is None:
+            config_hash = content_key(
+                {
+                    "settings": settings.to_json(),
+                    "codecs": {name: codec.checkpoint_hash for name, codec in codecs.items()},
+                    "items": hashes,
+                }
+            )
+            store = RunStore(_new_run_dir(Path(out_root), config_hash))
+            store.create(
+                _provenance(store, config_hash, settings, cache_dir, codecs, dataset, hashes)
+            )
+        cache = Cache(cache_dir) if cache_dir is not None else None
+        summary = _execute(tasks, store, Evaluator(cache), pool, progress)
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
 
-    cache = Cache(cache_dir) if cache_dir is not None else None
+
+def _execute(
+    tasks: list[Task],
+    store: RunStore,
+    evaluator: Evaluator,
+    pool: ProcessPoolExecutor | None,
+    progress: bool,
+) -> RunSummary:
+    """Skip finished tasks, serve cached ones, compute the rest; record as they finish."""
     done = _completed_tasks(store)
     summary = RunSummary(store.run_dir, len(tasks), 0, 0, 0, 0, 0.0, 0.0, 0.0)
-    evaluator = Evaluator(cache)
-    pending: list[Task] = []
     bar = tqdm(
         total=len(tasks), desc="bench run", unit="item", disable=not progress, dynamic_ncols=True
     )
@@ -623,7 +697,8 @@ def run_sweep(
         summary.metric_seconds += result.metric_seconds
         bar.update(1)
 
-    try:
+    pending: list[Task] = []
+    with bar:
         for task in tasks:
             if set(task.metrics) <= done.get(task.identity, set()):
                 summary.tasks_resumed += 1
@@ -636,31 +711,22 @@ def run_sweep(
                 summary.tasks_from_cache += 1
                 record(task, cached)
         summary.tasks_computed = len(pending)
-        previous_threads = torch.get_num_threads()
-        if settings.workers == 1 or len(pending) <= 1:
-            torch.set_num_threads(threads)
-            try:
+        if pool is None:
+            with _pinned_threads():
                 for task in pending:
                     record(task, evaluator.evaluate(task))
-            finally:
-                torch.set_num_threads(previous_threads)
-        elif pending:
-            # "spawn" because forking a process that has started torch's thread pools
-            # can deadlock the child.
-            with ProcessPoolExecutor(
-                max_workers=min(settings.workers, len(pending)),
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(str(cache_dir) if cache_dir is not None else None, threads),
-            ) as pool:
-                futures = {pool.submit(_evaluate_in_worker, task): task for task in pending}
-                try:
-                    for future in as_completed(futures):
-                        record(futures[future], future.result())
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    finally:
-        bar.close()
-    summary.wall_seconds = time.perf_counter() - started
+        else:
+            futures = {pool.submit(_evaluate_in_worker, task): task for task in pending}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
     return summary
+
+
+@contextlib.contextmanager
+def _pinned_threads() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(THREADS_PER_WORKER)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

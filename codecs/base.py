@@ -19,8 +19,10 @@ import torch
 class Encoded:
     """A real bitstream plus what is needed to account for it.
 
-    ``payload`` holds every byte a receiver needs to decode (headers and framing
-    included), so ``actual_kbps`` is an honest rate. ``codes`` is an optional view of the
+    ``payload`` holds every byte a receiver needs to decode the signal (headers and
+    framing included), so ``actual_kbps`` is an honest rate. The exact sample count, used
+    to trim the decoder's padding, travels beside it as ``num_samples``, as a container
+    format's length field would. ``codes`` is an optional view of the
     discrete tokens, ``(num_codebooks, frames)``, for token models and analysis; it is
     never needed to decode.
     """

@@ -48,8 +48,7 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby([*CONDITION_COLUMNS, "metric"], sort=False)
     stats = grouped.agg(mean=("value", "mean"), failed=("failed", "sum")).reset_index()
     stats["cell"] = [
-        _cell(mean, failed)
-        for mean, failed in zip(stats["mean"], stats["failed"], strict=True)
+        _cell(mean, failed) for mean, failed in zip(stats["mean"], stats["failed"], strict=True)
     ]
     table = stats.pivot(index=CONDITION_COLUMNS, columns="metric", values="cell")
     items = frame.groupby(CONDITION_COLUMNS, sort=False)["item"].nunique().rename("items")

@@ -8,6 +8,7 @@ build this project targets, so the transform is written on ``torch.stft`` direct
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,10 +35,15 @@ def mel_to_hz(mels: torch.Tensor) -> torch.Tensor:
     return torch.where(mels >= _LOG_START_MEL, logarithmic, linear)
 
 
+@functools.lru_cache(maxsize=32)
 def mel_filterbank(
     sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
 ) -> torch.Tensor:
-    """Slaney-normalised triangular filters, shaped ``(n_mels, n_fft // 2 + 1)``."""
+    """Slaney-normalised triangular filters, shaped ``(n_mels, n_fft // 2 + 1)``.
+
+    Cached, because every spectrogram at a given setting needs the same matrix; callers
+    must not modify the returned tensor.
+    """
     f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(
