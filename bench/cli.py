@@ -115,7 +115,7 @@ def _run(arguments: argparse.Namespace) -> int:
     )
     print(format_summary(summary.run_dir))
     print(
-        f"\nrun: {summary.run_dir}  ({summary.tasks_total} items x conditions: "
+        f"\nrun: {summary.run_dir}  ({summary.tasks_total} tasks (item x condition): "
         f"{summary.tasks_computed} computed, {summary.tasks_from_cache} from cache, "
         f"{summary.tasks_resumed} already done; {summary.wall_seconds:.1f} s)"
     )

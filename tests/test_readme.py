@@ -1,0 +1,55 @@
+"""The README's commands are the ones CI runs, and its examples work as printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def _block_after(marker: str, language: str) -> str:
+    match = re.search(re.escape(marker) + r".*?```" + language + r"\n(.*?)```", README, re.S)
+    assert match, f"no ```{language} block after {marker!r} in README.md"
+    return match.group(1).strip()
+
+
+def test_ci_runs_the_readme_test_command():
+    command = _block_after("<!-- test-command", "bash")
+    ci_lines = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_lines[-1] == command
+
+
+@pytest.mark.slow
+def test_the_main_job_and_the_python_example_run(tmp_path):
+    env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache")}
+    main_job = _block_after("## On a fresh machine", "bash").split("&&")[-1].strip()
+    assert main_job == ".venv/bin/bench run --codec opus --bitrates 6,12"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.cli", *main_job.split()[1:], "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert re.search(r"opus\s+6\.0\s+-\s+29\s", completed.stdout)
+    assert re.search(r"opus\s+12\.0\s+-\s+29\s", completed.stdout)
+
+    example = _block_after("## Python API", "python")
+    completed = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert re.search(r"mp3\s+64\.0\s+-\s+3\s", completed.stdout)
