@@ -588,7 +588,7 @@ def _provenance(
         "created": datetime.now(UTC).isoformat(),
         "config_hash": config_hash,
         "settings": settings.to_json(),
-        "cache_dir": str(cache_dir) if cache_dir is not None else None,
+        "cache_dir": str(Path(cache_dir).resolve()) if cache_dir is not None else None,
         "codecs": {
             name: {**codec.describe(), "checkpoint_hash": codec.checkpoint_hash}
             for name, codec in codecs.items()
@@ -625,7 +625,8 @@ def run_sweep(
 ) -> RunSummary:
     """Plan, execute and record a sweep; or continue the run in ``resume``.
 
-    ``cache_dir=None`` disables the cache. Raises ``ValueError`` (with the valid values)
+    ``cache_dir=None`` disables the cache; a resumed run uses the cache of the run it
+    continues, whatever ``cache_dir`` says. Raises ``ValueError`` (with the valid values)
     for unknown codecs or metrics, unsupported bitrates or NFEs and bad dataset specs.
     """
     started = time.perf_counter()
@@ -634,8 +635,8 @@ def run_sweep(
         store = RunStore(resume)
         config = store.read_config()
         settings = SweepSettings.from_json(config["settings"])
-        if cache_dir is not None and config.get("cache_dir"):
-            cache_dir = config["cache_dir"]
+        # A resumed run reads and writes the cache its first part used (or none).
+        cache_dir = config["cache_dir"]
         store.repair()
     elif settings is None:
         raise ValueError("expected sweep settings or a run directory to resume")
