@@ -11,7 +11,6 @@ identical second run only reads the cache and adding a metric never re-decodes.
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import os
 import sys
@@ -28,9 +27,10 @@ from tqdm import tqdm
 from bench import audio as bench_audio
 from bench.codecs.base import Codec
 from bench.data import Dataset, Item, load_dataset
-from bench.metrics import CannotScore, CodingStats, MetricSpec, get_metric, metric_names
+from bench.metrics import CodingStats
 from bench.provenance import backend_versions, device_fingerprint, git_state
 from bench.registry import CODECS, create_codec
+from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric
 from bench.store import Cache, RunStore, content_key
 
 # Bump when the preparation of inputs (loading, resampling, cropping) changes, so that
@@ -48,7 +48,8 @@ class SweepSettings:
     """Everything that determines a run's results (output locations excluded).
 
     ``bitrates=None`` sweeps every bitrate of each codec; ``nfes`` applies to iterative
-    decoders only; ``metrics=None`` scores every registered metric.
+    decoders only; ``metrics=None`` scores every registered metric; ``metric_options``
+    maps a metric to its options (``{"wer": {"model": "PATH"}}``).
     """
 
     codecs: tuple[str, ...]
@@ -61,6 +62,7 @@ class SweepSettings:
     tags: tuple[str, ...] = ()
     exclude_tags: tuple[str, ...] = ()
     metrics: tuple[str, ...] | None = None
+    metric_options: dict[str, dict[str, str]] = field(default_factory=dict)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def __post_init__(self) -> None:
@@ -89,6 +91,7 @@ class SweepSettings:
                     for name in ("codecs", "bitrates", "nfes", "seeds", "metrics")
                 },
                 "tags": tuple(data.get("tags", ())),
+                "metric_options": data.get("metric_options", {}),
                 "exclude_tags": tuple(data.get("exclude_tags", ())),
             }
         )
@@ -114,6 +117,7 @@ class Task:
     decoded_key: str
     metrics: tuple[str, ...]
     max_seconds: float | None
+    metric_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def identity(self) -> tuple:
@@ -172,11 +176,6 @@ def parse_list(text: str, kind: type, option: str) -> tuple:
     return tuple(values)
 
 
-def resolve_metrics(requested: tuple[str, ...] | None) -> tuple[MetricSpec, ...]:
-    names = metric_names() if requested is None else requested
-    return tuple(get_metric(name) for name in names)
-
-
 def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> list[Condition]:
     """The condition grid; raises ``ValueError`` naming valid values for bad choices."""
     conditions = []
@@ -221,19 +220,6 @@ def decoded_cache_key(
     )
 
 
-def metric_cache_key(decoded_key: str, spec: MetricSpec) -> str:
-    return content_key(
-        {
-            "decoded": decoded_key,
-            "metric": spec.name,
-            "version": spec.version,
-            "backend": spec.backend,
-            "backend_version": spec.backend_version,
-            "sample_rate": spec.sample_rate,
-        }
-    )
-
-
 def _base_row(task: Task) -> dict:
     condition = task.condition
     return {
@@ -249,32 +235,27 @@ def _base_row(task: Task) -> dict:
     }
 
 
-def _metric_rows(
-    base: dict,
-    spec: MetricSpec,
-    values: dict[str, float],
-    failure: str | None,
-    seconds: float | None,
-) -> list[dict]:
+def _metric_rows(base: dict, metric: BoundMetric, outcome: MetricOutcome) -> list[dict]:
     return [
         {
             **base,
             "metric": name,
-            "metric_family": spec.name,
+            "metric_family": metric.name,
             "value": value,
-            "failure": failure,
-            "metric_seconds": seconds,
-            "metric_backend": spec.backend,
-            "metric_backend_version": spec.backend_version,
+            "failure": outcome.failure,
+            "metric_note": outcome.note,
+            "metric_seconds": outcome.seconds,
+            "metric_backend": metric.spec.backend,
+            "metric_backend_version": metric.backend_version,
         }
-        for name, value in values.items()
+        for name, value in outcome.values.items()
     ]
 
 
-def _failure_rows(task: Task, base: dict, reason: str) -> list[dict]:
+def _failure_rows(metrics: tuple[BoundMetric, ...], base: dict, reason: str) -> list[dict]:
     rows = []
-    for name in task.metrics:
-        rows += _metric_rows(base, get_metric(name), {name: math.nan}, reason, None)
+    for metric in metrics:
+        rows += _metric_rows(base, metric, MetricOutcome.failed(metric, reason))
     return rows
 
 
@@ -290,12 +271,6 @@ def _coding_fields(meta: dict, from_cache: bool) -> dict:
     }
 
 
-def _as_values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, float]:
-    if isinstance(result, dict):
-        return {f"{spec.name}.{key}": float(value) for key, value in result.items()}
-    return {spec.name: float(result)}
-
-
 class Evaluator:
     """Runs tasks in one process, holding its codec instances and warm-up state."""
 
@@ -303,6 +278,7 @@ class Evaluator:
         self.cache = cache
         self._codecs: dict[str, Codec] = {}
         self._warmed: set[tuple] = set()
+        self._bound: dict[str, tuple[BoundMetric, ...]] = {}
         # Tasks arrive item by item, so the last prepared input is usually the next one's.
         self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...]]] | None = None
 
@@ -323,6 +299,12 @@ class Evaluator:
         codec.decode(codec.encode(noise, condition.bitrate), condition.nfe, condition.seed)
         self._warmed.add(key)
 
+    def metrics(self, task: Task) -> tuple[BoundMetric, ...]:
+        key = content_key({"metrics": task.metrics, "options": task.metric_options})
+        if key not in self._bound:
+            self._bound[key] = bind_metrics(task.metrics, task.metric_options)
+        return self._bound[key]
+
     def cached_result(self, task: Task) -> TaskResult | None:
         """The task's rows from the cache alone, or ``None`` if anything is missing."""
         if self.cache is None or task.input_hash is None:
@@ -332,19 +314,18 @@ class Evaluator:
             return None
         base = {**_base_row(task), **_coding_fields(meta, from_cache=True)}
         rows = []
-        for name in task.metrics:
-            spec = get_metric(name)
-            if spec.inputs == "coding":
-                rows += self._coding_metric_rows(base, spec, meta)
+        for metric in self.metrics(task):
+            if metric.spec.inputs == "coding":
+                rows += self._coding_metric_rows(base, metric, meta)
                 continue
-            entry = self.cache.get_metric(metric_cache_key(task.decoded_key, spec))
+            entry = self.cache.get_metric(metric.cache_key(task.decoded_key))
             if entry is None:
                 return None
-            rows += _metric_rows(base, spec, entry["values"], entry["failure"], entry["seconds"])
+            rows += _metric_rows(base, metric, MetricOutcome.from_cache(entry))
         return TaskResult(rows)
 
     @staticmethod
-    def _coding_metric_rows(base: dict, spec: MetricSpec, meta: dict) -> list[dict]:
+    def _coding_metric_rows(base: dict, metric: BoundMetric, meta: dict) -> list[dict]:
         stats = CodingStats(
             encode_seconds=meta["encode_seconds"],
             decode_seconds=meta["decode_seconds"],
@@ -352,7 +333,8 @@ class Evaluator:
             nominal_kbps=meta["nominal_kbps"],
             actual_kbps=meta["actual_kbps"],
         )
-        return _metric_rows(base, spec, {spec.name: spec.function(stats)}, None, 0.0)
+        value = metric.spec.function(stats)
+        return _metric_rows(base, metric, MetricOutcome({metric.name: value}, None, None, 0.0))
 
     def _decode(
         self, task: Task, codec: Codec, reference: torch.Tensor, notes: tuple[str, ...]
@@ -401,77 +383,37 @@ class Evaluator:
     def evaluate(self, task: Task) -> TaskResult:
         """Run one task; every failure becomes NaN rows with a reason, never an exception."""
         base = _base_row(task)
+        metrics = self.metrics(task)
         codec = self.codec(task.condition.codec)
         try:
             reference, notes = self._prepared_input(task, codec)
         except bench_audio.AudioError as error:
-            return TaskResult(_failure_rows(task, base, f"input: {error}"))
+            return TaskResult(_failure_rows(metrics, base, f"input: {error}"))
         try:
             decoded, meta, from_cache, codec_seconds = self._decode(task, codec, reference, notes)
         except Exception as error:  # noqa: BLE001 - a codec failure must not stop the run
-            return TaskResult(_failure_rows(task, base, f"codec: {type(error).__name__}: {error}"))
+            reason = f"codec: {type(error).__name__}: {error}"
+            return TaskResult(_failure_rows(metrics, base, reason))
         base.update(_coding_fields(meta, from_cache))
         result = TaskResult([], codec_seconds=codec_seconds)
         resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for name in task.metrics:
-            spec = get_metric(name)
-            if spec.inputs == "coding":
-                result.rows += self._coding_metric_rows(base, spec, meta)
+        for metric in metrics:
+            if metric.spec.inputs == "coding":
+                result.rows += self._coding_metric_rows(base, metric, meta)
                 continue
-            key = metric_cache_key(task.decoded_key, spec)
+            key = metric.cache_key(task.decoded_key)
             entry = self.cache.get_metric(key) if self.cache is not None else None
             if entry is None:
-                entry = self._score(
-                    spec, task.item, reference, decoded, codec.sample_rate, resampled
+                outcome = score_metric(
+                    metric, task.item, reference, decoded, codec.sample_rate, resampled
                 )
-                result.metric_seconds += entry["seconds"]
-                if self.cache is not None and entry.pop("cacheable"):
-                    self.cache.put_metric(key, entry)
-            result.rows += _metric_rows(
-                base, spec, entry["values"], entry["failure"], entry["seconds"]
-            )
+                result.metric_seconds += outcome.seconds
+                if self.cache is not None and outcome.cacheable:
+                    self.cache.put_metric(key, outcome.to_cache())
+            else:
+                outcome = MetricOutcome.from_cache(entry)
+            result.rows += _metric_rows(base, metric, outcome)
         return result
-
-    @staticmethod
-    def _score(
-        spec: MetricSpec,
-        item: Item,
-        reference: torch.Tensor,
-        decoded: torch.Tensor,
-        sample_rate: int,
-        resampled: dict,
-    ) -> dict:
-        """Score one metric; returns values, failure reason, seconds and cacheability."""
-        if spec.needs_transcript and not item.transcript:
-            return {
-                "values": {spec.name: math.nan},
-                "failure": "no transcript for this item",
-                "seconds": 0.0,
-                "cacheable": True,
-            }
-        start = time.perf_counter()
-        rate = spec.sample_rate or sample_rate
-        # Bringing both signals to the metric's rate is part of scoring it; the result is
-        # shared with later metrics at the same rate.
-        if rate not in resampled:
-            resampled[rate] = (
-                bench_audio.resample(reference, sample_rate, rate),
-                bench_audio.resample(decoded, sample_rate, rate),
-            )
-        metric_reference, metric_decoded = resampled[rate]
-        try:
-            values = _as_values(spec, spec.function(metric_reference, metric_decoded, rate, item))
-            failure, cacheable = None, True
-        except CannotScore as reason:
-            values, failure, cacheable = {spec.name: math.nan}, str(reason), True
-        except Exception as error:  # noqa: BLE001 - one broken metric must not stop the run
-            # Unexpected errors may be transient (memory, a backend hiccup): not cached.
-            values = {spec.name: math.nan}
-            failure, cacheable = f"{type(error).__name__}: {error}", False
-        seconds = time.perf_counter() - start
-        if failure is None and any(not math.isfinite(value) for value in values.values()):
-            failure = "the metric returned a non-finite value"
-        return {"values": values, "failure": failure, "seconds": seconds, "cacheable": cacheable}
 
 
 _WORKER: Evaluator | None = None
@@ -505,7 +447,7 @@ def _build_tasks(
     hashes: dict[str, str | None],
     settings: SweepSettings,
 ) -> list[Task]:
-    metrics = tuple(spec.name for spec in resolve_metrics(settings.metrics))
+    metrics = tuple(metric.name for metric in bind_metrics(settings.metrics))
     tasks = []
     # Item-major order: consecutive tasks share an input, which workers prepare once.
     for item in dataset.items:
@@ -518,7 +460,17 @@ def _build_tasks(
                 if input_hash
                 else ""
             )
-            tasks.append(Task(condition, item, input_hash, key, metrics, settings.max_seconds))
+            tasks.append(
+                Task(
+                    condition,
+                    item,
+                    input_hash,
+                    key,
+                    metrics,
+                    settings.max_seconds,
+                    settings.metric_options,
+                )
+            )
     return tasks
 
 
@@ -593,7 +545,14 @@ def _provenance(
             name: {**codec.describe(), "checkpoint_hash": codec.checkpoint_hash}
             for name, codec in codecs.items()
         },
-        "metrics": {spec.name: spec.metadata() for spec in resolve_metrics(settings.metrics)},
+        "metrics": {
+            metric.name: {
+                **metric.spec.metadata(),
+                "options": metric.options,
+                "backend_version": metric.backend_version,
+            }
+            for metric in bind_metrics(settings.metrics, settings.metric_options)
+        },
         "dataset": {
             "spec": settings.data,
             "items": [
@@ -642,7 +601,7 @@ def run_sweep(
         raise ValueError("expected sweep settings or a run directory to resume")
     for name in settings.codecs:
         CODECS.check(name)
-    resolve_metrics(settings.metrics)
+    bind_metrics(settings.metrics, settings.metric_options)
 
     with _worker_pool(settings.workers, cache_dir) as pool:
         codecs = {name: create_codec(name) for name in settings.codecs}

@@ -1,10 +1,13 @@
 """The metric contract: a pure function plus metadata, and a registry of them.
 
-A metric is ``(reference, degraded, sample_rate, item) -> float | dict[str, float]`` on
-``(channels, samples)`` float32 audio at the rate the metric declares (``bench.audio``
+A metric is ``(reference, degraded, sample_rate, item, **options) -> float | dict | Score``
+on ``(channels, samples)`` float32 audio at the rate the metric declares (``bench.audio``
 resamples; the metric never does). Coding metrics (rates, real-time factors) read the
 measured :class:`CodingStats` instead of audio. A metric that cannot score an item
 raises :class:`CannotScore` with the reason; the harness records NaN and that reason.
+
+Metrics with heavy state (models, JIT-compiled kernels) keep it in per-process caches and
+declare a ``setup`` that builds it, which the harness calls once per worker, untimed.
 """
 
 from __future__ import annotations
@@ -13,9 +16,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-import torch
-
-from bench.data.item import Item
 from bench.registry import UnknownNameError, did_you_mean
 
 
@@ -34,7 +34,16 @@ class CodingStats:
     actual_kbps: float
 
 
-AudioMetricFunction = Callable[[torch.Tensor, torch.Tensor, int, Item], "float | dict[str, float]"]
+@dataclass(frozen=True)
+class Score:
+    """A metric's value with a note on how it was obtained, recorded in the result row
+    (e.g. whether a WER was scored against the transcript or an ASR reference)."""
+
+    value: float | dict[str, float]
+    note: str
+
+
+AudioMetricFunction = Callable[..., "float | dict[str, float] | Score"]
 CodingMetricFunction = Callable[[CodingStats], float]
 
 
@@ -45,6 +54,12 @@ class MetricSpec:
     ``sample_rate`` is the rate the metric works at; ``None`` means the codec's own rate.
     ``version`` is the version of the metric's definition in this project and, with
     ``backend_version``, keys the metric cache: bump it when the definition changes.
+    ``needs_reference=False`` marks a non-intrusive (no-reference) metric.
+
+    ``options`` names the keyword options ``function`` accepts (e.g. ``model`` for WER);
+    ``setup(**options)`` builds per-process state once, before anything is timed; and
+    ``describe_backend(**options)`` gives the backend version for those options (e.g.
+    including a model's sha256), which replaces ``backend_version`` when set.
     """
 
     name: str
@@ -59,11 +74,32 @@ class MetricSpec:
     unit: str = ""
     version: int = 1
     description: str = ""
+    options: tuple[str, ...] = ()
+    setup: Callable[..., None] | None = field(default=None, repr=False)
+    describe_backend: Callable[..., str] | None = field(default=None, repr=False)
+
+    def check_options(self, options: dict[str, str]) -> dict[str, str]:
+        """Return ``options`` if this metric accepts them, else raise ``ValueError``."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            accepted = ", ".join(self.options) if self.options else "none"
+            raise ValueError(
+                f"metric {self.name!r} takes no option {', '.join(map(repr, unknown))}; "
+                f"accepted options: {accepted}"
+            )
+        return options
+
+    def backend_version_for(self, options: dict[str, str]) -> str:
+        """The backend version that produced values under ``options``."""
+        if self.describe_backend is None:
+            return self.backend_version
+        return self.describe_backend(**options)
 
     def metadata(self) -> dict:
-        """Everything but the function, as recorded in a run's provenance."""
+        """Everything but the callables, as recorded in a run's provenance."""
         data = asdict(self)
-        data.pop("function")
+        for name in ("function", "setup", "describe_backend"):
+            data.pop(name)
         return data
 
 
