@@ -9,7 +9,9 @@ run finished but some values could not be scored (NaN, counted in the table);
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import sys
 import traceback
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ EXIT_USAGE = 2
 EXIT_FAILURES = 3
 EXIT_INTERRUPTED = 130
 
+ASR_MODEL_HELP = "Whisper model for `wer`: a CTranslate2 model folder or a name (default: tiny.en)"
 EPILOG = (
     "exit codes: 0 ok; 1 internal error; 2 bad usage or input; "
     "3 finished with unscored values (NaN); 130 interrupted"
@@ -55,6 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tags", help="keep items with any of these tags, e.g. speech,music")
     run.add_argument("--exclude-tags", help="drop items with any of these tags")
     run.add_argument("--metrics", help="metric names, comma-separated (default: all)")
+    run.add_argument("--asr-model", help=ASR_MODEL_HELP)
     run.add_argument(
         "--workers",
         type=int,
@@ -67,11 +71,27 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    score = commands.add_parser(
+        "score",
+        help="score a reference/degraded pair of files, or two folders paired by path",
+        epilog=EPILOG,
+    )
+    score.add_argument("reference", metavar="REF", help="reference file or folder")
+    score.add_argument("degraded", metavar="DEG", help="degraded file or folder")
+    score.add_argument("--metrics", help="metric names, comma-separated (default: all audio)")
+    score.add_argument("--asr-model", help=ASR_MODEL_HELP)
+    score.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    score.add_argument("--json", action="store_true", help="print one JSON object")
+
     commands.add_parser("codecs", help="list codecs with their bitrates and NFE options")
     commands.add_parser("metrics", help="list metrics with their metadata")
     report = commands.add_parser("report", help="print the summary table of a run")
     report.add_argument("run_dir", metavar="RUN_DIR")
     return parser
+
+
+def _metric_options(arguments: argparse.Namespace) -> dict[str, dict[str, str]]:
+    return {"wer": {"model": arguments.asr_model}} if arguments.asr_model else {}
 
 
 def _settings_from_arguments(arguments: argparse.Namespace):
@@ -92,6 +112,7 @@ def _settings_from_arguments(arguments: argparse.Namespace):
         tags=_names(arguments.tags) if arguments.tags else (),
         exclude_tags=_names(arguments.exclude_tags) if arguments.exclude_tags else (),
         metrics=_names(arguments.metrics) if arguments.metrics else None,
+        metric_options=_metric_options(arguments),
         workers=arguments.workers,
     )
 
@@ -120,6 +141,53 @@ def _run(arguments: argparse.Namespace) -> int:
         f"{summary.tasks_resumed} already done; {summary.wall_seconds:.1f} s)"
     )
     return EXIT_FAILURES if summary.failures else EXIT_OK
+
+
+def _score(arguments: argparse.Namespace) -> int:
+    from bench.metrics import get_metric, metric_names
+    from bench.scoring import bind_metrics, score_paths
+
+    if arguments.workers < 1:
+        raise ValueError(f"--workers: expected >= 1, got {arguments.workers}")
+    names = (
+        _names(arguments.metrics)
+        if arguments.metrics
+        else tuple(name for name in metric_names() if get_metric(name).inputs == "audio")
+    )
+    metrics = bind_metrics(names, _metric_options(arguments))
+    pairs = score_paths(arguments.reference, arguments.degraded, metrics, arguments.workers)
+    failures = sum(len(pair.failures) for pair in pairs)
+    if arguments.json:
+        if len(pairs) == 1:
+            print(json.dumps(pairs[0].as_json(), indent=2))
+        else:
+            print(
+                json.dumps(
+                    {"pairs": [pair.as_json() for pair in pairs], "mean": _means(pairs)}, indent=2
+                )
+            )
+        return EXIT_FAILURES if failures else EXIT_OK
+    for pair in pairs:
+        print(f"{pair.reference} ~ {pair.degraded}")
+        for name, value in pair.values.items():
+            shown = f"{value:.4f}" if value is not None else f"nan ({pair.failures[name]})"
+            print(f"  {name:<20} {shown}")
+        for note in pair.notes:
+            print(f"  note: {note}")
+    if len(pairs) > 1:
+        print(f"mean over {len(pairs)} pairs (failures excluded):")
+        for name, value in _means(pairs).items():
+            print(f"  {name:<20} {value:.4f}" if value is not None else f"  {name:<20} nan")
+    return EXIT_FAILURES if failures else EXIT_OK
+
+
+def _means(pairs: list) -> dict[str, float | None]:
+    """Mean of each metric over the pairs that scored it (``None`` if none did)."""
+    means = {}
+    for name in dict.fromkeys(name for pair in pairs for name in pair.values):
+        values = [value for pair in pairs if (value := pair.values.get(name)) is not None]
+        means[name] = statistics.fmean(values) if values else None
+    return means
 
 
 def _list_codecs() -> int:
@@ -172,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": lambda: _run(arguments),
         "codecs": _list_codecs,
         "metrics": _list_metrics,
+        "score": lambda: _score(arguments),
         "report": lambda: _report(arguments),
     }
     try:

@@ -19,6 +19,7 @@ import torch
 from bench import audio as bench_audio
 from bench.data.item import Item
 from bench.metrics import CannotScore, MetricSpec, Score, get_metric, metric_names
+from bench.parallel import process_pool
 from bench.store import content_key
 
 
@@ -234,3 +235,75 @@ def score_pair(
         if outcome.note:
             result.notes.append(f"{metric.name}: {outcome.note}")
     return result
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+
+
+def _audio_files(folder: Path) -> dict[str, Path]:
+    """Audio files below ``folder`` keyed by relative path without extension."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+            files[path.relative_to(folder).with_suffix("").as_posix()] = path
+    return files
+
+
+def pair_paths(reference: str | os.PathLike, degraded: str | os.PathLike) -> list[tuple]:
+    """``(reference, degraded)`` pairs: two files, or two folders paired by relative path
+    (extensions may differ, so ``a/x.flac`` pairs with ``a/x.wav``). A file present on one
+    side only is paired with ``None``."""
+    reference, degraded = Path(reference), Path(degraded)
+    for path in (reference, degraded):
+        if not path.exists():
+            raise ValueError(f"expected an audio file or a folder, got a missing path: {path}")
+    if reference.is_dir() != degraded.is_dir():
+        raise ValueError(f"expected two files or two folders, got {reference} and {degraded}")
+    if not reference.is_dir():
+        return [(reference, degraded)]
+    references, degradeds = _audio_files(reference), _audio_files(degraded)
+    if not references:
+        raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {reference}")
+    keys = sorted(set(references) | set(degradeds))
+    return [(references.get(key), degradeds.get(key)) for key in keys]
+
+
+def _sidecar_transcript(path: Path) -> str | None:
+    sidecar = path.with_suffix(".txt")
+    return sidecar.read_text().strip() or None if sidecar.is_file() else None
+
+
+def _score_one(job: tuple[Path | None, Path | None, tuple[BoundMetric, ...]]) -> PairScores:
+    reference, degraded, metrics = job
+    if reference is None or degraded is None:
+        missing = "reference" if reference is None else "degraded"
+        result = PairScores(str(reference), str(degraded), {}, {}, [])
+        for metric in metrics:
+            result.values[metric.name] = None
+            result.failures[metric.name] = f"input: no {missing} file to pair with"
+        return result
+    return score_pair(reference, degraded, metrics, _sidecar_transcript(reference))
+
+
+def score_paths(
+    reference: str | os.PathLike,
+    degraded: str | os.PathLike,
+    metrics: tuple[BoundMetric, ...],
+    workers: int = 1,
+) -> list[PairScores]:
+    """Score two files or two folders (see :func:`pair_paths`) with audio metrics.
+
+    A reference's sidecar ``.txt`` is its transcript (for WER). Pairs are scored in a
+    process pool when ``workers > 1``; results keep the pairing order.
+    """
+    coding = [metric.name for metric in metrics if metric.spec.inputs == "coding"]
+    if coding:
+        raise ValueError(
+            f"{', '.join(coding)} measure a codec run and cannot score files; "
+            "choose audio metrics (see `bench metrics`)"
+        )
+    jobs = [(ref, deg, metrics) for ref, deg in pair_paths(reference, degraded)]
+    if workers == 1 or len(jobs) == 1:
+        return [_score_one(job) for job in jobs]
+    with process_pool(workers) as pool:
+        return list(pool.map(_score_one, jobs))

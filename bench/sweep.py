@@ -11,9 +11,7 @@ identical second run only reads the cache and adding a metric never re-decodes.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,6 +26,7 @@ from bench import audio as bench_audio
 from bench.codecs.base import Codec
 from bench.data import Dataset, Item, load_dataset
 from bench.metrics import CodingStats
+from bench.parallel import process_pool
 from bench.provenance import backend_versions, device_fingerprint, git_state
 from bench.registry import CODECS, create_codec
 from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric
@@ -493,14 +492,6 @@ def _new_run_dir(out_root: Path, config_hash: str) -> Path:
     return run_dir
 
 
-def _start_method() -> str:
-    # Forking starts a worker in milliseconds; spawning re-imports torch (about 1.5 s per
-    # worker). Forking is safe only before this process runs torch operations or starts
-    # threads, which is why the pool is created first thing in run_sweep. macOS and
-    # Windows cannot fork safely, so they spawn.
-    return "fork" if sys.platform.startswith("linux") else "spawn"
-
-
 @contextlib.contextmanager
 def _worker_pool(
     workers: int, cache_dir: str | os.PathLike | None
@@ -509,14 +500,9 @@ def _worker_pool(
     if workers == 1:
         yield None
         return
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context(_start_method()),
-        initializer=_init_worker,
-        initargs=(str(cache_dir) if cache_dir is not None else None,),
-    )
+    # Created before this process runs any torch operation: see bench.parallel.
+    pool = process_pool(workers, _init_worker, (str(cache_dir) if cache_dir is not None else None,))
     try:
-        pool.submit(os.getpid)  # starts every worker now, before this process does more
         yield pool
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -1,12 +1,15 @@
 """Signal-level full-reference metrics: multi-scale mel distance and SI-SDR.
 
 SI-SDR follows Le Roux et al., "SDR - half-baked or well done?" (ICASSP 2019). The mel
-distance is modelled on the multi-scale mel loss of descript-audio-codec / audiotools,
-with its exact definition stated in :func:`mel_distance`, computed at a fixed rate so
-that codecs of different sample rates are compared on the same scale.
+distance is pinned to the multi-scale mel loss EnCodec trains with (Defossez et al.,
+2022); ``mel_distance_dac`` is the profile of DAC's evaluation script (Kumar et al.,
+2023). Each is computed at a fixed rate, so codecs of different sample rates are compared
+on the same scale, and each docstring states the exact definition.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,34 +19,93 @@ from bench.codecs.modules.spectral import mel_spectrogram
 from bench.data.item import Item
 from bench.metrics.base import CannotScore, MetricSpec, register_metric
 
-MEL_DISTANCE_SAMPLE_RATE = 24_000
-MEL_DISTANCE_SCALES = ((2048, 150), (512, 80))  # (window length = n_fft, number of mel bands)
-MEL_DISTANCE_FLOOR = 1e-5
+
+@dataclass(frozen=True)
+class MelDistanceProfile:
+    """One published definition of a multi-scale mel distance."""
+
+    sample_rate: int
+    scales: tuple[tuple[int, int], ...]  # (window length = n_fft, number of mel bands)
+    log_power: float  # the log is taken of mel**log_power
+    linear_weight: float  # weight of the L1 on linear mel magnitudes
+    normalized_stft: bool  # scale the STFT by 1/sqrt(n_fft)
+    floor: float = 1e-5
+
+    def distance(self, reference: torch.Tensor, degraded: torch.Tensor) -> float:
+        """Mean over scales of the log-mel L1 (plus linear-mel L1 when weighted)."""
+        total = 0.0
+        for n_fft, n_mels in self.scales:
+            mel_reference, mel_degraded = (
+                mel_spectrogram(
+                    signal,
+                    self.sample_rate,
+                    n_fft,
+                    n_fft // 4,
+                    n_mels,
+                    normalized=self.normalized_stft,
+                )
+                for signal in (reference, degraded)
+            )
+            log_reference = self.log_power * torch.log10(mel_reference.clamp(min=self.floor))
+            log_degraded = self.log_power * torch.log10(mel_degraded.clamp(min=self.floor))
+            total += (log_reference - log_degraded).abs().mean().item()
+            if self.linear_weight:
+                total += self.linear_weight * (mel_reference - mel_degraded).abs().mean().item()
+        return total / len(self.scales)
+
+
+# EnCodec (Defossez et al. 2022, section 3.4): the frequency-domain reconstruction loss
+# over windows 2^5..2^11, 64 mel bands, hop = window / 4, on a normalised STFT; here the
+# L1 on log10 mel magnitudes, at EnCodec's 24 kHz.
+ENCODEC_PROFILE = MelDistanceProfile(
+    sample_rate=24_000,
+    scales=tuple((2**exponent, 64) for exponent in range(5, 12)),
+    log_power=1.0,
+    linear_weight=0.0,
+    normalized_stft=True,
+)
+# DAC (Kumar et al. 2023) scripts/evaluate.py: MelSpectrogramLoss defaults, windows 2048
+# and 512 with 150 and 80 mel bands, L1 of log10(mel^2) plus L1 of the linear mel, summed
+# over the two scales, reported at 44.1 kHz ("mel-44k").
+DAC_PROFILE = MelDistanceProfile(
+    sample_rate=44_100,
+    scales=((2048, 150), (512, 80)),
+    log_power=2.0,
+    linear_weight=1.0,
+    normalized_stft=False,
+)
 
 
 def mel_distance(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
-    """Multi-scale log-mel plus linear-mel L1 distance; 0 for identical signals.
+    """Multi-scale log-mel L1 distance of EnCodec's training loss; 0 for identical signals.
 
-    Exact definition. Both signals ``(channels, samples)`` are at 24 kHz. For each
-    scale ``(n_fft, n_mels)`` in ``((2048, 150), (512, 80))``: a magnitude STFT with a
-    Hann window of ``n_fft`` samples, hop ``n_fft // 4``, centred with reflect padding;
-    a Slaney-normalised mel filterbank from 0 Hz to 12 kHz gives magnitude mel
-    spectrograms ``R`` and ``D``. The scale's distance is
-    ``mean|log10(max(R, 1e-5)^2) - log10(max(D, 1e-5)^2)| + mean|R - D|``, the means
-    running over channels, bands and frames. The metric is the sum over both scales.
-    Lower is better.
+    Exact definition. Both signals ``(channels, samples)`` are at 24 kHz. For each window
+    length ``w = 2^i``, ``i = 5..11``: a Hann-windowed STFT with ``n_fft = w``, hop
+    ``w // 4``, centred with reflect padding, scaled by ``1 / sqrt(w)`` (a normalised
+    STFT); magnitudes through a 64-band Slaney mel filterbank from 0 Hz to 12 kHz give
+    ``R`` and ``D``; the scale's distance is ``mean|log10(max(R, 1e-5)) - log10(max(D, 1e-5))|``
+    over channels, bands and frames. The metric is the mean over the seven scales. At
+    the smallest windows some of the 64 bands fall between FFT bins and stay empty; they
+    add nothing. Lower is better.
     """
-    distance = 0.0
-    for n_fft, n_mels in MEL_DISTANCE_SCALES:
-        mel_reference = mel_spectrogram(reference, sample_rate, n_fft, n_fft // 4, n_mels)
-        mel_degraded = mel_spectrogram(degraded, sample_rate, n_fft, n_fft // 4, n_mels)
-        log_reference = 2 * torch.log10(mel_reference.clamp(min=MEL_DISTANCE_FLOOR))
-        log_degraded = 2 * torch.log10(mel_degraded.clamp(min=MEL_DISTANCE_FLOOR))
-        distance += (log_reference - log_degraded).abs().mean().item()
-        distance += (mel_reference - mel_degraded).abs().mean().item()
-    return distance
+    return ENCODEC_PROFILE.distance(reference, degraded)
+
+
+def mel_distance_dac(
+    reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
+) -> float:
+    """The mel distance of DAC's evaluation script, for comparison with papers that use it.
+
+    Exact definition. Both signals at 44.1 kHz. For ``(n_fft, n_mels)`` in
+    ``((2048, 150), (512, 80))``: a Hann-windowed magnitude STFT, hop ``n_fft // 4``,
+    centred with reflect padding, through a Slaney mel filterbank from 0 Hz to Nyquist,
+    gives ``R`` and ``D``; the scale's distance is
+    ``mean|log10(max(R, 1e-5)^2) - log10(max(D, 1e-5)^2)| + mean|R - D|``. DAC sums the
+    two scales; this returns that sum (twice the profile's per-scale mean). Lower is better.
+    """
+    return DAC_PROFILE.distance(reference, degraded) * len(DAC_PROFILE.scales)
 
 
 def si_sdr(
@@ -72,19 +134,24 @@ def si_sdr(
     return float(np.mean(10 * np.log10(ratios)))
 
 
-register_metric(
-    MetricSpec(
-        name="mel_distance",
-        function=mel_distance,
-        higher_is_better=False,
-        needs_reference=True,
-        needs_transcript=False,
-        sample_rate=MEL_DISTANCE_SAMPLE_RATE,
-        backend="bench (torch.stft)",
-        backend_version=f"{bench_version}/torch {torch.__version__}",
-        description="multi-scale log+linear mel L1 at 24 kHz (see bench.metrics.signal)",
+for _function, _profile, _description in (
+    (mel_distance, ENCODEC_PROFILE, "EnCodec's multi-scale log-mel L1 (64 mels, 2^5..2^11)"),
+    (mel_distance_dac, DAC_PROFILE, "DAC evaluate.py mel distance (150/80 mels, log+linear)"),
+):
+    register_metric(
+        MetricSpec(
+            name=_function.__name__,
+            function=_function,
+            higher_is_better=False,
+            needs_reference=True,
+            needs_transcript=False,
+            sample_rate=_profile.sample_rate,
+            backend="bench (torch.stft)",
+            backend_version=f"{bench_version}/torch {torch.__version__}",
+            version=2,
+            description=_description,
+        )
     )
-)
 register_metric(
     MetricSpec(
         name="si_sdr",

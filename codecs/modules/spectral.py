@@ -71,11 +71,13 @@ def mel_spectrogram(
     hop_length: int,
     n_mels: int,
     power: float = 1.0,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """Mel spectrogram of ``(..., samples)`` audio, shaped ``(..., n_mels, frames)``.
 
     Hann window of ``n_fft`` samples, centred frames with reflect padding; ``power`` 1
-    gives a magnitude spectrogram, 2 a power spectrogram.
+    gives a magnitude spectrogram, 2 a power spectrogram. ``normalized`` scales the STFT
+    by ``1 / sqrt(n_fft)`` (torch.stft's ``normalized=True``).
     """
     leading_shape = audio.shape[:-1]
     flat = audio.reshape(-1, audio.shape[-1])
@@ -86,6 +88,7 @@ def mel_spectrogram(
         window=torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype),
         center=True,
         pad_mode="reflect",
+        normalized=normalized,
         return_complex=True,
     ).abs()
     if power != 1.0:
