@@ -49,6 +49,8 @@ def test_bad_inputs_fail_alone_with_reasons(tmp_path, capsys):
             "test-quantizer",
             "--data",
             f"manifest:{manifest}",
+            "--metrics",
+            METRICS,
             "--workers",
             "1",
             "--out",
