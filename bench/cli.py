@@ -211,17 +211,25 @@ def _list_codecs() -> int:
 
 def _list_metrics() -> int:
     from bench.metrics import get_metric, metric_names
+    from bench.metrics.costs import load_costs
 
-    print(f"{'metric':<14} {'better':<7} {'ref':<4} {'text':<5} {'rate':>6}  backend")
+    costs, cost_source = load_costs()
+    print(
+        f"{'metric':<18} {'better':<7} {'ref':<4} {'text':<5} {'rate':>6} {'content':<8} "
+        f"{'cost':>7}  backend"
+    )
     for name in metric_names():
         spec = get_metric(name)
         rate = str(spec.sample_rate) if spec.sample_rate else "codec"
+        content = ",".join(sorted(spec.content)) if spec.content else "any"
+        cost = f"{costs[name]:.4f}" if name in costs else "-"
         print(
-            f"{name:<14} {'higher' if spec.higher_is_better else 'lower':<7} "
+            f"{name:<18} {'higher' if spec.higher_is_better else 'lower':<7} "
             f"{'yes' if spec.needs_reference else 'no':<4} "
-            f"{'yes' if spec.needs_transcript else 'no':<5} {rate:>6}  "
-            f"{spec.backend} {spec.backend_version}  {spec.description}"
+            f"{'yes' if spec.needs_transcript else 'no':<5} {rate:>6} {content:<8} {cost:>7}  "
+            f"{spec.backend} {spec.backend_version}"
         )
+    print(f"\nref: needs a reference (no = non-intrusive); text: needs a transcript; {cost_source}")
     return EXIT_OK
 
 

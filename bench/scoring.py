@@ -19,7 +19,7 @@ import torch
 from bench import audio as bench_audio
 from bench.data.item import Item
 from bench.metrics import CannotScore, MetricSpec, Score, get_metric, metric_names
-from bench.parallel import process_pool
+from bench.parallel import pinned_threads, process_pool
 from bench.store import content_key
 
 
@@ -304,6 +304,7 @@ def score_paths(
         )
     jobs = [(ref, deg, metrics) for ref, deg in pair_paths(reference, degraded)]
     if workers == 1 or len(jobs) == 1:
-        return [_score_one(job) for job in jobs]
+        with pinned_threads():
+            return [_score_one(job) for job in jobs]
     with process_pool(workers) as pool:
         return list(pool.map(_score_one, jobs))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 CONFIG_FILE = "config.json"
+DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "codec-bench"))
 RESULTS_FILE = "results.jsonl"
 
 

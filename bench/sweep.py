@@ -26,20 +26,16 @@ from bench import audio as bench_audio
 from bench.codecs.base import Codec
 from bench.data import Dataset, Item, load_dataset
 from bench.metrics import CodingStats
-from bench.parallel import process_pool
+from bench.parallel import THREADS_PER_WORKER, pinned_threads, process_pool
 from bench.provenance import backend_versions, device_fingerprint, git_state
 from bench.registry import CODECS, create_codec
 from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric
-from bench.store import Cache, RunStore, content_key
+from bench.store import DEFAULT_CACHE_DIR, Cache, RunStore, content_key
 
 # Bump when the preparation of inputs (loading, resampling, cropping) changes, so that
 # cached decodes made from the old inputs are not reused.
 PREPARATION_VERSION = 1
 WARM_UP_SECONDS = 0.5
-# One thread per worker process: parallelism comes from the worker count, and real-time
-# factors stay comparable between runs with different worker counts.
-THREADS_PER_WORKER = 1
-DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "codec-bench"))
 
 
 @dataclass(frozen=True)
@@ -420,7 +416,6 @@ _WORKER: Evaluator | None = None
 
 def _init_worker(cache_root: str | None) -> None:
     global _WORKER
-    torch.set_num_threads(THREADS_PER_WORKER)
     _WORKER = Evaluator(Cache(cache_root) if cache_root else None)
 
 
@@ -446,10 +441,13 @@ def _build_tasks(
     hashes: dict[str, str | None],
     settings: SweepSettings,
 ) -> list[Task]:
-    metrics = tuple(metric.name for metric in bind_metrics(settings.metrics))
+    metrics = bind_metrics(settings.metrics, settings.metric_options)
     tasks = []
     # Item-major order: consecutive tasks share an input, which workers prepare once.
     for item in dataset.items:
+        # Only the metrics valid for the item's content (no WER on music, say).
+        names = tuple(metric.name for metric in metrics if metric.spec.applies_to(item.tags))
+        options = {name: value for name, value in settings.metric_options.items() if name in names}
         for condition in conditions:
             input_hash = hashes[item.id]
             key = (
@@ -465,9 +463,9 @@ def _build_tasks(
                     item,
                     input_hash,
                     key,
-                    metrics,
+                    names,
                     settings.max_seconds,
-                    settings.metric_options,
+                    options,
                 )
             )
     return tasks
@@ -658,7 +656,7 @@ def _execute(
                 record(task, cached)
         summary.tasks_computed = len(pending)
         if pool is None:
-            with _pinned_threads():
+            with pinned_threads():
                 for task in pending:
                     record(task, evaluator.evaluate(task))
         else:
@@ -666,13 +664,3 @@ def _execute(
             for future in as_completed(futures):
                 record(futures[future], future.result())
     return summary
-
-
-@contextlib.contextmanager
-def _pinned_threads() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS_PER_WORKER)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

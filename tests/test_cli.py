@@ -51,6 +51,8 @@ def test_run_prints_a_table_and_report_rebuilds_it(tmp_path, capsys):
         "test-quantizer",
         "--data",
         f"folder:{tmp_path / 'data'}",
+        "--metrics",
+        "mel_distance,si_sdr,kbps_actual",
         "--workers",
         "1",
         "--out",

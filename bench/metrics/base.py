@@ -18,6 +18,10 @@ from typing import Literal
 
 from bench.registry import UnknownNameError, did_you_mean
 
+# Content classes of items (tags); a metric made for one class is not run on the others.
+CONTENT_TAGS = frozenset({"speech", "music", "audio"})
+SPEECH_ONLY = frozenset({"speech"})
+
 
 class CannotScore(Exception):
     """Raised by a metric that cannot score an item; the message is the recorded reason."""
@@ -54,7 +58,9 @@ class MetricSpec:
     ``sample_rate`` is the rate the metric works at; ``None`` means the codec's own rate.
     ``version`` is the version of the metric's definition in this project and, with
     ``backend_version``, keys the metric cache: bump it when the definition changes.
-    ``needs_reference=False`` marks a non-intrusive (no-reference) metric.
+    ``needs_reference=False`` marks a non-intrusive (no-reference) metric. ``content``
+    names the content classes the metric is valid for (``None``: any); it is not run on
+    items tagged with other classes only, e.g. PESQ on music, which peers report anyway.
 
     ``options`` names the keyword options ``function`` accepts (e.g. ``model`` for WER);
     ``setup(**options)`` builds per-process state once, before anything is timed; and
@@ -74,9 +80,15 @@ class MetricSpec:
     unit: str = ""
     version: int = 1
     description: str = ""
+    content: frozenset[str] | None = None
     options: tuple[str, ...] = ()
     setup: Callable[..., None] | None = field(default=None, repr=False)
     describe_backend: Callable[..., str] | None = field(default=None, repr=False)
+
+    def applies_to(self, tags: frozenset[str]) -> bool:
+        """Whether the metric is valid for an item with these tags (untagged: yes)."""
+        item_content = tags & CONTENT_TAGS
+        return self.content is None or not item_content or bool(item_content & self.content)
 
     def check_options(self, options: dict[str, str]) -> dict[str, str]:
         """Return ``options`` if this metric accepts them, else raise ``ValueError``."""
@@ -100,6 +112,7 @@ class MetricSpec:
         data = asdict(self)
         for name in ("function", "setup", "describe_backend"):
             data.pop(name)
+        data["content"] = sorted(self.content) if self.content is not None else None
         return data
 
 

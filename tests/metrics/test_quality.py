@@ -1,0 +1,151 @@
+"""PESQ, STOI/ESTOI and ViSQOL through ``bench.scoring`` on real speech.
+
+Agreement with ``pystoi`` called directly, the best score for identity, strictly worse
+scores with more noise, multi-channel input, and a failure with a reason (never a crash
+or a silent NaN) for inputs a metric cannot score. The conformance of PESQ and ViSQOL
+with published values is in test_conformance.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pystoi
+import pytest
+import torch
+
+from bench import audio
+from bench.data.embedded import EMBEDDED_DIR
+from bench.data.item import Item
+from bench.scoring import MetricOutcome, bind_metrics, score_metric
+
+METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "visqol_speech", "visqol_audio")
+# 3 s of real read speech (LibriVox, 16 kHz). On the other LibriVox files white noise at
+# 20 dB SNR already takes visqol_speech to the lattice mapper's floor of 1.0, where the
+# 10 dB step could not score lower; on this one every metric stays above it until 10 dB.
+SPEECH_FILE = EMBEDDED_DIR / "librivox_0880.flac"
+SAMPLE_RATE = 16_000
+SNRS_DB = (40, 20, 10)
+# (value, tolerance) for identical signals: the top of PESQ's P.862.2 and P.862.1 MOS-LQO
+# mappings and of ViSQOL's audio SVR model; the speech lattice gives 4.52-4.59 on LibriVox.
+IDENTITY = {
+    "pesq_wb": (4.644, 1e-3),
+    "pesq_nb": (4.549, 1e-3),
+    "stoi": (1.0, 1e-9),
+    "estoi": (1.0, 1e-9),
+    "visqol_speech": (4.55, 0.05),
+    "visqol_audio": (4.732, 1e-3),
+}
+
+
+def _score(name: str, reference: torch.Tensor, degraded: torch.Tensor) -> MetricOutcome:
+    (metric,) = bind_metrics((name,))
+    item = Item(id=SPEECH_FILE.stem, path=SPEECH_FILE)
+    return score_metric(metric, item, reference, degraded, SAMPLE_RATE, resampled={})
+
+
+def _with_white_noise(speech: torch.Tensor, snr_db: float) -> torch.Tensor:
+    noise = torch.randn(speech.shape, generator=torch.Generator().manual_seed(0))
+    return speech + noise * (speech.norm() / noise.norm()) * 10 ** (-snr_db / 20)
+
+
+@pytest.fixture(scope="module")
+def speech() -> torch.Tensor:
+    return audio.load_audio(SPEECH_FILE).audio
+
+
+@pytest.fixture(scope="module")
+def noise_ladder(speech) -> dict[str, list[float]]:
+    """Each metric's scores for identity, then white noise at 40, 20 and 10 dB SNR."""
+    conditions = [speech] + [_with_white_noise(speech, snr) for snr in SNRS_DB]
+    scores = {}
+    for name in METRICS:
+        outcomes = [_score(name, speech, degraded) for degraded in conditions]
+        assert all(outcome.failure is None for outcome in outcomes), name
+        scores[name] = [outcome.values[name] for outcome in outcomes]
+    return scores
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_identity_scores_the_best_value(name, noise_ladder):
+    value, tolerance = IDENTITY[name]
+    assert noise_ladder[name][0] == pytest.approx(value, abs=tolerance)
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_more_noise_scores_strictly_worse(name, noise_ladder):
+    scores = noise_ladder[name]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores), scores
+
+
+@pytest.mark.parametrize(("name", "extended"), [("stoi", False), ("estoi", True)])
+def test_stoi_equals_pystoi_called_directly(name, extended, speech):
+    degraded = _with_white_noise(speech, 10)
+    direct = pystoi.stoi(
+        speech[0].double().numpy(), degraded[0].double().numpy(), SAMPLE_RATE, extended=extended
+    )
+    # Not ==: pystoi's sums vary in the last bit with the arrays' memory alignment.
+    assert _score(name, speech, degraded).values[name] == pytest.approx(direct, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_multichannel_input_is_scored_as_its_mono_mix(name, speech):
+    degraded = _with_white_noise(speech, 20)
+    stereo = _score(name, speech.repeat(2, 1), degraded.repeat(2, 1)).values[name]
+    # The mix equals the mono signal exactly; the backends' sums may still differ in the
+    # last bits with the arrays' memory alignment.
+    assert stereo == pytest.approx(_score(name, speech, degraded).values[name], abs=1e-9)
+
+
+def _silent(speech: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(speech)
+
+
+def _excerpt(speech: torch.Tensor) -> torch.Tensor:
+    return speech[:, SAMPLE_RATE // 2 : SAMPLE_RATE // 2 + int(0.3 * SAMPLE_RATE)]
+
+
+# Inputs a metric may be unable to score: (reference, degraded) from the speech, and per
+# metric the start of the recorded reason, or None where a real value is expected.
+EDGE_CASES = {
+    "silent reference": (
+        lambda speech: (_silent(speech), speech),
+        dict.fromkeys(METRICS, "reference is silent"),
+    ),
+    "silent degraded": (
+        lambda speech: (speech, _silent(speech)),
+        {
+            "pesq_wb": "degraded is silent",
+            "pesq_nb": "degraded is silent",
+            "stoi": None,  # 0: nothing of the speech is left, a genuine STOI
+            "estoi": None,
+            "visqol_speech": "degraded is silent",
+            "visqol_audio": "degraded is silent",
+        },
+    ),
+    "0.3 s": (
+        lambda speech: (_excerpt(speech), _with_white_noise(_excerpt(speech), 20)),
+        {
+            "pesq_wb": None,  # PESQ needs 0.25 s
+            "pesq_nb": None,
+            "stoi": "too little speech",  # 30 frames of 384 ms
+            "estoi": "too little speech",
+            "visqol_speech": "ViSQOL speech mode found no usable reference patch",
+            "visqol_audio": "ViSQOL audio mode found no usable reference patch",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("name", METRICS)
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_unscorable_input_gives_a_reason_never_a_crash_or_silent_nan(case, name, speech):
+    make_signals, expected_reasons = EDGE_CASES[case]
+    outcome = _score(name, *make_signals(speech))
+    value = outcome.values[name]
+    expected = expected_reasons[name]
+    if expected is None:
+        assert outcome.failure is None and math.isfinite(value)
+    else:
+        assert math.isnan(value) and outcome.failure.startswith(expected), outcome.failure
+        assert outcome.cacheable  # raised CannotScore, not an unexpected exception
