@@ -13,7 +13,6 @@ from helpers import write_tone
 from bench.cli import EXIT_FAILURES, main
 from bench.store import RunStore
 
-
 # The harness's behaviour is under test here, so the cheap signal metrics suffice.
 METRICS = "mel_distance,si_sdr,kbps_actual,rtf_encode,rtf_decode"
 

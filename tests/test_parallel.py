@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent(
     def work(seed):
         generator = torch.Generator().manual_seed(seed)
         signal = torch.randn(4, 48000, generator=generator)
-        return torch.get_num_threads(), float(torch.stft(signal, 2048, return_complex=True).abs().sum())
+        spectrum = torch.stft(signal, 2048, return_complex=True)
+        return torch.get_num_threads(), float(spectrum.abs().sum())
 
     with process_pool(2) as pool:
         results = list(pool.map(work, range(4)))

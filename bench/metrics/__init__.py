@@ -1,6 +1,15 @@
 """Metrics with metadata, one module per family, all reachable through one registry."""
 
-from bench.metrics import coding, signal  # noqa: F401  (importing registers the metrics)
+from bench.metrics import (  # noqa: F401  (importing registers the metrics)
+    asr,
+    coding,
+    dnsmos,
+    intelligibility,
+    pesq,
+    signal,
+    speaker,
+    visqol,
+)
 from bench.metrics.base import (
     CannotScore,
     CodingStats,

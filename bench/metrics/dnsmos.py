@@ -1,0 +1,118 @@
+"""DNSMOS P.835: a no-reference estimate of the overall quality (OVRL) of decoded speech.
+
+DNSMOS P.835 (Reddy et al., "DNSMOS P.835: A Non-Intrusive Perceptual Objective Speech
+Quality Metric to Evaluate Noise Suppressors", ICASSP 2022) predicts the ITU-T P.835
+ratings of speech signal (SIG), background (BAK) and overall quality (OVRL) from the
+degraded signal alone. The ONNX models and the front end are those of ``speechmos``
+0.0.1.1 (the wheel ships Microsoft's ``sig_bak_ovr.onnx`` and ``model_v8.onnx``).
+
+It is an indicator, not a fidelity metric: it never sees the reference, and it hardly
+reacts to band-limiting (LibriVox low-passed for 8 kHz sampling keeps its OVRL of 3.1;
+see ../shared/reference/metrics.md section 7).
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from bench.data.item import Item
+from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, Score, register_metric
+from bench.metrics.speaker import SILENCE_DBFS, rms_dbfs
+
+if TYPE_CHECKING:
+    from speechmos.dnsmos import DNSMOS
+
+SAMPLE_RATE = 16_000
+# The model rates 9.01 s windows; speechmos, like Microsoft's reference script, tiles
+# shorter clips up to that. Below 1 s the tiling's repetitions and seams dominate: 0.25 s
+# crops of the LibriVox utterances score OVRL 1.4-2.4, the whole utterances 2.8-3.4.
+MIN_SECONDS = 1.0
+
+
+@functools.cache
+def dnsmos_model() -> DNSMOS:
+    """speechmos's DNSMOS with both ONNX sessions on one thread, built once per process."""
+    import onnxruntime
+    from speechmos import dnsmos as speechmos_dnsmos
+
+    class SingleThreadDNSMOS(speechmos_dnsmos.DNSMOS):
+        # speechmos opens its sessions with a pool of one thread per core. One thread
+        # matches the harness's single-threaded workers (parallelism comes from their
+        # number), and a session that runs in the calling thread keeps working in a worker
+        # forked after it was opened, where a pool's threads would be missing and hang it.
+        def __init__(self, primary_model_path: str, p808_model_path: str) -> None:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            providers = ["CPUExecutionProvider"]
+            self.primary_model_path = primary_model_path
+            self.onnx_sess = onnxruntime.InferenceSession(
+                primary_model_path, options, providers=providers
+            )
+            self.p808_onnx_sess = onnxruntime.InferenceSession(
+                p808_model_path, options, providers=providers
+            )
+
+    models = Path(speechmos_dnsmos.__file__).parent / "dnsmos_models"
+    return SingleThreadDNSMOS(str(models / "sig_bak_ovr.onnx"), str(models / "model_v8.onnx"))
+
+
+def dnsmos(
+    reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
+) -> float | Score:
+    """DNSMOS P.835 OVRL (1-5, higher is better) of ``degraded`` ``(channels, samples)``.
+
+    The reference is ignored. Channels are averaged; samples beyond full scale are
+    clipped to [-1, 1] as playback would (noted in the result). SIG, BAK and P.808 are
+    not recorded: OVRL is the number codec papers report. Clips shorter than
+    ``MIN_SECONDS`` or quieter than ``SILENCE_DBFS`` cannot be scored.
+    """
+    # Mixed in numpy, not torch: see bench.metrics.speaker on torch's threads and fork.
+    wav = degraded.numpy().mean(axis=0)
+    if len(wav) < MIN_SECONDS * SAMPLE_RATE:
+        raise CannotScore(
+            f"degraded is {len(wav) / SAMPLE_RATE:.2f} s long; DNSMOS needs at least "
+            f"{MIN_SECONDS} s (shorter clips are mostly repetition once tiled to 9 s)"
+        )
+    # The model still rates silence (digital silence: OVRL 1.8), but the number is noise.
+    if rms_dbfs(wav) < SILENCE_DBFS:
+        raise CannotScore(f"degraded is silent (RMS below {SILENCE_DBFS:g} dBFS): no speech")
+    clipped = int(np.count_nonzero(np.abs(wav) > 1))
+    ovrl = float(dnsmos_model()(np.clip(wav, -1, 1), SAMPLE_RATE, False)["ovrl_mos"])
+    if clipped:
+        return Score(ovrl, f"{clipped} samples beyond full scale clipped to [-1, 1]")
+    return ovrl
+
+
+def setup() -> None:
+    """Open the ONNX sessions once per worker."""
+    dnsmos_model()
+
+
+register_metric(
+    MetricSpec(
+        name="dnsmos",
+        function=dnsmos,
+        higher_is_better=True,
+        needs_reference=False,
+        needs_transcript=False,
+        content=SPEECH_ONLY,
+        sample_rate=SAMPLE_RATE,
+        backend="speechmos (DNSMOS P.835 ONNX)",
+        backend_version="/".join(
+            f"{name} {version(name)}" for name in ("speechmos", "onnxruntime", "librosa")
+        ),
+        unit="MOS",
+        description=(
+            "DNSMOS P.835 OVRL (Reddy et al. 2022): a no-reference quality indicator of the "
+            "decoded audio alone, not a fidelity metric (it ignores band-limiting)"
+        ),
+        setup=setup,
+    )
+)
