@@ -5,7 +5,8 @@ white noise at 20 dB SNR are scored (a) through ``bench.scoring.score_metric``, 
 every run takes, and (b) by calling the backend library directly on the same arrays.
 Both get their inputs already at the metric's rate, so the difference is the wrapper's
 own overhead (goal <= 5 %). Every figure is the median of ``--repeats`` passes, after a
-warm-up pass, with one thread (as the harness's workers run).
+warm-up pass, harness and bare passes alternating, with one thread (as the harness's
+workers run; speechmos's DNSMOS session keeps onnxruntime's default thread count bare).
 
 It then measures the throughput of the whole default suite: a sweep of Opus at 12 kbps
 over the 10 real utterances, every metric, no cache, with 1 and 2 workers.
@@ -23,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ from bench.sweep import SweepSettings, run_sweep
 Bare = Callable[[np.ndarray, np.ndarray, int], object]
 
 
-def _bare_backends() -> dict[str, Bare]:
+def _bare_backends(transcript: str) -> dict[str, Bare]:
     """Each metric's backend called directly on mono float arrays at the metric's rate."""
     import jiwer
     import pesq
@@ -49,11 +51,11 @@ def _bare_backends() -> dict[str, Bare]:
     from speechmos import dnsmos
     from visqol import VisqolApi
 
-    from bench.metrics import asr, signal, speaker, visqol
+    from bench.metrics import asr, signal, visqol
 
     def visqol_api(mode: str):
         api = VisqolApi()
-        model_dir = visqol.files("visqol") / "model"
+        model_dir = files("visqol") / "model"
         if mode == "speech":
             api.create(mode="speech", lattice_model_path=str(model_dir / visqol.LATTICE_MODEL))
         else:
@@ -62,13 +64,25 @@ def _bare_backends() -> dict[str, Bare]:
 
     speech_api, audio_api = visqol_api("speech"), visqol_api("audio")
     whisper = WhisperModel(
-        str(asr.resolve_model(asr.DEFAULT_MODEL).path), device="cpu", compute_type="int8",
+        str(asr.resolve_model(asr.DEFAULT_MODEL).folder),
+        device="cpu",
+        compute_type="int8",
         cpu_threads=1,
     )
 
     def transcribe(signal_array: np.ndarray) -> str:
         segments, _ = whisper.transcribe(signal_array.astype(np.float32), **asr.DECODING)
         return " ".join(segment.text for segment in segments)
+
+    # Resemblyzer's own encoder, as bench.metrics.speaker uses it: volume normalised to
+    # -30 dBFS, no VAD trimming. Importing resemblyzer needs a working `webrtcvad` module.
+    from resemblyzer import VoiceEncoder, normalize_volume
+
+    encoder = VoiceEncoder("cpu", verbose=False)
+
+    def voice_embedding(signal_array: np.ndarray) -> np.ndarray:
+        wav = normalize_volume(signal_array.astype(np.float32), -30, increase_only=True)
+        return encoder.embed_utterance(wav)
 
     def torch_pair(function):
         return lambda ref, deg, rate: function(
@@ -82,9 +96,11 @@ def _bare_backends() -> dict[str, Bare]:
         "estoi": lambda ref, deg, rate: pystoi.stoi(ref, deg, rate, extended=True),
         "visqol_speech": lambda ref, deg, rate: speech_api.measure_from_arrays(ref, deg, rate),
         "visqol_audio": lambda ref, deg, rate: audio_api.measure_from_arrays(ref, deg, rate),
-        "wer": lambda ref, deg, rate: jiwer.wer(transcribe(ref), transcribe(deg)),
+        "wer": lambda ref, deg, rate: jiwer.wer(
+            asr.NORMALISER(transcript), asr.NORMALISER(transcribe(deg))
+        ),
         "speaker_similarity": lambda ref, deg, rate: float(
-            np.dot(speaker.embed(ref.astype(np.float32)), speaker.embed(deg.astype(np.float32)))
+            np.dot(voice_embedding(ref), voice_embedding(deg))
         ),
         "dnsmos": lambda ref, deg, rate: dnsmos.run(deg.astype(np.float32), rate),
         # The project's own metrics: their function is the backend.
@@ -110,19 +126,23 @@ def _inputs(rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def _median_seconds(run: Callable[[], None], repeats: int) -> float:
-    run()  # warm-up: models loaded, kernels compiled, caches filled
-    timings = []
+def _median_seconds(runs: tuple[Callable[[], None], ...], repeats: int) -> list[float]:
+    """Median seconds of each run; the runs alternate so that they share the machine's
+    state (load from other processes, frequency) as evenly as possible."""
+    for run in runs:
+        run()  # warm-up: models loaded, kernels compiled, caches filled
+    timings: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+        for run, times in zip(runs, timings, strict=True):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    return [statistics.median(times) for times in timings]
 
 
 def measure_costs(repeats: int) -> dict[str, dict[str, float]]:
-    bare_backends = _bare_backends()
     item = load_dataset("embedded", tags=["speech"]).items[0]
+    bare_backends = _bare_backends(item.transcript)
     results = {}
     for name in metric_names():
         spec = get_metric(name)
@@ -149,8 +169,9 @@ def measure_costs(repeats: int) -> dict[str, dict[str, float]]:
                     reference[0].double().numpy(), degraded[0].double().numpy(), rate
                 )
 
-        harness = _median_seconds(through_harness, repeats) / audio_seconds
-        backend = _median_seconds(bare, repeats) / audio_seconds
+        harness, backend = (
+            seconds / audio_seconds for seconds in _median_seconds((through_harness, bare), repeats)
+        )
         results[name] = {"harness": harness, "bare": backend, "overhead": harness / backend - 1}
         print(
             f"{name:<18} harness {harness:.4f} s/s   bare {backend:.4f} s/s   "
@@ -165,23 +186,32 @@ def measure_throughput() -> dict[str, float]:
         with tempfile.TemporaryDirectory() as scratch:
             summary = run_sweep(
                 SweepSettings(
-                    codecs=("opus",), bitrates=(12.0,), data="embedded", tags=("speech",),
-                    exclude_tags=("synthetic", "noisy"), workers=workers,
+                    codecs=("opus",),
+                    bitrates=(12.0,),
+                    data="embedded",
+                    tags=("speech",),
+                    exclude_tags=("synthetic", "noisy"),
+                    workers=workers,
                 ),
-                out_root=scratch, cache_dir=None, progress=False,
+                out_root=scratch,
+                cache_dir=None,
+                progress=False,
             )
         results[f"wall_seconds_{workers}_workers"] = summary.wall_seconds
-        print(f"whole default suite, {summary.tasks_total} items, {workers} worker(s): "
-              f"{summary.wall_seconds:.1f} s")
-    results["speedup_2_workers"] = results["wall_seconds_1_workers"] / results[
-        "wall_seconds_2_workers"]
+        print(
+            f"whole default suite, {summary.tasks_total} items, {workers} worker(s): "
+            f"{summary.wall_seconds:.1f} s"
+        )
+    results["speedup_2_workers"] = (
+        results["wall_seconds_1_workers"] / results["wall_seconds_2_workers"]
+    )
     print(f"speed-up 1 -> 2 workers: {results['speedup_2_workers']:.2f}")
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the measurement here")
     parser.add_argument("--skip-throughput", action="store_true")
     arguments = parser.parse_args()
