@@ -6,7 +6,7 @@ every run takes, and (b) by calling the backend library directly on the same arr
 Both get their inputs already at the metric's rate, so the difference is the wrapper's
 own overhead (goal <= 5 %). Every figure is the median of ``--repeats`` passes, after a
 warm-up pass, harness and bare passes alternating, with one thread (as the harness's
-workers run; speechmos's DNSMOS session keeps onnxruntime's default thread count bare).
+workers run).
 
 It then measures the throughput of the whole default suite: a sweep of Opus at 12 kbps
 over the 10 real utterances, every metric, no cache, with 1 and 2 workers.
@@ -48,10 +48,12 @@ def _bare_backends(transcript: str) -> dict[str, Bare]:
     import pesq
     import pystoi
     from faster_whisper import WhisperModel
-    from speechmos import dnsmos
     from visqol import VisqolApi
 
     from bench.metrics import asr, signal, visqol
+    from bench.metrics.dnsmos import dnsmos_model
+
+    single_thread_dnsmos = dnsmos_model()
 
     def visqol_api(mode: str):
         api = VisqolApi()
@@ -102,7 +104,8 @@ def _bare_backends(transcript: str) -> dict[str, Bare]:
         "speaker_similarity": lambda ref, deg, rate: float(
             np.dot(voice_embedding(ref), voice_embedding(deg))
         ),
-        "dnsmos": lambda ref, deg, rate: dnsmos.run(deg.astype(np.float32), rate),
+        # speechmos's own DNSMOS computation, on the same one-thread ONNX sessions.
+        "dnsmos": lambda ref, deg, rate: single_thread_dnsmos(deg, rate, False),
         # The project's own metrics: their function is the backend.
         "mel_distance": torch_pair(signal.mel_distance),
         "mel_distance_dac": torch_pair(signal.mel_distance_dac),
