@@ -105,6 +105,20 @@ def test_white_noise_at_0_db_raises_the_wer(librivox, clean_wer):
     assert statistics.mean(noisy) > statistics.mean(clean) + 0.2, (clean, noisy)
 
 
+def test_wer_never_improves_with_more_noise_and_10_db_is_worse(librivox, clean_wer):
+    # Pooled over the 5 utterances: ASR shrugs off 40 dB noise, so equal steps are allowed
+    # where the other intrusive metrics must drop strictly (test_quality.py).
+    ladder = [statistics.mean(_value(outcome, "wer") for outcome in clean_wer)]
+    for snr_db in (40, 20, 10):
+        ladder.append(
+            statistics.mean(
+                _value(_score("wer", item, speech, _with_white_noise(speech, snr_db)), "wer")
+                for item, speech in librivox
+            )
+        )
+    assert ladder == sorted(ladder) and ladder[-1] > ladder[0], ladder
+
+
 def test_wer_refuses_a_transcript_that_normalises_to_nothing(librivox):
     item, speech = librivox[0]
     outcome = _score("wer", dataclasses.replace(item, transcript="Uh, um."), speech, speech)
