@@ -24,6 +24,12 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 THREADS_PER_WORKER = 1
+# numba's default OpenMP threading layer kills any child forked after it ran ("fork()
+# called from a process already using GNU OpenMP"); its workqueue layer is fork-safe and,
+# with one thread per worker, loses nothing. Set before numba first runs parallel code.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+if "numba" in sys.modules:
+    sys.modules["numba"].config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
 # Read by OpenMP, numba and BLAS when they start; libraries already loaded are set below.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS")
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import soundfile
 import torch
 from tqdm import tqdm
 
@@ -434,6 +435,14 @@ def _input_hashes(items: Iterable[Item]) -> dict[str, str | None]:
     return hashes
 
 
+def _duration_seconds(item: Item) -> float:
+    """The item's length from its header, or 0 for a file that cannot be read."""
+    try:
+        return soundfile.info(str(item.path)).duration
+    except (OSError, RuntimeError, soundfile.LibsndfileError):
+        return 0.0
+
+
 def _build_tasks(
     conditions: list[Condition],
     dataset: Dataset,
@@ -444,7 +453,8 @@ def _build_tasks(
     metrics = bind_metrics(settings.metrics, settings.metric_options)
     tasks = []
     # Item-major order: consecutive tasks share an input, which workers prepare once.
-    for item in dataset.items:
+    # Longest items first, so that a pool does not end waiting on one long straggler.
+    for item in sorted(dataset.items, key=_duration_seconds, reverse=True):
         # Only the metrics valid for the item's content (no WER on music, say).
         names = tuple(metric.name for metric in metrics if metric.spec.applies_to(item.tags))
         options = {name: value for name, value in settings.metric_options.items() if name in names}

@@ -32,6 +32,45 @@ SCRIPT = textwrap.dedent(
 )
 
 
+NUMBA_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import torch
+    from bench.data.embedded import EMBEDDED_DIR
+    from bench.scoring import bind_metrics, score_pair, score_paths
+
+    # ViSQOL runs numba-parallel kernels in this process first, as a first sweep with one
+    # worker does; a pool forked afterwards must still work.
+    speech = EMBEDDED_DIR / "librivox_0880.flac"
+    metrics = bind_metrics(("visqol_audio",))
+    assert score_pair(speech, speech, metrics).failures == {}
+    folder = Path(sys.argv[1])
+    for name in ("a", "b"):
+        (folder / "ref").mkdir(exist_ok=True)
+        (folder / "deg").mkdir(exist_ok=True)
+        (folder / "ref" / f"{name}.flac").write_bytes(speech.read_bytes())
+        (folder / "deg" / f"{name}.flac").write_bytes(speech.read_bytes())
+    results = score_paths(folder / "ref", folder / "deg", metrics, workers=2)
+    assert all(result.failures == {} for result in results), results
+    print("ok")
+    """
+)
+
+
+def test_a_pool_forked_after_numba_ran_in_the_parent_works(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-c", NUMBA_SCRIPT, str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().endswith("ok")
+
+
 def test_forked_workers_are_pinned_and_do_not_hang():
     completed = subprocess.run(
         [sys.executable, "-c", SCRIPT],
