@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from bench.data.item import Item
-from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, Score, register_metric
-from bench.metrics.speaker import SILENCE_DBFS, rms_dbfs
+from bench.metrics.base import SPEECH_ONLY, MetricSpec, Score, register_metric
+from bench.metrics.speaker import voiced_mono
 
 if TYPE_CHECKING:
     from speechmos.dnsmos import DNSMOS
@@ -71,18 +71,11 @@ def dnsmos(
     The reference is ignored. Channels are averaged; samples beyond full scale are
     clipped to [-1, 1] as playback would (noted in the result). SIG, BAK and P.808 are
     not recorded: OVRL is the number codec papers report. Clips shorter than
-    ``MIN_SECONDS`` or quieter than ``SILENCE_DBFS`` cannot be scored.
+    ``MIN_SECONDS`` or quieter than ``bench.metrics.speaker.SILENCE_DBFS`` cannot be scored.
     """
-    # Mixed in numpy, not torch: see bench.metrics.speaker on torch's threads and fork.
-    wav = degraded.numpy().mean(axis=0)
-    if len(wav) < MIN_SECONDS * SAMPLE_RATE:
-        raise CannotScore(
-            f"degraded is {len(wav) / SAMPLE_RATE:.2f} s long; DNSMOS needs at least "
-            f"{MIN_SECONDS} s (shorter clips are mostly repetition once tiled to 9 s)"
-        )
-    # The model still rates silence (digital silence: OVRL 1.8), but the number is noise.
-    if rms_dbfs(wav) < SILENCE_DBFS:
-        raise CannotScore(f"degraded is silent (RMS below {SILENCE_DBFS:g} dBFS): no speech")
+    # Shorter clips are mostly repetition once tiled to 9 s; the model still rates
+    # silence (digital silence: OVRL 1.8), but that number is noise.
+    wav = voiced_mono(degraded, "degraded", MIN_SECONDS, "DNSMOS needs")
     clipped = int(np.count_nonzero(np.abs(wav) > 1))
     ovrl = float(dnsmos_model()(np.clip(wav, -1, 1), SAMPLE_RATE, False)["ovrl_mos"])
     if clipped:

@@ -64,31 +64,21 @@ def estoi(
     return _stoi(reference, degraded, sample_rate, extended=True)
 
 
-register_metric(
-    MetricSpec(
-        name="stoi",
-        function=stoi,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        content=SPEECH_ONLY,
-        sample_rate=STOI_SAMPLE_RATE,
-        backend="pystoi",
-        backend_version=version("pystoi"),
-        description="STOI (Taal et al. 2011), 16 kHz in, 10 kHz inside pystoi, mono mix",
+for _function, _description in (
+    (stoi, "STOI (Taal et al. 2011), 16 kHz in, 10 kHz inside pystoi, mono mix"),
+    (estoi, "ESTOI (Jensen & Taal 2016), 16 kHz in, 10 kHz inside pystoi, mono mix"),
+):
+    register_metric(
+        MetricSpec(
+            name=_function.__name__,
+            function=_function,
+            higher_is_better=True,
+            needs_reference=True,
+            needs_transcript=False,
+            content=SPEECH_ONLY,
+            sample_rate=STOI_SAMPLE_RATE,
+            backend="pystoi",
+            backend_version=version("pystoi"),
+            description=_description,
+        )
     )
-)
-register_metric(
-    MetricSpec(
-        name="estoi",
-        function=estoi,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        content=SPEECH_ONLY,
-        sample_rate=STOI_SAMPLE_RATE,
-        backend="pystoi",
-        backend_version=version("pystoi"),
-        description="ESTOI (Jensen & Taal 2016), 16 kHz in, 10 kHz inside pystoi, mono mix",
-    )
-)

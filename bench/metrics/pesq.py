@@ -66,33 +66,22 @@ def pesq_nb(
     return _pesq(reference, degraded, sample_rate, "nb")
 
 
-register_metric(
-    MetricSpec(
-        name="pesq_wb",
-        function=pesq_wb,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        content=SPEECH_ONLY,
-        sample_rate=16_000,
-        backend=PESQ_BACKEND,
-        backend_version=version("pesq"),
-        unit="MOS-LQO",
-        description="wideband PESQ, ITU-T P.862.2 (no Corrigendum 2), 16 kHz, mono mix",
+for _function, _sample_rate, _description in (
+    (pesq_wb, 16_000, "wideband PESQ, ITU-T P.862.2 (no Corrigendum 2), 16 kHz, mono mix"),
+    (pesq_nb, 8_000, "narrowband PESQ, ITU-T P.862 as P.862.1 MOS-LQO, 8 kHz, mono mix"),
+):
+    register_metric(
+        MetricSpec(
+            name=_function.__name__,
+            function=_function,
+            higher_is_better=True,
+            needs_reference=True,
+            needs_transcript=False,
+            content=SPEECH_ONLY,
+            sample_rate=_sample_rate,
+            backend=PESQ_BACKEND,
+            backend_version=version("pesq"),
+            unit="MOS-LQO",
+            description=_description,
+        )
     )
-)
-register_metric(
-    MetricSpec(
-        name="pesq_nb",
-        function=pesq_nb,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        content=SPEECH_ONLY,
-        sample_rate=8_000,
-        backend=PESQ_BACKEND,
-        backend_version=version("pesq"),
-        unit="MOS-LQO",
-        description="narrowband PESQ, ITU-T P.862 as P.862.1 MOS-LQO, 8 kHz, mono mix",
-    )
-)

@@ -58,6 +58,7 @@ SILENCE_DBFS = -70.0
 # falls from 0.78 (1.6 s) and 0.76 (1 s) to 0.68 (0.5 s), inside the different-speaker
 # range (up to 0.75).
 MIN_SECONDS = 1.0
+EMBEDDING_NEEDS = "speaker embeddings need"
 
 
 class GE2EEncoder(torch.nn.Module):
@@ -138,14 +139,15 @@ def embed(wav: np.ndarray) -> np.ndarray:
     return embeddings / np.linalg.norm(embeddings)
 
 
-def _mono(audio: torch.Tensor, role: str) -> np.ndarray:
+def voiced_mono(audio: torch.Tensor, role: str, min_seconds: float, needed_by: str) -> np.ndarray:
+    """The 16 kHz ``(channels, samples)`` signal mixed to mono, or ``CannotScore`` when it
+    is shorter than ``min_seconds`` or silent (below ``SILENCE_DBFS``)."""
     # Mixed in numpy: a torch reduction over many samples runs on torch's OpenMP team
     # (see embed), which the metric must not start in the calling process.
     wav = audio.numpy().mean(axis=0)
-    if len(wav) < MIN_SECONDS * SAMPLE_RATE:
+    if len(wav) < min_seconds * SAMPLE_RATE:
         raise CannotScore(
-            f"{role} is {len(wav) / SAMPLE_RATE:.2f} s long; speaker embeddings need "
-            f"at least {MIN_SECONDS} s"
+            f"{role} is {len(wav) / SAMPLE_RATE:.2f} s long; {needed_by} at least {min_seconds} s"
         )
     if rms_dbfs(wav) < SILENCE_DBFS:
         raise CannotScore(f"{role} is silent (RMS below {SILENCE_DBFS:g} dBFS): no voice")
@@ -162,8 +164,9 @@ def speaker_similarity(
     0.38-0.75 (mean 0.58). Audio shorter than ``MIN_SECONDS`` or quieter than
     ``SILENCE_DBFS`` cannot be scored. Higher is better.
     """
-    reference_embedding = embed(_mono(reference, "reference"))
-    similarity = float(np.dot(reference_embedding, embed(_mono(degraded, "degraded"))))
+    reference_embedding = embed(voiced_mono(reference, "reference", MIN_SECONDS, EMBEDDING_NEEDS))
+    degraded_embedding = embed(voiced_mono(degraded, "degraded", MIN_SECONDS, EMBEDDING_NEEDS))
+    similarity = float(np.dot(reference_embedding, degraded_embedding))
     if not math.isfinite(similarity):
         # The ReLU can zero every unit of an embedding, leaving no direction to compare.
         raise CannotScore("a speaker embedding is all zeros")
