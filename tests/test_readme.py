@@ -25,31 +25,28 @@ def test_ci_runs_the_readme_test_command():
     assert ci_lines[-1] == command
 
 
+def _python(arguments: list[str], cwd, env) -> str:
+    """Run this Python with ``arguments``; return its output after checking it succeeded."""
+    completed = subprocess.run(
+        [sys.executable, *arguments],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
 @pytest.mark.slow
 def test_the_main_job_and_the_python_example_run(tmp_path):
     env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache")}
     main_job = _block_after("## On a fresh machine", "bash").split("&&")[-1].strip()
     assert main_job == ".venv/bin/bench run --codec opus --bitrates 6,12"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.cli", *main_job.split()[1:], "--quiet"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert re.search(r"opus\s+6\.0\s+-\s+29\s", completed.stdout)
-    assert re.search(r"opus\s+12\.0\s+-\s+29\s", completed.stdout)
+    printed = _python(["-m", "bench.cli", *main_job.split()[1:], "--quiet"], tmp_path, env)
+    assert re.search(r"opus\s+6\.0\s+-\s+29\s", printed)
+    assert re.search(r"opus\s+12\.0\s+-\s+29\s", printed)
 
-    example = _block_after("## Python API", "python")
-    completed = subprocess.run(
-        [sys.executable, "-c", example],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert re.search(r"mp3\s+64\.0\s+-\s+3\s", completed.stdout)
+    printed = _python(["-c", _block_after("## Python API", "python")], tmp_path, env)
+    assert re.search(r"mp3\s+64\.0\s+-\s+3\s", printed)
