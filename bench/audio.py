@@ -9,6 +9,7 @@ returned as a human-readable note so that it is recorded next to the results.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 import soundfile
 import soxr
 import torch
+
+from bench.store import write_atomically
 
 MIN_DURATION_SECONDS = 0.25
 RESAMPLER = f"soxr {soxr.__version__} VHQ"
@@ -107,6 +110,21 @@ def load_audio(path: str | os.PathLike) -> LoadedAudio:
 def save_audio(path: str | os.PathLike, audio: torch.Tensor, sample_rate: int) -> None:
     """Write ``(channels, samples)`` audio; the format follows the file extension."""
     soundfile.write(str(path), audio.detach().cpu().numpy().T, sample_rate)
+
+
+def save_listening_copy(path: str | os.PathLike, audio: torch.Tensor, sample_rate: int) -> bool:
+    """Write ``(channels, samples)`` audio as 24-bit FLAC for people to listen to.
+
+    Browsers play FLAC, and it is a third of the size of float WAV. FLAC holds integers,
+    so samples beyond full scale are clipped; returns whether any were. The file appears
+    whole or not at all (written to a temporary name, then renamed).
+    """
+    samples = audio.detach().cpu().numpy().T
+    clipped = bool(np.abs(samples).max(initial=0.0) > 1.0)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, "PCM_24", format="FLAC")
+    write_atomically(Path(path), buffer.getvalue())
+    return clipped
 
 
 def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

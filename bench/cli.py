@@ -3,7 +3,7 @@
 Exit codes: 0 success; 1 unexpected internal error; 2 bad usage or input (unknown codec
 or metric, unsupported bitrate or NFE, bad dataset spec, missing run directory); 3 the
 run finished but some values could not be scored (NaN, counted in the table);
-130 interrupted.
+4 ``bench compare`` found a regression; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_FAILURES = 3
+EXIT_REGRESSION = 4
 EXIT_INTERRUPTED = 130
 
 ASR_MODEL_HELP = "Whisper model for `wer`: a CTranslate2 model folder or a name (default: tiny.en)"
 EPILOG = (
     "exit codes: 0 ok; 1 internal error; 2 bad usage or input; "
-    "3 finished with unscored values (NaN); 130 interrupted"
+    "3 finished with unscored values (NaN); 4 regression (bench compare); 130 interrupted"
 )
 
 
@@ -43,6 +44,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "run",
         help="sweep codecs x bitrates x NFE x seeds over a dataset and score it",
         epilog=EPILOG,
+    )
+    run.add_argument(
+        "--suite",
+        help="run a named suite from bench/suites (e.g. ci); it fixes codecs, bitrates, "
+        "items and metrics",
     )
     run.add_argument("--codec", help="codec name(s), comma-separated (see `bench codecs`)")
     run.add_argument("--bitrates", help="kbps, comma-separated (default: every bitrate)")
@@ -66,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="processes for coding and metrics (default: number of cores)",
     )
     run.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
+    run.add_argument("--run-dir", help="exact run directory to create (instead of under --out)")
+    run.add_argument("--no-report", action="store_true", help="skip writing RUN_DIR/report")
     run.add_argument("--cache", help="cache folder (default: $BENCH_CACHE or ~/.cache/codec-bench)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run")
@@ -85,8 +93,28 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("codecs", help="list codecs with their bitrates and NFE options")
     commands.add_parser("metrics", help="list metrics with their metadata")
-    report = commands.add_parser("report", help="print the summary table of a run")
+    report = commands.add_parser(
+        "report",
+        help="rebuild a run's report (tables, plots, HTML) from its directory and print the table",
+    )
     report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--out", help="report folder (default: RUN_DIR/report)")
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare a new run with a baseline; exit 4 on any regression",
+        epilog=EPILOG,
+    )
+    compare.add_argument("baseline", metavar="BASELINE", help="run directory or summary.json")
+    compare.add_argument("new", metavar="NEW", help="run directory or summary.json")
+    compare.add_argument("--tolerance", help="TOML/JSON file of per-metric tolerances")
+    compare.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
+    compare.add_argument("--markdown", metavar="FILE", help="also write the Markdown report here")
+    compare.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="write NEW's summary to BASELINE (a .json path) instead of comparing",
+    )
     return parser
 
 
@@ -94,9 +122,37 @@ def _metric_options(arguments: argparse.Namespace) -> dict[str, dict[str, str]]:
     return {"wer": {"model": arguments.asr_model}} if arguments.asr_model else {}
 
 
+# Options a suite fixes, with their defaults: giving one alongside --suite is an error.
+SUITE_FIXED = {
+    "codec": None,
+    "bitrates": None,
+    "nfe": None,
+    "seed": "0",
+    "data": "embedded",
+    "limit": None,
+    "max_seconds": None,
+    "tags": None,
+    "exclude_tags": None,
+    "metrics": None,
+    "asr_model": None,
+}
+
+
 def _settings_from_arguments(arguments: argparse.Namespace):
+    from bench.suites import load_suite
     from bench.sweep import SweepSettings, parse_list
 
+    if arguments.suite:
+        clashing = [
+            f"--{name.replace('_', '-')}"
+            for name, default in SUITE_FIXED.items()
+            if getattr(arguments, name) != default
+        ]
+        if clashing:
+            raise ValueError(
+                f"--suite {arguments.suite} fixes the sweep; expected no {', '.join(clashing)}"
+            )
+        return load_suite(arguments.suite, workers=arguments.workers)
     if not arguments.codec:
         raise ValueError("--codec is required (or --resume RUN_DIR); see `bench codecs`")
     return SweepSettings(
@@ -123,6 +179,11 @@ def _run(arguments: argparse.Namespace) -> int:
 
     if arguments.limit is not None and arguments.limit < 1:
         raise ValueError(f"--limit: expected a positive count, got {arguments.limit}")
+    if arguments.run_dir and os.path.exists(os.path.join(arguments.run_dir, "config.json")):
+        raise ValueError(
+            f"--run-dir: expected a new folder, got {arguments.run_dir!r} which holds a run; "
+            "continue it with --resume"
+        )
     if arguments.resume and not os.path.isdir(arguments.resume):
         raise ValueError(f"--resume: expected a run directory, got {arguments.resume!r}")
     settings = None if arguments.resume else _settings_from_arguments(arguments)
@@ -130,10 +191,15 @@ def _run(arguments: argparse.Namespace) -> int:
     summary = run_sweep(
         settings,
         out_root=arguments.out,
+        run_dir=arguments.run_dir,
         cache_dir=cache_dir,
         resume=arguments.resume,
         progress=not arguments.quiet,
     )
+    if not arguments.no_report:
+        from bench.report.build import build_report
+
+        build_report(summary.run_dir)
     print(format_summary(summary.run_dir))
     print(
         f"\nrun: {summary.run_dir}  ({summary.tasks_total} tasks (item x condition): "
@@ -234,12 +300,51 @@ def _list_metrics() -> int:
 
 
 def _report(arguments: argparse.Namespace) -> int:
+    from bench.report.build import build_report
     from bench.report.table import format_summary
 
     if not os.path.isfile(os.path.join(arguments.run_dir, "config.json")):
         raise ValueError(f"expected a run directory with config.json, got {arguments.run_dir!r}")
+    report_dir = build_report(arguments.run_dir, arguments.out)
     print(format_summary(arguments.run_dir))
+    print(f"\nreport: {report_dir / 'index.html'}", file=sys.stderr)
     return EXIT_OK
+
+
+def _compare(arguments: argparse.Namespace) -> int:
+    from bench.report.compare import (
+        compare_summaries,
+        junit_xml,
+        load_summary,
+        load_tolerances,
+        markdown_report,
+        write_summary,
+    )
+
+    new = load_summary(arguments.new)
+    if arguments.update_baseline:
+        if os.path.isdir(arguments.baseline):
+            raise ValueError(
+                f"--update-baseline: expected a summary .json path, got the directory "
+                f"{arguments.baseline!r}"
+            )
+        write_summary(new, arguments.baseline)
+        print(
+            f"baseline {arguments.baseline} now holds run {new['run_id']} "
+            f"({len(new['conditions'])} condition x metric means)"
+        )
+        return EXIT_OK
+    baseline = load_summary(arguments.baseline)
+    comparison = compare_summaries(baseline, new, load_tolerances(arguments.tolerance))
+    report = markdown_report(comparison, baseline, new)
+    print(report)
+    if arguments.markdown:
+        with open(arguments.markdown, "w", encoding="utf-8") as handle:
+            handle.write(report)
+    if arguments.junit:
+        with open(arguments.junit, "wb") as handle:
+            handle.write(junit_xml(comparison))
+    return EXIT_REGRESSION if (comparison["status"] == "regression").any() else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metrics": _list_metrics,
         "score": lambda: _score(arguments),
         "report": lambda: _report(arguments),
+        "compare": lambda: _compare(arguments),
     }
     try:
         return handlers[arguments.command]()

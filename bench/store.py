@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 CONFIG_FILE = "config.json"
+LISTENING_DIR = "listening"
 DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "codec-bench"))
 RESULTS_FILE = "results.jsonl"
 
@@ -33,7 +35,7 @@ def content_key(fields: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     try:
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     except FileNotFoundError:  # creating folders only when missing keeps writes cheap
@@ -48,6 +50,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def _file_stem(item: str) -> str:
+    # Item ids can be relative paths or free text (manifests); keep them one safe name.
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", item).strip(".") or "item"
+
+
+def condition_slug(codec: str, bitrate: float, nfe: int | None) -> str:
+    """A folder name for a condition: ``opus_6kbps``, ``flowmac_3kbps_nfe8``."""
+    nfe_part = f"_nfe{nfe}" if nfe is not None else ""
+    return _file_stem(f"{codec}_{bitrate:g}kbps{nfe_part}")
+
+
 class RunStore:
     """One run's directory: ``config.json`` (written once) and ``results.jsonl``."""
 
@@ -56,11 +69,20 @@ class RunStore:
         self.config_path = self.run_dir / CONFIG_FILE
         self.results_path = self.run_dir / RESULTS_FILE
 
+    def reference_audio_path(self, item: str) -> Path:
+        """Where the run keeps an item's reference (as the codecs got it) for listening."""
+        return self.run_dir / LISTENING_DIR / "reference" / f"{_file_stem(item)}.flac"
+
+    def decoded_audio_path(self, codec: str, bitrate: float, nfe: int | None, item: str) -> Path:
+        """Where the run keeps an item's decoded audio under one condition for listening."""
+        slug = condition_slug(codec, bitrate, nfe)
+        return self.run_dir / LISTENING_DIR / slug / f"{_file_stem(item)}.flac"
+
     def create(self, config: dict) -> None:
         if self.config_path.exists():
             raise FileExistsError(f"run directory already holds a run: {self.run_dir}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.config_path, json.dumps(config, indent=2).encode() + b"\n")
+        write_atomically(self.config_path, json.dumps(config, indent=2).encode() + b"\n")
         self.results_path.touch()
 
     def read_config(self) -> dict:
@@ -135,9 +157,9 @@ class Cache:
 
     def put_decoded(self, key: str, audio: np.ndarray, payload: bytes, meta: dict) -> None:
         buffer = _npy_bytes(np.ascontiguousarray(audio, dtype=np.float32))
-        _write_atomically(self._path("decoded", key, ".npy"), buffer)
-        _write_atomically(self._path("decoded", key, ".bin"), payload)
-        _write_atomically(self._path("decoded", key, ".json"), json.dumps(meta).encode())
+        write_atomically(self._path("decoded", key, ".npy"), buffer)
+        write_atomically(self._path("decoded", key, ".bin"), payload)
+        write_atomically(self._path("decoded", key, ".json"), json.dumps(meta).encode())
 
     def payload(self, key: str) -> bytes:
         return self._path("decoded", key, ".bin").read_bytes()
@@ -147,7 +169,7 @@ class Cache:
         return json.loads(path.read_text()) if path.exists() else None
 
     def put_metric(self, key: str, entry: dict) -> None:
-        _write_atomically(self._path("metrics", key, ".json"), json.dumps(entry).encode())
+        write_atomically(self._path("metrics", key, ".json"), json.dumps(entry).encode())
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -43,9 +43,10 @@ WARM_UP_SECONDS = 0.5
 class SweepSettings:
     """Everything that determines a run's results (output locations excluded).
 
-    ``bitrates=None`` sweeps every bitrate of each codec; ``nfes`` applies to iterative
-    decoders only; ``metrics=None`` scores every registered metric; ``metric_options``
-    maps a metric to its options (``{"wer": {"model": "PATH"}}``).
+    ``bitrates=None`` sweeps every bitrate of each codec; ``codec_bitrates`` gives some
+    codecs bitrates of their own (a suite mixes Opus at 6 kbps with MP3 at 32 kbps);
+    ``nfes`` applies to iterative decoders only; ``metrics=None`` scores every registered
+    metric; ``metric_options`` maps a metric to its options (``{"wer": {"model": "PATH"}}``).
     """
 
     codecs: tuple[str, ...]
@@ -60,6 +61,10 @@ class SweepSettings:
     metrics: tuple[str, ...] | None = None
     metric_options: dict[str, dict[str, str]] = field(default_factory=dict)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    codec_bitrates: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    items: tuple[str, ...] | None = None
+    # Items whose reference and decoded audio the run keeps for the report's listening section.
+    listening_items: int = 3
 
     def __post_init__(self) -> None:
         if not self.codecs:
@@ -70,6 +75,14 @@ class SweepSettings:
             raise ValueError(f"expected --max-seconds > 0, got {self.max_seconds}")
         if not self.seeds:
             raise ValueError("expected at least one seed, got none")
+        if self.listening_items < 0:
+            raise ValueError(f"expected listening items >= 0, got {self.listening_items}")
+        unknown = set(self.codec_bitrates) - set(self.codecs)
+        if unknown:
+            raise ValueError(
+                f"bitrates given for codecs not in the sweep: {sorted(unknown)}; "
+                f"codecs: {list(self.codecs)}"
+            )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -84,11 +97,15 @@ class SweepSettings:
                 **data,
                 **{
                     name: as_tuple(data.get(name))
-                    for name in ("codecs", "bitrates", "nfes", "seeds", "metrics")
+                    for name in ("codecs", "bitrates", "nfes", "seeds", "metrics", "items")
                 },
                 "tags": tuple(data.get("tags", ())),
                 "metric_options": data.get("metric_options", {}),
                 "exclude_tags": tuple(data.get("exclude_tags", ())),
+                "codec_bitrates": {
+                    name: tuple(float(bitrate) for bitrate in bitrates)
+                    for name, bitrates in data.get("codec_bitrates", {}).items()
+                },
             }
         )
 
@@ -114,6 +131,8 @@ class Task:
     metrics: tuple[str, ...]
     max_seconds: float | None
     metric_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Where to keep the decoded audio for the report's listening section, if anywhere.
+    listening_path: str | None = None
 
     @property
     def identity(self) -> tuple:
@@ -182,7 +201,7 @@ def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> list[Condition]:
             "decode in one shot. Drop --nfe or add an iterative codec."
         )
     for name, codec in codecs.items():
-        bitrates = codec.bitrates if settings.bitrates is None else settings.bitrates
+        bitrates = settings.codec_bitrates.get(name, settings.bitrates) or codec.bitrates
         for bitrate in bitrates:
             codec.check_bitrate(bitrate)
         if codec.nfe_options is None:
@@ -308,6 +327,11 @@ class Evaluator:
         meta = self.cache.decoded_meta(task.decoded_key)
         if meta is None:
             return None
+        if task.listening_path is not None and not os.path.exists(task.listening_path):
+            audio, _ = self.cache.get_decoded(task.decoded_key)
+            bench_audio.save_listening_copy(
+                task.listening_path, torch.from_numpy(audio), meta["sample_rate"]
+            )
         base = {**_base_row(task), **_coding_fields(meta, from_cache=True)}
         rows = []
         for metric in self.metrics(task):
@@ -391,6 +415,8 @@ class Evaluator:
             reason = f"codec: {type(error).__name__}: {error}"
             return TaskResult(_failure_rows(metrics, base, reason))
         base.update(_coding_fields(meta, from_cache))
+        if task.listening_path is not None and not os.path.exists(task.listening_path):
+            bench_audio.save_listening_copy(task.listening_path, decoded, codec.sample_rate)
         result = TaskResult([], codec_seconds=codec_seconds)
         resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for metric in metrics:
@@ -443,14 +469,51 @@ def _duration_seconds(item: Item) -> float:
         return 0.0
 
 
+def listening_selection(items: Iterable[Item], count: int) -> list[Item]:
+    """The items kept for listening: one of each kind of content first, then in order.
+
+    A speech-and-music corpus thus gets a music example even when speech comes first.
+    """
+    items = list(items)
+    chosen: dict[str, Item] = {}
+    kinds: set[frozenset[str]] = set()
+    for item in items:
+        if len(chosen) < count and item.tags not in kinds:
+            kinds.add(item.tags)
+            chosen[item.id] = item
+    for item in items:
+        if len(chosen) < count:
+            chosen.setdefault(item.id, item)
+    return [item for item in items if item.id in chosen]
+
+
+def _write_references(store: RunStore, items: list[Item], max_seconds: float | None) -> None:
+    """Keep each listening item's reference, cropped as the codecs got it, at its own rate."""
+    for item in items:
+        path = store.reference_audio_path(item.id)
+        if path.exists():
+            continue
+        try:
+            loaded = bench_audio.load_audio(item.path)
+        except bench_audio.AudioError:
+            continue  # its tasks record the failure as NaN rows
+        audio, _ = bench_audio.prepare(
+            loaded, loaded.sample_rate, loaded.audio.shape[0], max_seconds
+        )
+        bench_audio.save_listening_copy(path, audio, loaded.sample_rate)
+
+
 def _build_tasks(
     conditions: list[Condition],
     dataset: Dataset,
     codecs: dict[str, Codec],
     hashes: dict[str, str | None],
     settings: SweepSettings,
+    store: RunStore,
 ) -> list[Task]:
     metrics = bind_metrics(settings.metrics, settings.metric_options)
+    listening = {item.id for item in listening_selection(dataset.items, settings.listening_items)}
+    first_seed = settings.seeds[0]
     tasks = []
     # Item-major order: consecutive tasks share an input, which workers prepare once.
     # Longest items first, so that a pool does not end waiting on one long straggler.
@@ -467,6 +530,16 @@ def _build_tasks(
                 if input_hash
                 else ""
             )
+            keep = item.id in listening and condition.seed == first_seed
+            listening_path = (
+                str(
+                    store.decoded_audio_path(
+                        condition.codec, condition.bitrate, condition.nfe, item.id
+                    )
+                )
+                if keep
+                else None
+            )
             tasks.append(
                 Task(
                     condition,
@@ -476,6 +549,7 @@ def _build_tasks(
                     names,
                     settings.max_seconds,
                     options,
+                    listening_path,
                 )
             )
     return tasks
@@ -572,12 +646,14 @@ def run_sweep(
     settings: SweepSettings | None = None,
     *,
     out_root: str | os.PathLike = "runs",
+    run_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
     resume: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> RunSummary:
     """Plan, execute and record a sweep; or continue the run in ``resume``.
 
+    The run goes to ``run_dir`` if given, else to a new folder under ``out_root``.
     ``cache_dir=None`` disables the cache; a resumed run uses the cache of the run it
     continues, whatever ``cache_dir`` says. Raises ``ValueError`` (with the valid values)
     for unknown codecs or metrics, unsupported bitrates or NFEs and bad dataset specs.
@@ -605,9 +681,9 @@ def run_sweep(
             limit=settings.limit,
             tags=settings.tags or None,
             exclude_tags=settings.exclude_tags or None,
+            item_ids=settings.items,
         )
         hashes = _input_hashes(dataset.items)
-        tasks = _build_tasks(conditions, dataset, codecs, hashes, settings)
         if store is None:
             config_hash = content_key(
                 {
@@ -616,10 +692,16 @@ def run_sweep(
                     "items": hashes,
                 }
             )
-            store = RunStore(_new_run_dir(Path(out_root), config_hash))
+            store = RunStore(run_dir or _new_run_dir(Path(out_root), config_hash))
             store.create(
                 _provenance(store, config_hash, settings, cache_dir, codecs, dataset, hashes)
             )
+        tasks = _build_tasks(conditions, dataset, codecs, hashes, settings, store)
+        _write_references(
+            store,
+            listening_selection(dataset.items, settings.listening_items),
+            settings.max_seconds,
+        )
         cache = Cache(cache_dir) if cache_dir is not None else None
         summary = _execute(tasks, store, Evaluator(cache), pool, progress)
     summary.wall_seconds = time.perf_counter() - started

@@ -58,3 +58,5 @@ def test_wheel_maps_codecs_to_bench_codecs_and_ships_the_corpus(tmp_path):
     for entry in manifest:
         assert f"bench/data/embedded/{entry['file']}" in names
     assert "bench/data/embedded/PROVENANCE.md" in names
+    assert "bench/report/templates/report.html.j2" in names
+    assert "bench/suites/ci.toml" in names

@@ -69,21 +69,26 @@ def load_dataset(
     limit: int | None = None,
     tags: Iterable[str] | None = None,
     exclude_tags: Iterable[str] | None = None,
+    item_ids: Iterable[str] | None = None,
 ) -> Dataset:
     """Load the dataset named by ``spec`` and filter it.
 
+    ``item_ids`` keeps only the named items (a fixed slice, as a suite needs), in the
+    dataset's order; an id the dataset lacks is an error, not a silently smaller run.
     ``tags`` keeps the items that carry any of the given tags, ``exclude_tags`` then drops
     the items that carry any of those, and ``limit`` keeps the first ``limit`` items left.
     Raises :class:`DatasetError` for an unknown spec, a missing path, a source without
     items, or filters that leave nothing.
     """
-    wanted_tags = _tag_set(tags, "tags")
-    unwanted_tags = _tag_set(exclude_tags, "exclude_tags")
+    wanted_tags = _name_set(tags, "tags")
+    unwanted_tags = _name_set(exclude_tags, "exclude_tags")
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be at least 1 (or None for every item), got {limit}")
 
     items = _load_items(spec)
     _check_unique_ids(spec, items)
+    if item_ids is not None:
+        items = _select_items(spec, items, _name_set(item_ids, "item_ids"))
     kept = tuple(
         item
         for item in items
@@ -101,12 +106,19 @@ def load_dataset(
     return Dataset(spec=spec, items=kept[:limit])
 
 
-def _tag_set(tags: Iterable[str] | None, argument: str) -> frozenset[str] | None:
+def _select_items(spec: str, items: tuple[Item, ...], wanted: frozenset[str]) -> tuple[Item, ...]:
+    known = [item.id for item in items]
+    missing = sorted(wanted - set(known))
+    if missing:
+        raise DatasetError(f"{did_you_mean('item', missing[0], known)} (dataset {spec!r})")
+    return tuple(item for item in items if item.id in wanted)
+
+
+def _name_set(tags: Iterable[str] | None, argument: str) -> frozenset[str] | None:
     # A bare string is an iterable of characters, which would silently filter on "s", "p"...
     if isinstance(tags, str):
         raise TypeError(
-            f"{argument} must be a collection of tag names such as [{tags!r}], "
-            f"got the string {tags!r}"
+            f"{argument} must be a collection of names such as [{tags!r}], got the string {tags!r}"
         )
     return None if tags is None else frozenset(tags)
 

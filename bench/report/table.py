@@ -1,81 +1,224 @@
-"""The summary table printed after a run: codec x bitrate x NFE rows, metric means.
+"""Summary tables: one row per codec x bitrate (x NFE), every metric as mean [95% CI].
 
-Means ignore failed items (NaN), and every cell says how many items failed, so a mean
-over fewer items is never mistaken for a mean over all of them. Column headers carry the
-metric's direction from the registry: ``↑`` higher is better, ``↓`` lower is better.
+Cells say how many items failed (NaN, excluded from the mean), so a mean over fewer items
+is never mistaken for one over all of them. Headers carry the metric's direction
+(``↑`` higher is better, ``↓`` lower is better), and the best mean of each column among
+the conditions at the same nominal bitrate is marked: bold in Markdown and LaTeX, a
+``_best`` column in CSV. LaTeX uses booktabs rules, as journals ask.
 """
 
 from __future__ import annotations
 
+import html
+import math
 import os
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from bench.metrics import get_metric
-from bench.registry import UnknownNameError
-from bench.store import RunStore
+from bench.report.stats import (
+    CODING_METRICS,
+    filter_by_tag,
+    metric_directions,
+    results_frame,
+    run_tags,
+    summary_stats,
+)
 
-CONDITION_COLUMNS = ["codec", "bitrate", "nfe"]
-
-
-def results_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """All result rows of a run as a DataFrame; failed values are NaN."""
-    frame = pd.DataFrame(list(RunStore(run_dir).rows()))
-    if frame.empty:
-        return frame
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
-    return frame
-
-
-def _header(metric: str) -> str:
-    try:
-        spec = get_metric(metric.split(".", 1)[0])
-    except UnknownNameError:
-        return metric  # a metric from a plug-in that is not installed here
-    return f"{metric} {'↑' if spec.higher_is_better else '↓'}"
+TABLE_FORMATS = ("md", "csv", "tex")
+# Characters LaTeX treats as commands; Styler's own escaping would also escape our \textbf.
+_LATEX_SPECIALS = {c: f"\\{c}" for c in "&%$#_{}"} | {"~": r"\textasciitilde{}"}
+_LATEX_ARROWS = {True: r"$\uparrow$", False: r"$\downarrow$"}
 
 
-def _cell(mean: float, failed: int) -> str:
-    text = "nan" if pd.isna(mean) else f"{mean:.4g}"
-    return f"{text} ({failed} failed)" if failed else text
+def _arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
 
 
-def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per condition, one column per metric: mean over items plus failures."""
-    frame = frame.assign(
-        failed=frame["failure"].notna(), nfe=frame["nfe"].astype("object").fillna("-")
-    )
-    grouped = frame.groupby([*CONDITION_COLUMNS, "metric"], sort=False)
-    stats = grouped.agg(mean=("value", "mean"), failed=("failed", "sum")).reset_index()
-    stats["cell"] = [
-        _cell(mean, failed) for mean, failed in zip(stats["mean"], stats["failed"], strict=True)
+def _decimals(means: pd.Series) -> int:
+    """Decimals that give the column's largest mean three significant digits."""
+    largest = means.abs().max()
+    if not np.isfinite(largest) or largest == 0:
+        return 3
+    return int(min(4, max(0, 2 - math.floor(math.log10(largest)))))
+
+
+def best_mask(summary: pd.DataFrame) -> pd.Series:
+    """True where a row holds the best mean of its metric among conditions at its bitrate.
+
+    Only groups of two or more scored conditions are marked: a lone condition is not
+    "best" of anything.
+    """
+    best = pd.Series(False, index=summary.index)
+    scored = summary[np.isfinite(summary["mean"])]
+    for _, group in scored.groupby(["metric", "bitrate"], sort=False):
+        if len(group) < 2:
+            continue
+        means = group["mean"] if group["higher_is_better"].iloc[0] else -group["mean"]
+        best.loc[means[means == means.max()].index] = True
+    return best
+
+
+def _conditions(summary: pd.DataFrame) -> pd.DataFrame:
+    """The condition columns, kbps and RTF of each row of the table."""
+    conditions = summary.drop_duplicates(["codec", "bitrate", "nfe"])[
+        ["codec", "bitrate", "nfe", "kbps_actual", "rtf_encode", "rtf_decode"]
     ]
-    table = stats.pivot(index=CONDITION_COLUMNS, columns="metric", values="cell")
-    items = frame.groupby(CONDITION_COLUMNS, sort=False)["item"].nunique().rename("items")
-    table = table.join(items)
-    table = table[["items", *sorted(column for column in table.columns if column != "items")]]
-    table = table.rename(
-        columns={column: _header(column) for column in table.columns if column != "items"}
+    items = summary.groupby(["codec", "bitrate", "nfe"], dropna=False, sort=False).apply(
+        lambda group: int((group["n"] + group["failed"]).max()), include_groups=False
     )
-    order = {name: position for position, name in enumerate(frame["codec"].unique())}
-    table = table.reset_index()
-    table = table.sort_values(
-        ["codec", "bitrate"],
-        key=lambda column: column.map(order) if column.name == "codec" else column,
+    return conditions.assign(items=items.to_numpy()).reset_index(drop=True)
+
+
+def quality_metrics(summary: pd.DataFrame) -> list[str]:
+    """Metrics shown as table columns, in run order; coding metrics have columns of their own."""
+    return [name for name in summary["metric"].unique() if name not in CODING_METRICS]
+
+
+def display_table(summary: pd.DataFrame, *, style: str = "markdown") -> pd.DataFrame:
+    """The table as strings: ``mean [low, high]`` cells with the best ones in bold.
+
+    ``style`` is ``"markdown"`` (``**bold**``), ``"latex"`` (escaped, ``\\textbf{}``) or
+    ``"html"`` (escaped, ``<strong>``).
+    """
+    escape, strong = _STYLES[style]
+    conditions = _conditions(summary)
+    marked = best_mask(summary)
+    table = pd.DataFrame(
+        {
+            "codec": conditions["codec"].map(escape),
+            "kbps": conditions["bitrate"].map("{:g}".format),
+            "NFE": conditions["nfe"].map(lambda nfe: "-" if pd.isna(nfe) else f"{nfe:g}"),
+            "items": conditions["items"],
+            "kbps actual": conditions["kbps_actual"].map(_plain(2)),
+            "RTF enc": conditions["rtf_encode"].map(_plain_significant),
+            "RTF dec": conditions["rtf_decode"].map(_plain_significant),
+        }
     )
-    return table.rename(columns={"bitrate": "kbps"}).reset_index(drop=True)
+    for metric in quality_metrics(summary):
+        rows = summary[summary["metric"] == metric]
+        decimals = _decimals(rows["mean"])
+        cells = {}
+        for index, row in rows.iterrows():
+            cell = _cell(row, decimals)
+            cells[(row["codec"], row["bitrate"], _nfe_key(row["nfe"]))] = (
+                strong(cell) if marked[index] else cell
+            )
+        keys = zip(conditions["codec"], conditions["bitrate"], conditions["nfe"], strict=True)
+        higher_is_better = bool(rows["higher_is_better"].iloc[0])
+        arrow = _LATEX_ARROWS[higher_is_better] if style == "latex" else _arrow(higher_is_better)
+        table[f"{escape(metric)} {arrow}"] = [
+            cells.get((codec, bitrate, _nfe_key(nfe)), "") for codec, bitrate, nfe in keys
+        ]
+    if conditions["nfe"].isna().all():
+        table = table.drop(columns="NFE")
+    return table
+
+
+def _nfe_key(nfe: float) -> float | None:
+    return None if pd.isna(nfe) else float(nfe)
+
+
+def _plain(decimals: int):
+    return lambda value: "nan" if pd.isna(value) else f"{value:.{decimals}f}"
+
+
+def _plain_significant(value: float) -> str:
+    return "nan" if pd.isna(value) else f"{value:.2g}"
+
+
+def _cell(row: pd.Series, decimals: int) -> str:
+    if pd.isna(row["mean"]):
+        text = "nan"
+    elif pd.isna(row["ci_low"]):
+        text = f"{row['mean']:.{decimals}f}"
+    else:
+        text = (
+            f"{row['mean']:.{decimals}f} "
+            f"[{row['ci_low']:.{decimals}f}, {row['ci_high']:.{decimals}f}]"
+        )
+    return f"{text} ({row['failed']} failed)" if row["failed"] else text
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIALS.get(character, character) for character in str(text))
+
+
+# style -> (escape text, mark the best cell)
+_STYLES = {
+    "markdown": (str, lambda cell: f"**{cell}**"),
+    "latex": (_latex_escape, lambda cell: rf"\textbf{{{cell}}}"),
+    "html": (html.escape, lambda cell: f"<strong>{cell}</strong>"),
+}
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    return display_table(summary).to_markdown(index=False, disable_numparse=True)
+
+
+def html_table(summary: pd.DataFrame) -> str:
+    """An HTML ``<table>`` fragment (cells escaped here, so pandas must not escape again)."""
+    return display_table(summary, style="html").to_html(
+        index=False, escape=False, classes="summary", border=0
+    )
+
+
+def latex_table(summary: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs ``tabular`` (``\\toprule``/``\\midrule``/``\\bottomrule``)."""
+    table = display_table(summary, style="latex")
+    alignment = "l" + "r" * (len(table.columns) - 1)
+    styler = table.style.hide(axis="index")
+    latex = styler.to_latex(column_format=alignment, hrules=True, caption=caption or None)
+    return latex
+
+
+def csv_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One numeric row per condition: per metric mean, CI bounds, items scored and failed."""
+    conditions = _conditions(summary).rename(columns={"bitrate": "kbps_nominal"})
+    table = conditions[
+        ["codec", "kbps_nominal", "nfe", "items", "kbps_actual", "rtf_encode", "rtf_decode"]
+    ].copy()
+    marked = best_mask(summary)
+    for metric in quality_metrics(summary):
+        rows = summary[summary["metric"] == metric].assign(best=marked)
+        rows = rows.rename(columns={"bitrate": "kbps_nominal"}).set_index(
+            ["codec", "kbps_nominal", "nfe"]
+        )
+        columns = rows[["mean", "ci_low", "ci_high", "n", "failed", "best"]]
+        columns.columns = [f"{metric}_{name}" for name in columns.columns]
+        table = table.join(columns, on=["codec", "kbps_nominal", "nfe"])
+    return table
+
+
+def write_tables(summary: pd.DataFrame, out_dir: Path, stem: str = "summary") -> list[Path]:
+    """Write ``stem.md``, ``stem.csv`` and ``stem.tex`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.{extension}" for extension in TABLE_FORMATS]
+    paths[0].write_text(markdown_table(summary) + "\n", encoding="utf-8")
+    csv_table(summary).to_csv(paths[1], index=False)
+    paths[2].write_text(latex_table(summary), encoding="utf-8")
+    return paths
+
+
+def tag_summaries(frame: pd.DataFrame, directions: dict[str, dict]) -> dict[str, pd.DataFrame]:
+    """The summary over all items (key ``""``) and one per tag that splits the items."""
+    summaries = {"": summary_stats(frame, directions)}
+    for tag in run_tags(frame):
+        summaries[tag] = summary_stats(filter_by_tag(frame, tag), directions)
+    return summaries
 
 
 def format_summary(run_dir: str | os.PathLike) -> str:
-    """The summary table of a run as aligned text, with the failure total underneath."""
+    """The summary table of a run as Markdown, with the failure reasons underneath."""
     frame = results_frame(run_dir)
     if frame.empty:
         return "no results recorded yet"
-    table = summary_table(frame)
+    lines = [markdown_table(summary_stats(frame, metric_directions(run_dir)))]
     failures = int(frame["failure"].notna().sum())
-    lines = [table.to_string(index=False)]
     if failures:
         reasons = frame.loc[frame["failure"].notna(), "failure"].value_counts()
         lines.append(f"\n{failures} value(s) failed (NaN, excluded from means):")
         lines += [f"  {count} x {reason}" for reason, count in reasons.head(10).items()]
+    lines.append("\nmean [95% bootstrap CI over items]; best per bitrate in bold")
     return "\n".join(lines)

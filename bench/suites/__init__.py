@@ -1,0 +1,40 @@
+"""Named sweep suites: fixed, versioned sweep settings kept in this folder as TOML.
+
+``bench run --suite ci`` runs ``ci.toml``. A suite pins everything that decides its
+numbers (codecs and their bitrates, items, metrics, seeds), so that two runs of it, on
+two commits, can be compared condition by condition with ``bench compare``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+from bench.registry import did_you_mean
+from bench.sweep import SweepSettings
+
+SUITES_DIR = Path(__file__).resolve().parent
+# Keys a suite file may set; the rest of SweepSettings (workers) belongs to the machine.
+SUITE_KEYS = {field.name for field in fields(SweepSettings)} - {"workers"}
+
+
+def suite_names() -> list[str]:
+    return sorted(path.stem for path in SUITES_DIR.glob("*.toml"))
+
+
+def load_suite(name: str, *, workers: int) -> SweepSettings:
+    """The settings of suite ``name``; ``ValueError`` names the known suites or bad keys."""
+    path = SUITES_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ValueError(did_you_mean("suite", name, suite_names()))
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    data.pop("description", None)
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"suite {name!r} ({path}): unknown keys {unknown}; expected some of "
+            f"{sorted(SUITE_KEYS)}"
+        )
+    return SweepSettings.from_json({**data, "workers": workers})
