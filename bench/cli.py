@@ -59,6 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="embedded",
         help="embedded | folder:PATH | librispeech:PATH | manifest:FILE (default: embedded)",
     )
+    run.add_argument("--items", help="use only these item ids, comma-separated")
     run.add_argument("--limit", type=int, help="use the first N items (after tag filters)")
     run.add_argument("--max-seconds", type=float, help="crop every item to its first S seconds")
     run.add_argument("--tags", help="keep items with any of these tags, e.g. speech,music")
@@ -129,6 +130,7 @@ SUITE_FIXED = {
     "nfe": None,
     "seed": "0",
     "data": "embedded",
+    "items": None,
     "limit": None,
     "max_seconds": None,
     "tags": None,
@@ -167,6 +169,7 @@ def _settings_from_arguments(arguments: argparse.Namespace):
         max_seconds=arguments.max_seconds,
         tags=_names(arguments.tags) if arguments.tags else (),
         exclude_tags=_names(arguments.exclude_tags) if arguments.exclude_tags else (),
+        items=_names(arguments.items) if arguments.items else None,
         metrics=_names(arguments.metrics) if arguments.metrics else None,
         metric_options=_metric_options(arguments),
         workers=arguments.workers,

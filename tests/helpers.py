@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile
 import torch
 from bench.codecs.base import Codec, Encoded
@@ -77,3 +78,66 @@ def install_plugin(directory: Path) -> dict[str, str]:
         [str(directory), str(tests_dir), os.environ.get("PYTHONPATH", "")]
     )
     return {**os.environ, "PYTHONPATH": python_path}
+
+
+# Metric directions as a run's config records them, for report tests.
+DIRECTIONS = {
+    "pesq_wb": {"higher_is_better": True, "unit": "MOS-LQO"},
+    "mel_distance": {"higher_is_better": False, "unit": ""},
+}
+
+
+def rows(
+    codec: str,
+    bitrate: float,
+    metric: str,
+    values: list[float],
+    *,
+    seed: int = 0,
+    nfe: int | None = None,
+    tags: tuple[str, ...] = ("speech",),
+    failure: str | None = None,
+) -> list[dict]:
+    """Result rows as the harness writes them, one per item."""
+    return [
+        {
+            "codec": codec,
+            "bitrate": bitrate,
+            "nfe": nfe,
+            "seed": seed,
+            "item": f"item{index}",
+            "tags": list(tags),
+            "metric": metric,
+            "value": value,
+            "failure": failure if value is None or np.isnan(value) else None,
+            "kbps_actual": bitrate * 1.01,
+            "encode_seconds": 0.1,
+            "decode_seconds": 0.2,
+            "audio_seconds": 2.0,
+        }
+        for index, value in enumerate(values)
+    ]
+
+
+def frame(*groups: list[dict]) -> pd.DataFrame:
+    """The rows as bench.report.stats.results_frame returns them."""
+    data = pd.DataFrame([row for group in groups for row in group])
+    data["value"] = pd.to_numeric(data["value"])
+    data["nfe"] = pd.to_numeric(data["nfe"])
+    return data
+
+
+def with_added_noise(codec_class: type[Codec], snr_db: float) -> type[Codec]:
+    """``codec_class`` with white noise added to its decoded audio at ``snr_db``: an
+    injected degradation that a regression gate must catch."""
+
+    class NoisyCodec(codec_class):
+        def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+            decoded = super()._decode(encoded, nfe, seed)
+            generator = torch.Generator().manual_seed(0)
+            noise = torch.randn(decoded.shape, generator=generator)
+            scale = decoded.pow(2).mean().sqrt() / 10 ** (snr_db / 20)
+            return decoded + scale * noise
+
+    NoisyCodec.__name__ = f"Noisy{codec_class.__name__}"
+    return NoisyCodec

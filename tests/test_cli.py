@@ -77,3 +77,11 @@ def test_console_script_is_installed():
 
     scripts = {script.name: script.value for script in entry_points(group="console_scripts")}
     assert scripts.get("bench") == "bench.cli:main"
+
+
+def test_suite_fixes_the_sweep(tmp_path, capsys):
+    assert main(["run", "--suite", "ci", "--codec", "opus", "--out", str(tmp_path)]) == EXIT_USAGE
+    assert "--suite ci fixes the sweep; expected no --codec" in capsys.readouterr().err
+    assert main(["run", "--suite", "cii", "--out", str(tmp_path)]) == EXIT_USAGE
+    assert "unknown suite 'cii'; did you mean 'ci'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing ran"

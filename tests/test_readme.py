@@ -45,8 +45,10 @@ def test_the_main_job_and_the_python_example_run(tmp_path):
     main_job = _block_after("## On a fresh machine", "bash").split("&&")[-1].strip()
     assert main_job == ".venv/bin/bench run --codec opus --bitrates 6,12"
     printed = _python(["-m", "bench.cli", *main_job.split()[1:], "--quiet"], tmp_path, env)
-    assert re.search(r"opus\s+6\.0\s+-\s+29\s", printed)
-    assert re.search(r"opus\s+12\.0\s+-\s+29\s", printed)
+    assert re.search(r"\|\s*opus\s*\|\s*6\s*\|\s*29\s*\|", printed)
+    assert re.search(r"\|\s*opus\s*\|\s*12\s*\|\s*29\s*\|", printed)
+    run_dir = tmp_path / printed.split("run: ")[1].split()[0]
+    assert (run_dir / "report" / "index.html").exists(), "bench run writes the report"
 
     printed = _python(["-c", _block_after("## Python API", "python")], tmp_path, env)
-    assert re.search(r"mp3\s+64\.0\s+-\s+3\s", printed)
+    assert re.search(r"\|\s*mp3\s*\|\s*64\s*\|\s*3\s*\|", printed)

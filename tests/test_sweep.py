@@ -7,9 +7,10 @@ import json
 import pytest
 from helpers import write_tone
 
+from bench.data import load_dataset
 from bench.registry import UnknownNameError
 from bench.store import Cache, RunStore
-from bench.sweep import SweepSettings, parse_list, plan, run_sweep
+from bench.sweep import SweepSettings, listening_selection, parse_list, plan, run_sweep
 
 
 @pytest.fixture
@@ -136,3 +137,13 @@ def test_store_repair_cuts_a_torn_last_line(tmp_path):
     assert [row["a"] for row in store.rows()] == [1, 2, 4]
     with pytest.raises(FileExistsError):
         store.create({"run_id": "y"})
+
+
+def test_listening_items_cover_each_kind_of_content_first():
+    items = load_dataset("embedded").items
+    chosen = listening_selection(items, 3)
+    assert len(chosen) == 3
+    assert len({item.tags for item in chosen}) == 3, "three kinds of content, not three voices"
+    assert [item.id for item in chosen] == [item.id for item in items if item in chosen]
+    assert listening_selection(items, 0) == []
+    assert len(listening_selection(items[:2], 5)) == 2

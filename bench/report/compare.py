@@ -200,7 +200,11 @@ def compare_summaries(
     """
     tolerances = tolerances if tolerances is not None else DEFAULT_TOLERANCES
     merged = _frame(baseline).merge(
-        _frame(new), on=KEY_COLUMNS, how="outer", suffixes=("_baseline", "_new"), indicator=True
+        _frame(new),
+        on=KEY_COLUMNS,
+        how="outer",
+        suffixes=("_baseline", "_new"),
+        indicator="presence",
     )
     records = []
     for row in merged.itertuples(index=False):
@@ -229,9 +233,9 @@ def compare_summaries(
 
 
 def _status(row: dict, tolerance: Tolerance) -> tuple[str, str]:
-    if row["_merge"] == "right_only":
+    if row["presence"] == "right_only":
         return "new", "condition not in the baseline"
-    if row["_merge"] == "left_only":
+    if row["presence"] == "left_only":
         return "missing", "condition not in the new run"
     old, new = row["mean_baseline"], row["mean_new"]
     if math.isnan(old) and math.isnan(new):
@@ -240,8 +244,14 @@ def _status(row: dict, tolerance: Tolerance) -> tuple[str, str]:
         return "regression", "scored in the baseline, NaN now"
     if math.isnan(old):
         return "improvement", "NaN in the baseline, scored now"
-    if row["failed_new"] > row["failed_baseline"]:
-        return "regression", f"failed items {row['failed_baseline']} -> {row['failed_new']}"
+    items_before = int(row["n_baseline"] + row["failed_baseline"])
+    items_now = int(row["n_new"] + row["failed_new"])
+    if items_now != items_before:
+        # Means over other items are not comparable: an unfinished run, or another slice.
+        return "regression", f"scored over {items_now} items, the baseline over {items_before}"
+    failed_before, failed_now = int(row["failed_baseline"]), int(row["failed_new"])
+    if failed_now > failed_before:
+        return "regression", f"failed items {failed_before} -> {failed_now}"
     worse = (old - new) if row["higher_is_better_new"] else (new - old)
     allowed = tolerance.allowed(old)
     if worse > allowed:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +99,8 @@ def plot_rate_quality(
     paths, PNG before SVG.
     """
     _require_columns(summary, RATE_QUALITY_COLUMNS, "plot_rate_quality")
-    written: list[Path] = []
-    for metric in _quality_metrics(summary.dropna(subset=["kbps_actual"])):
-        figure = rate_quality_figure(summary, metric)
-        written += save_figure(figure, Path(out_dir) / f"{prefix}_{_file_safe(metric)}")
-    return written
+    metrics = _quality_metrics(summary.dropna(subset=["kbps_actual"]))
+    return _save_each(summary, metrics, rate_quality_figure, Path(out_dir), prefix)
 
 
 def plot_quality_vs_nfe(summary: pd.DataFrame, out_dir: Path, *, prefix: str = "nfe") -> list[Path]:
@@ -112,10 +109,20 @@ def plot_quality_vs_nfe(summary: pd.DataFrame, out_dir: Path, *, prefix: str = "
     Written as ``{prefix}_{metric}.png/.svg``; returns ``[]`` when no codec has NFE values.
     """
     _require_columns(summary, QUALITY_VS_NFE_COLUMNS, "plot_quality_vs_nfe")
+    metrics = _quality_metrics(summary.dropna(subset=["nfe"]))
+    return _save_each(summary, metrics, quality_vs_nfe_figure, Path(out_dir), prefix)
+
+
+def _save_each(
+    summary: pd.DataFrame,
+    metrics: list[str],
+    build: Callable[[pd.DataFrame, str], Figure],
+    out_dir: Path,
+    prefix: str,
+) -> list[Path]:
     written: list[Path] = []
-    for metric in _quality_metrics(summary.dropna(subset=["nfe"])):
-        figure = quality_vs_nfe_figure(summary, metric)
-        written += save_figure(figure, Path(out_dir) / f"{prefix}_{_file_safe(metric)}")
+    for metric in metrics:
+        written += save_figure(build(summary, metric), out_dir / f"{prefix}_{_file_safe(metric)}")
     return written
 
 

@@ -49,7 +49,10 @@ PAIRED_METHODS = ("wilcoxon", "bootstrap")
 
 def results_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
     """All result rows of a run as a DataFrame; failed values are NaN."""
-    frame = pd.DataFrame(list(RunStore(run_dir).rows()))
+    store = RunStore(run_dir)
+    frame = pd.DataFrame(list(store.rows()))
+    # Tables list codecs in the order the run named them, not the order tasks finished.
+    frame.attrs["codecs"] = list(store.read_config().get("settings", {}).get("codecs", []))
     if frame.empty:
         return frame
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
@@ -86,11 +89,15 @@ def bootstrap_mean_ci(
     if np.ptp(values) == 0:
         # Every resample has the same mean; BCa's acceleration is undefined here.
         return float(values[0]), float(values[0])
-    result = _bootstrap(values, confidence, seed)
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    interval = _bootstrap(values, confidence, seed).confidence_interval
+    if not (np.isfinite(interval.low) and np.isfinite(interval.high)):
+        # BCa is undefined when nearly every resample has the same mean (values equal but
+        # for rounding); the percentile interval is then the honest answer.
+        interval = _bootstrap(values, confidence, seed, "percentile").confidence_interval
+    return float(interval.low), float(interval.high)
 
 
-def _bootstrap(values: np.ndarray, confidence: float, seed: int):
+def _bootstrap(values: np.ndarray, confidence: float, seed: int, method: str = "BCa"):
     with warnings.catch_warnings():
         # Few distinct values make BCa warn; the interval it returns is still the estimate.
         warnings.simplefilter("ignore")
@@ -99,7 +106,7 @@ def _bootstrap(values: np.ndarray, confidence: float, seed: int):
             np.mean,
             confidence_level=confidence,
             n_resamples=RESAMPLES,
-            method="BCa",
+            method=method,
             rng=np.random.default_rng(seed),
         )
 
@@ -116,8 +123,10 @@ def item_means(frame: pd.DataFrame) -> pd.DataFrame:
 def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:
     """One row per (condition, metric): mean, 95% CI, items scored and failed, kbps, RTF.
 
-    ``frame`` is :func:`results_frame`; ``directions`` is :func:`metric_directions`.
-    Rows keep the order in which codecs first appear, then bitrate and NFE ascending.
+    ``frame`` is :func:`results_frame`; ``directions`` is :func:`metric_directions`, whose
+    order (the run's) orders the metrics. Codecs keep the order of ``frame.attrs["codecs"]``
+    (the run's, set by :func:`results_frame`) or of first appearance; then bitrate and
+    NFE ascend.
     """
     if frame.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -149,7 +158,7 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
             }
         )
     summary = pd.DataFrame(records).merge(coding, on=CONDITION_COLUMNS, how="left")
-    return _ordered(summary, frame)[SUMMARY_COLUMNS]
+    return _ordered(summary, frame, list(directions))[SUMMARY_COLUMNS]
 
 
 def _coding_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -168,9 +177,14 @@ def _coding_summary(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _ordered(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    codec_order = {codec: position for position, codec in enumerate(frame["codec"].unique())}
-    metric_order = {name: position for position, name in enumerate(frame["metric"].unique())}
+def _ordered(summary: pd.DataFrame, frame: pd.DataFrame, families: list[str]) -> pd.DataFrame:
+    codecs = list(dict.fromkeys([*frame.attrs.get("codecs", []), *frame["codec"].unique()]))
+    codec_order = {codec: position for position, codec in enumerate(codecs)}
+    family_order = {name: position for position, name in enumerate(families)}
+    metric_order = {
+        name: (family_order.get(name.split(".", 1)[0], len(family_order)), position)
+        for position, name in enumerate(frame["metric"].unique())
+    }
     return summary.sort_values(
         ["codec", "bitrate", "nfe", "metric"],
         key=lambda column: (
