@@ -27,6 +27,7 @@ from bench.store import CONFIG_FILE, RunStore
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+ROUND_DECIMALS = 10
 CONDITION_COLUMNS = ["codec", "bitrate", "nfe"]
 # Coding metrics are shown as the table's own kbps and RTF columns, not as quality metrics.
 CODING_METRICS = ("kbps_actual", "rtf_encode", "rtf_decode")
@@ -83,7 +84,11 @@ def bootstrap_mean_ci(
 ) -> tuple[float, float]:
     """The BCa bootstrap interval of the mean of ``values`` (NaN, NaN below two values)."""
     values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
+    # Metric backends are not bit-reproducible in the last digit (threaded sums), and with
+    # few items BCa's bias correction counts resample means tied with the observed mean:
+    # a 1e-16 change can flip those ties and move the interval by 0.004. Rounding far
+    # below any reported precision makes equal-in-value runs give equal intervals.
+    values = np.round(values[np.isfinite(values)], ROUND_DECIMALS)
     if values.size < 2:
         return np.nan, np.nan
     if np.ptp(values) == 0:
@@ -112,12 +117,18 @@ def _bootstrap(values: np.ndarray, confidence: float, seed: int, method: str = "
 
 
 def item_means(frame: pd.DataFrame) -> pd.DataFrame:
-    """One value per (condition, metric, item): the mean over seeds of its scored values."""
-    return (
+    """One value per (condition, metric, item): the mean over seeds of its scored values.
+
+    Sorted by item id within each group: rows arrive in the order workers finished, and
+    the bootstrap's seeded resampling must see the items in one fixed order for two runs
+    with equal values to print equal intervals.
+    """
+    means = (
         frame.groupby([*CONDITION_COLUMNS, "metric", "item"], dropna=False, sort=False)["value"]
         .mean()
         .reset_index()
     )
+    return means.sort_values("item", kind="stable").reset_index(drop=True)
 
 
 def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:
