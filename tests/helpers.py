@@ -1,13 +1,18 @@
-"""Test helpers: the shared data location, tiny audio files and a fake codec."""
+"""Test helpers: the shared data location, tiny audio files, a fake codec and the official
+EnCodec reference package."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile
 import torch
 from bench.codecs.base import Codec, Encoded
@@ -78,6 +83,33 @@ def install_plugin(directory: Path) -> dict[str, str]:
         [str(directory), str(tests_dir), os.environ.get("PYTHONPATH", "")]
     )
     return {**os.environ, "PYTHONPATH": python_path}
+
+
+def official_encodec(*submodules: str) -> types.ModuleType:
+    """The official ``encodec`` package (facebookresearch/encodec 0.1.1), which our EnCodec
+    port is tested against; ``submodules`` (such as ``"msstftd"``) are imported too.
+
+    It is a reference only, never a dependency: it is CC-BY-NC, so .ci/run installs it with
+    ``pip install --no-deps encodec==0.1.1 einops`` and torchaudio is absent. Only its audio I/O
+    and the MS-STFT discriminator use torchaudio, so it is imported with an empty stand-in in
+    ``sys.modules["torchaudio"]``, removed afterwards so that no other test sees it (a submodule
+    imported later would look for the real torchaudio, hence ``submodules``).
+
+    Skips the calling test when the package is missing, or fails it when the environment sets
+    BENCH_REQUIRE_REFERENCE (as .ci/run does), so CI cannot pass without the comparison.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        if "torchaudio" not in sys.modules:
+            patch.setitem(sys.modules, "torchaudio", types.ModuleType("torchaudio"))
+        try:
+            package = importlib.import_module("encodec")
+            for name in submodules:
+                importlib.import_module(f"encodec.{name}")
+        except ImportError as error:
+            if os.environ.get("BENCH_REQUIRE_REFERENCE"):
+                pytest.fail(f"BENCH_REQUIRE_REFERENCE is set but encodec is missing: {error}")
+            pytest.skip(f"the official encodec package is not installed: {error}")
+    return package
 
 
 # Metric directions as a run's config records them, for report tests.
