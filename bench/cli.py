@@ -67,6 +67,16 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics", help="metric names, comma-separated (default: all)")
     run.add_argument("--asr-model", help=ASR_MODEL_HELP)
     run.add_argument(
+        "--checkpoint",
+        help="weights for the neural codec(s) that take one: a `bench train` checkpoint or "
+        "an official release file (default: each codec's shipped demo model)",
+    )
+    run.add_argument(
+        "--entropy-coding",
+        action="store_true",
+        help="code the tokens with the codec's entropy-coding LM (EnCodec); kbps from real bytes",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
@@ -100,6 +110,37 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.add_argument("--out", help="report folder (default: RUN_DIR/report)")
+
+    train = commands.add_parser(
+        "train",
+        help="train a neural codec (adversarial, loss balancer) and export a checkpoint",
+        epilog=EPILOG,
+    )
+    train.add_argument("--codec", default="encodec", help="codec to train (default: encodec)")
+    train.add_argument("--config", default="tiny", help="model configuration (default: tiny)")
+    train.add_argument("--data", required=True, help="training data: a dataset spec")
+    train.add_argument("--steps", type=int, required=True, help="train until this step")
+    train.add_argument("--out", required=True, help="folder for checkpoints and logs")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--segment-seconds", type=float, default=1.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--discriminators",
+        default="msstft",
+        help="comma-separated discriminator families, or 'none' (default: msstft)",
+    )
+    train.add_argument("--discriminator-filters", type=int, default=32)
+    train.add_argument("--no-balancer", action="store_true", help="sum the weighted losses")
+    train.add_argument(
+        "--weights",
+        help="loss weights as time=0.1,frequency=1,adversarial=3,feature=3 (the paper's)",
+    )
+    train.add_argument("--quantizer", default="rvq", help="quantizer type (default: rvq)")
+    train.add_argument("--bandwidth-sampling", default="paper", help="paper | uniform")
+    train.add_argument("--checkpoint-every", type=int, default=100)
+    train.add_argument("--data-limit", type=int, help="use the first N items of --data")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     compare = commands.add_parser(
         "compare",
@@ -137,7 +178,31 @@ SUITE_FIXED = {
     "exclude_tags": None,
     "metrics": None,
     "asr_model": None,
+    "checkpoint": None,
+    "entropy_coding": False,
 }
+
+
+def _codec_options(arguments: argparse.Namespace) -> dict[str, dict]:
+    """``--checkpoint`` and ``--entropy-coding`` for the codecs whose constructor takes them."""
+    from bench.registry import CODECS, codec_options
+
+    given = {"checkpoint": arguments.checkpoint, "entropy_coding": arguments.entropy_coding}
+    given = {name: value for name, value in given.items() if value}
+    options: dict[str, dict] = {}
+    for codec in _names(arguments.codec):
+        CODECS.check(codec)
+        accepted = codec_options(codec)
+        chosen = {name: value for name, value in given.items() if name in accepted}
+        if chosen:
+            options[codec] = chosen
+    for name in given:
+        if not any(name in chosen for chosen in options.values()):
+            raise ValueError(
+                f"--{name.replace('_', '-')}: expected a codec that takes it (e.g. encodec), "
+                f"got --codec {arguments.codec}"
+            )
+    return options
 
 
 def _settings_from_arguments(arguments: argparse.Namespace):
@@ -170,6 +235,7 @@ def _settings_from_arguments(arguments: argparse.Namespace):
         tags=_names(arguments.tags) if arguments.tags else (),
         exclude_tags=_names(arguments.exclude_tags) if arguments.exclude_tags else (),
         items=_names(arguments.items) if arguments.items else None,
+        codec_options=_codec_options(arguments),
         metrics=_names(arguments.metrics) if arguments.metrics else None,
         metric_options=_metric_options(arguments),
         workers=arguments.workers,
@@ -178,6 +244,7 @@ def _settings_from_arguments(arguments: argparse.Namespace):
 
 def _run(arguments: argparse.Namespace) -> int:
     from bench.report.table import format_summary
+    from bench.store import RunStore
     from bench.sweep import DEFAULT_CACHE_DIR, run_sweep
 
     if arguments.limit is not None and arguments.limit < 1:
@@ -204,6 +271,9 @@ def _run(arguments: argparse.Namespace) -> int:
 
         build_report(summary.run_dir)
     print(format_summary(summary.run_dir))
+    for name, description in RunStore(summary.run_dir).read_config()["codecs"].items():
+        if description.get("model_note"):
+            print(f"note: {name}: {description['model_note']}")
     print(
         f"\nrun: {summary.run_dir}  ({summary.tasks_total} tasks (item x condition): "
         f"{summary.tasks_computed} computed, {summary.tasks_from_cache} from cache, "
@@ -350,6 +420,46 @@ def _compare(arguments: argparse.Namespace) -> int:
     return EXIT_REGRESSION if (comparison["status"] == "regression").any() else EXIT_OK
 
 
+def _loss_weights(text: str | None) -> dict[str, float]:
+    from bench.train.trainer import PAPER_WEIGHTS
+
+    weights = dict(PAPER_WEIGHTS)
+    for part in _names(text or ""):
+        name, _, value = part.partition("=")
+        if name not in weights or not value:
+            raise ValueError(
+                f"--weights: expected NAME=VALUE with NAME in {sorted(weights)}, got {part!r}"
+            )
+        weights[name] = float(value)
+    return weights
+
+
+def _train(arguments: argparse.Namespace) -> int:
+    from bench.train.trainer import TrainSettings, train
+
+    discriminators = _names(arguments.discriminators)
+    settings = TrainSettings(
+        data=arguments.data,
+        steps=arguments.steps,
+        codec=arguments.codec,
+        config=arguments.config,
+        batch_size=arguments.batch_size,
+        segment_seconds=arguments.segment_seconds,
+        discriminators=() if discriminators == ("none",) else discriminators,
+        discriminator_filters=arguments.discriminator_filters,
+        balancer=not arguments.no_balancer,
+        weights=_loss_weights(arguments.weights),
+        quantizer=arguments.quantizer,
+        bandwidth_sampling=arguments.bandwidth_sampling,
+        seed=arguments.seed,
+        checkpoint_every=arguments.checkpoint_every,
+        data_limit=arguments.data_limit,
+    )
+    model = train(settings, arguments.out, resume=arguments.resume, progress=not arguments.quiet)
+    print(f"model: {model}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _build_parser().parse_args(argv)
     handlers = {
@@ -359,11 +469,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "score": lambda: _score(arguments),
         "report": lambda: _report(arguments),
         "compare": lambda: _compare(arguments),
+        "train": lambda: _train(arguments),
     }
     try:
         return handlers[arguments.command]()
     except KeyboardInterrupt:
-        print("interrupted; continue with `bench run --resume RUN_DIR`", file=sys.stderr)
+        how = {
+            "run": "`bench run --resume RUN_DIR`",
+            "train": "the same `bench train` command with --resume (the state was saved)",
+        }.get(arguments.command, "the same command")
+        print(f"interrupted; continue with {how}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ValueError as error:  # bad usage or input, with what was expected
         print(f"bench: error: {error}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -101,13 +102,25 @@ for _name, _target in {
     "lowpass7k": "bench.codecs.classic.lowpass:Lowpass7kCodec",
     "mp3": "bench.codecs.classic.mp3:Mp3Codec",
     "opus": "bench.codecs.classic.opus:OpusCodec",
+    "encodec": "bench.codecs.encodec.codec:EncodecCodec",
 }.items():
     CODECS.register(_name, _target)
 
 
-def create_codec(name: str) -> Codec:
-    """Instantiate the codec registered as ``name``, checking it implements the interface."""
-    codec = CODECS.create(name)
+def codec_options(name: str) -> set[str]:
+    """The keyword options codec ``name``'s factory accepts (``checkpoint``, ...)."""
+    parameters = inspect.signature(CODECS.factory(name)).parameters.values()
+    return {
+        parameter.name
+        for parameter in parameters
+        if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def create_codec(name: str, **options: Any) -> Codec:
+    """Instantiate the codec registered as ``name`` with ``options`` (a checkpoint, say),
+    checking it implements the interface."""
+    codec = CODECS.create(name, **options)
     if not isinstance(codec, Codec):
         raise TypeError(
             f"codec {name!r} from {CODECS.source(name)} is a {type(codec).__name__}; "

@@ -63,6 +63,8 @@ class SweepSettings:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     codec_bitrates: dict[str, tuple[float, ...]] = field(default_factory=dict)
     items: tuple[str, ...] | None = None
+    # Constructor options per codec, e.g. {"encodec": {"checkpoint": "x.pt"}}.
+    codec_options: dict[str, dict] = field(default_factory=dict)
     # Items whose reference and decoded audio the run keeps for the report's listening section.
     listening_items: int = 3
 
@@ -77,10 +79,10 @@ class SweepSettings:
             raise ValueError("expected at least one seed, got none")
         if self.listening_items < 0:
             raise ValueError(f"expected listening items >= 0, got {self.listening_items}")
-        unknown = set(self.codec_bitrates) - set(self.codecs)
+        unknown = (set(self.codec_bitrates) | set(self.codec_options)) - set(self.codecs)
         if unknown:
             raise ValueError(
-                f"bitrates given for codecs not in the sweep: {sorted(unknown)}; "
+                f"bitrates or options given for codecs not in the sweep: {sorted(unknown)}; "
                 f"codecs: {list(self.codecs)}"
             )
 
@@ -102,6 +104,7 @@ class SweepSettings:
                 "tags": tuple(data.get("tags", ())),
                 "metric_options": data.get("metric_options", {}),
                 "exclude_tags": tuple(data.get("exclude_tags", ())),
+                "codec_options": data.get("codec_options", {}),
                 "codec_bitrates": {
                     name: tuple(float(bitrate) for bitrate in bitrates)
                     for name, bitrates in data.get("codec_bitrates", {}).items()
@@ -133,6 +136,7 @@ class Task:
     metric_options: dict[str, dict[str, str]] = field(default_factory=dict)
     # Where to keep the decoded audio for the report's listening section, if anywhere.
     listening_path: str | None = None
+    codec_options: dict = field(default_factory=dict)
 
     @property
     def identity(self) -> tuple:
@@ -297,10 +301,11 @@ class Evaluator:
         # Tasks arrive item by item, so the last prepared input is usually the next one's.
         self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...]]] | None = None
 
-    def codec(self, name: str) -> Codec:
-        if name not in self._codecs:
-            self._codecs[name] = create_codec(name)
-        return self._codecs[name]
+    def codec(self, name: str, options: dict) -> Codec:
+        key = content_key({"codec": name, "options": options})
+        if key not in self._codecs:
+            self._codecs[key] = create_codec(name, **options)
+        return self._codecs[key]
 
     def _warm_up(self, codec: Codec, condition: Condition) -> None:
         # The first call of a codec pays for lazy initialisation (allocations, JIT,
@@ -404,7 +409,7 @@ class Evaluator:
         """Run one task; every failure becomes NaN rows with a reason, never an exception."""
         base = _base_row(task)
         metrics = self.metrics(task)
-        codec = self.codec(task.condition.codec)
+        codec = self.codec(task.condition.codec, task.codec_options)
         try:
             reference, notes = self._prepared_input(task, codec)
         except bench_audio.AudioError as error:
@@ -550,6 +555,7 @@ def _build_tasks(
                     settings.max_seconds,
                     options,
                     listening_path,
+                    settings.codec_options.get(condition.codec, {}),
                 )
             )
     return tasks
@@ -674,7 +680,10 @@ def run_sweep(
     bind_metrics(settings.metrics, settings.metric_options)
 
     with _worker_pool(settings.workers, cache_dir) as pool:
-        codecs = {name: create_codec(name) for name in settings.codecs}
+        codecs = {
+            name: create_codec(name, **settings.codec_options.get(name, {}))
+            for name in settings.codecs
+        }
         conditions = plan(settings, codecs)
         dataset = load_dataset(
             settings.data,

@@ -1,0 +1,1 @@
+"""EnCodec (Défossez et al., 2022): the reference implementation of the benchmark."""
