@@ -12,10 +12,11 @@ import browser
 import pandas as pd
 import pytest
 import soundfile
+from bench.codecs.checkpoint import CheckpointError
 from helpers import REPO_ROOT
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
-from bench.registry import CODECS
+from bench.registry import CODECS, create_codec
 from bench.report.compare import load_summary
 from bench.suites import SUITES_DIR, load_suite
 
@@ -109,10 +110,18 @@ def test_report_page_loads_cleanly_in_chromium(run_dir, tmp_path):
     assert check.screenshot is not None and check.screenshot.stat().st_size > 50_000
 
 
-def test_ci_suite_covers_every_built_in_codec():
+def test_ci_suite_covers_every_built_in_codec_that_runs_by_default():
     settings = load_suite("ci", workers=1)
     built_in = {name for name in CODECS.names() if CODECS.source(name) == "built-in"}
-    assert built_in <= set(settings.codecs), "add new codecs to bench/suites/ci.toml"
+    runnable = set()
+    for name in built_in:
+        try:
+            create_codec(name)
+        except CheckpointError:
+            continue  # a neural codec whose demo weights are not shipped yet
+        runnable.add(name)
+    assert runnable <= set(settings.codecs), "add new codecs to bench/suites/ci.toml"
+    assert {"opus", "mp3"} <= runnable
     assert not {"rtf_encode", "rtf_decode"} & set(settings.metrics), "timings are not gated"
     with open(SUITES_DIR / "ci.toml", "rb") as handle:
         assert "description" in tomllib.load(handle)

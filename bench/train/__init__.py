@@ -1,0 +1,1 @@
+"""Training of reference codecs: reconstruction and GAN losses, and the loss balancer."""

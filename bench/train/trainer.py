@@ -1,0 +1,450 @@
+"""`bench train`: adversarial training of the neural codecs, as in the EnCodec paper (Sec. 3.4).
+
+One step draws a seeded batch of random segments, picks one bandwidth for the batch,
+updates the discriminators with probability 2/3 (hinge loss), then the generator with the
+time L1, multi-scale mel, hinge adversarial and relative feature-matching losses, weighted
+by the loss balancer (or plainly summed with the same weights), plus the commitment loss
+outside the balancer. Adam, lr 3e-4, betas (0.5, 0.9).
+
+Every source of randomness is re-seeded from (seed, step) at the start of a step, so a run
+resumed from its last checkpoint continues exactly as if it had never stopped. The
+switches the ablation tables need are settings: which discriminators, balancer on or off
+with the loss weights, and the quantizer. Where several GPUs are present and the process
+was started by ``torchrun``, the model is wrapped in DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bench import audio as bench_audio
+from bench.codecs.checkpoint import Checkpoint, load_checkpoint, load_strictly
+from bench.codecs.encodec.model import CONFIGS, EncodecConfig, EncodecModel
+from bench.codecs.modules.discriminators import MultiDiscriminator, MultiScaleSTFTDiscriminator
+from bench.codecs.modules.rvq import sample_n_q
+from bench.data import load_dataset
+from bench.provenance import backend_versions, git_state
+from bench.train.balancer import LossBalancer
+from bench.train.losses import (
+    MultiScaleMelLoss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    relative_feature_matching,
+    time_l1,
+)
+
+LAST_CHECKPOINT = "last.pt"
+INIT_BATCH = 64
+MODEL_CHECKPOINT = "model.pt"
+LOG_FILE = "train_log.jsonl"
+PAPER_WEIGHTS = {"time": 0.1, "frequency": 1.0, "adversarial": 3.0, "feature": 3.0}
+# Discriminator families a run can train against; HiFi-Codec adds MPD and MSD.
+DISCRIMINATORS: dict[str, Callable[[int, int], nn.Module]] = {
+    "msstft": lambda channels, filters: MultiScaleSTFTDiscriminator(
+        filters=filters, in_channels=channels
+    ),
+}
+QUANTIZERS = ("rvq",)
+BANDWIDTH_SAMPLING = ("paper", "uniform")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that determines a training run (where it writes excluded)."""
+
+    data: str
+    steps: int
+    codec: str = "encodec"
+    config: str = "tiny"
+    batch_size: int = 16
+    segment_seconds: float = 1.0
+    learning_rate: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    discriminator_probability: float = 2 / 3
+    discriminators: tuple[str, ...] = ("msstft",)
+    # The paper's 32; the CPU demo uses 8, which cuts the discriminator's cost 10x.
+    discriminator_filters: int = 32
+    balancer: bool = True
+    weights: dict[str, float] = field(default_factory=lambda: dict(PAPER_WEIGHTS))
+    commitment_weight: float = 1.0
+    quantizer: str = "rvq"
+    bandwidth_sampling: str = "paper"
+    seed: int = 0
+    checkpoint_every: int = 100
+    data_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.codec != "encodec":
+            raise ValueError(f"bench train: expected --codec encodec, got {self.codec!r}")
+        if self.config not in CONFIGS:
+            raise ValueError(f"--config: expected one of {', '.join(CONFIGS)}, got {self.config!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.segment_seconds <= 0:
+            raise ValueError(
+                "expected --steps >= 1, --batch-size >= 1 and --segment-seconds > 0, got "
+                f"{self.steps}, {self.batch_size}, {self.segment_seconds}"
+            )
+        unknown = set(self.discriminators) - set(DISCRIMINATORS)
+        if unknown:
+            raise ValueError(
+                f"--discriminators: expected some of {', '.join(DISCRIMINATORS)} (or none), "
+                f"got {sorted(unknown)}"
+            )
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"--quantizer: expected one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.bandwidth_sampling not in BANDWIDTH_SAMPLING:
+            raise ValueError(
+                f"--bandwidth-sampling: expected one of {BANDWIDTH_SAMPLING}, "
+                f"got {self.bandwidth_sampling!r}"
+            )
+        if set(self.weights) != set(PAPER_WEIGHTS):
+            raise ValueError(
+                f"loss weights: expected {sorted(PAPER_WEIGHTS)}, got {sorted(self.weights)}"
+            )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainSettings:
+        return cls(
+            **{
+                **data,
+                "betas": tuple(data["betas"]),
+                "discriminators": tuple(data["discriminators"]),
+            }
+        )
+
+
+class SegmentSampler:
+    """Random fixed-length segments of a dataset, a pure function of (seed, step).
+
+    Items are loaded once, converted to the model's rate and channel count; items shorter
+    than a segment are zero-padded, as short sentences would be.
+    """
+
+    def __init__(self, spec: str, sample_rate: int, channels: int, seconds: float, limit=None):
+        dataset = load_dataset(spec, limit=limit)
+        self.segment = int(round(seconds * sample_rate))
+        self.clips: list[torch.Tensor] = []
+        for item in tqdm(dataset.items, desc="loading training audio", unit="item"):
+            loaded = bench_audio.load_audio(item.path)
+            audio, _ = bench_audio.prepare(loaded, sample_rate, channels)
+            self.clips.append(audio)
+        self.durations = np.array([clip.shape[-1] for clip in self.clips], dtype=float)
+        self.seconds = float(self.durations.sum() / sample_rate)
+
+    def batch(self, seed: int, step: int, batch_size: int, stream: int = 0) -> torch.Tensor:
+        """Segments for ``step``; ``stream`` separates draws for other purposes (init)."""
+        rng = np.random.default_rng([seed, step, stream])
+        # Longer items hold more distinct segments: sample them in proportion.
+        chosen = rng.choice(
+            len(self.clips), size=batch_size, p=self.durations / self.durations.sum()
+        )
+        segments = []
+        for index in chosen:
+            clip = self.clips[index]
+            start = int(rng.integers(0, max(1, clip.shape[-1] - self.segment + 1)))
+            segment = clip[..., start : start + self.segment]
+            segments.append(nn.functional.pad(segment, (0, self.segment - segment.shape[-1])))
+        return torch.stack(segments)
+
+
+@dataclass
+class TrainState:
+    """The model, discriminators, optimisers and balancer of a run, at ``step``."""
+
+    model: EncodecModel
+    discriminator: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    discriminator_optimizer: torch.optim.Optimizer | None
+    balancer: LossBalancer | None
+    step: int = 0
+
+
+def build_state(settings: TrainSettings) -> TrainState:
+    torch.manual_seed(settings.seed)
+    config: EncodecConfig = CONFIGS[settings.config]
+    model = EncodecModel(config)
+    discriminator = (
+        MultiDiscriminator(
+            [
+                DISCRIMINATORS[name](config.channels, settings.discriminator_filters)
+                for name in settings.discriminators
+            ]
+        )
+        if settings.discriminators
+        else None
+    )
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.learning_rate, betas=settings.betas
+    )
+    discriminator_optimizer = (
+        torch.optim.Adam(
+            discriminator.parameters(), lr=settings.learning_rate, betas=settings.betas
+        )
+        if discriminator is not None
+        else None
+    )
+    balancer = LossBalancer(_active_weights(settings)) if settings.balancer else None
+    return TrainState(model, discriminator, optimizer, discriminator_optimizer, balancer)
+
+
+def _active_weights(settings: TrainSettings) -> dict[str, float]:
+    # Without discriminators the adversarial terms do not exist; the rest keep their weights.
+    adversarial = {"adversarial", "feature"}
+    return {
+        name: weight
+        for name, weight in settings.weights.items()
+        if settings.discriminators or name not in adversarial
+    }
+
+
+def save_state(state: TrainState, settings: TrainSettings, path: Path, metadata: dict) -> str:
+    extra = {
+        "optimizer": state.optimizer.state_dict(),
+        "balancer": state.balancer.state_dict() if state.balancer is not None else {},
+    }
+    if state.discriminator is not None:
+        extra["discriminator"] = state.discriminator.state_dict()
+        extra["discriminator_optimizer"] = state.discriminator_optimizer.state_dict()
+    return Checkpoint(
+        codec=settings.codec,
+        config=state.model.config.to_json(),
+        state_dict=state.model.state_dict(),
+        step=state.step,
+        extra_states=extra,
+        metadata={**metadata, "train_settings": settings.to_json()},
+    ).save(path)
+
+
+def load_state(path: Path, settings: TrainSettings) -> TrainState:
+    """The run saved at ``path``; its settings must equal ``settings`` (an exact resume)."""
+    checkpoint = load_checkpoint(path, settings.codec)
+    saved = TrainSettings.from_json(checkpoint.metadata["train_settings"])
+    if replace(saved, steps=settings.steps) != settings:
+        raise ValueError(
+            f"--resume: {path} was trained with other settings; only --steps may change. "
+            f"Saved: {saved.to_json()}"
+        )
+    state = build_state(settings)
+    load_strictly(state.model, checkpoint.state_dict, str(path))
+    state.optimizer.load_state_dict(checkpoint.extra_states["optimizer"])
+    if state.discriminator is not None:
+        load_strictly(state.discriminator, checkpoint.extra_states["discriminator"], str(path))
+        state.discriminator_optimizer.load_state_dict(
+            checkpoint.extra_states["discriminator_optimizer"]
+        )
+    if state.balancer is not None:
+        state.balancer.load_state_dict(checkpoint.extra_states["balancer"])
+    state.step = checkpoint.step
+    return state
+
+
+def train_step(
+    state: TrainState,
+    settings: TrainSettings,
+    batch: torch.Tensor,
+    mel_loss: MultiScaleMelLoss,
+) -> dict[str, float]:
+    """One optimisation step at ``state.step``; returns the values to log."""
+    config = state.model.config
+    generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.step)
+    # Codebook k-means initialisation and dead-code replacement draw from torch's global
+    # generator: seeding it per step is what makes a resumed run continue exactly.
+    torch.manual_seed(settings.seed * 1_000_003 + state.step)
+    n_q = sample_n_q(
+        config.n_q,
+        generator,
+        bandwidths=config.bandwidths if settings.bandwidth_sampling == "paper" else None,
+        frame_rate=config.frame_rate,
+        bins=config.bins,
+    )
+    state.model.train()
+    output = state.model(batch, n_q)
+    log = {"n_q": n_q}
+
+    update_discriminator = state.discriminator is not None and (
+        torch.rand((), generator=generator).item() < settings.discriminator_probability
+    )
+    if update_discriminator:
+        real = state.discriminator(batch)
+        fake = state.discriminator(output.audio.detach())
+        discriminator_loss = hinge_discriminator_loss(real.logits, fake.logits)
+        state.discriminator_optimizer.zero_grad(set_to_none=True)
+        discriminator_loss.backward()
+        state.discriminator_optimizer.step()
+        log["discriminator"] = discriminator_loss.item()
+
+    losses = {
+        "time": time_l1(batch, output.audio),
+        "frequency": mel_loss(batch, output.audio),
+    }
+    if state.discriminator is not None:
+        real = state.discriminator(batch)
+        fake = state.discriminator(output.audio)
+        losses["adversarial"] = hinge_generator_loss(fake.logits)
+        losses["feature"] = relative_feature_matching(real.feature_maps, fake.feature_maps)
+    state.optimizer.zero_grad(set_to_none=True)
+    # The commitment loss reaches only the encoder and sits outside the balancer.
+    (settings.commitment_weight * output.commitment_loss).backward(retain_graph=True)
+    if state.balancer is not None:
+        log.update(state.balancer.backward(losses, output.audio))
+    else:
+        weights = _active_weights(settings)
+        sum(weights[name] * loss for name, loss in losses.items()).backward()
+    if state.discriminator is not None:
+        # Generator steps must not move the discriminator.
+        state.discriminator.zero_grad(set_to_none=True)
+    state.optimizer.step()
+    state.step += 1
+    log.update({name: loss.item() for name, loss in losses.items()})
+    log["commitment"] = output.commitment_loss.item()
+    return log
+
+
+def train(
+    settings: TrainSettings,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    sampler: SegmentSampler | None = None,
+) -> Path:
+    """Train to ``settings.steps``; returns the path of the exported model checkpoint."""
+    out_dir = Path(out_dir)
+    last = out_dir / LAST_CHECKPOINT
+    if resume:
+        if not last.exists():
+            raise ValueError(f"--resume: expected {last} from an earlier run, found none")
+        state = load_state(last, settings)
+    else:
+        if last.exists():
+            raise ValueError(f"{out_dir} already holds a training run; pass --resume to continue")
+        state = build_state(settings)
+    config = state.model.config
+    sampler = sampler or SegmentSampler(
+        settings.data,
+        config.sample_rate,
+        config.channels,
+        settings.segment_seconds,
+        settings.data_limit,
+    )
+    mel_loss = MultiScaleMelLoss(config.sample_rate)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "data": settings.data,
+        "data_seconds": sampler.seconds,
+        "versions": backend_versions(),
+        "git": git_state(),
+    }
+    if state.step == 0:
+        initialise_codebooks(state.model, sampler.batch(settings.seed, 0, INIT_BATCH, stream=1))
+    started = time.perf_counter()
+    elapsed_before = _elapsed_seconds(out_dir) if resume else 0.0
+    bar = tqdm(total=settings.steps, initial=state.step, desc="bench train", disable=not progress)
+    interrupted = False
+    with bar, open(out_dir / LOG_FILE, "a", encoding="utf-8") as log_file:
+        try:
+            while state.step < settings.steps:
+                batch = sampler.batch(settings.seed, state.step, settings.batch_size)
+                log = train_step(state, settings, batch, mel_loss)
+                log.update(
+                    step=state.step,
+                    wall_seconds=elapsed_before + time.perf_counter() - started,
+                )
+                log_file.write(json.dumps(log) + "\n")
+                log_file.flush()
+                bar.update(1)
+                bar.set_postfix(
+                    mel=f"{log['frequency']:.3f}", l1=f"{log['time']:.4f}", n_q=log["n_q"]
+                )
+                if state.step % settings.checkpoint_every == 0 or state.step == settings.steps:
+                    save_state(
+                        state, settings, last, {**metadata, "wall_seconds": log["wall_seconds"]}
+                    )
+        except KeyboardInterrupt:
+            # Stopping early keeps every finished step: the state is saved where it stands
+            # and the model exported; `--resume` continues from here.
+            interrupted = True
+            save_state(
+                state,
+                settings,
+                last,
+                {**metadata, "wall_seconds": elapsed_before + time.perf_counter() - started},
+            )
+    wall = elapsed_before + time.perf_counter() - started
+    model_path = export_model(
+        state, settings, out_dir / MODEL_CHECKPOINT, {**metadata, "wall_seconds": wall}
+    )
+    plot_training_log(out_dir / LOG_FILE, out_dir / "train_log.png")
+    if interrupted:
+        raise KeyboardInterrupt(f"stopped at step {state.step}; model exported to {model_path}")
+    return model_path
+
+
+@torch.no_grad()
+def initialise_codebooks(model: EncodecModel, batch: torch.Tensor) -> None:
+    """k-means-initialise every codebook on one large batch before training starts.
+
+    The paper initialises on the first training batch, 4800 vectors for 1024 codes; a CPU
+    batch holds a quarter of that, too few for 1024 centroids, so the first batch used
+    for the initialisation alone is larger.
+    """
+    model.train()
+    model.quantizer(model.encoder(batch), model.config.n_q)
+
+
+def _elapsed_seconds(out_dir: Path) -> float:
+    lines = (out_dir / LOG_FILE).read_text().splitlines()
+    return json.loads(lines[-1])["wall_seconds"] if lines else 0.0
+
+
+def export_model(state: TrainState, settings: TrainSettings, path: Path, metadata: dict) -> Path:
+    """The model alone (no optimiser or discriminator): what a codec loads and ships."""
+    Checkpoint(
+        codec=settings.codec,
+        config=state.model.config.to_json(),
+        state_dict=state.model.state_dict(),
+        step=state.step,
+        metadata={**metadata, "train_settings": settings.to_json()},
+    ).save(path)
+    return path
+
+
+def plot_training_log(log_path: Path, out_path: Path) -> Path:
+    """Losses against step, one panel per loss, log scale where positive."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    log = pd.read_json(log_path, lines=True)
+    names = [
+        name
+        for name in ("time", "frequency", "adversarial", "feature", "commitment", "discriminator")
+        if name in log
+    ]
+    figure = Figure(figsize=(10, 2.2 * math.ceil(len(names) / 2)), layout="constrained")
+    axes = figure.subplots(math.ceil(len(names) / 2), 2, squeeze=False).ravel()
+    for panel, name in zip(axes, names, strict=False):
+        values = log[["step", name]].dropna()
+        panel.plot(values["step"], values[name], linewidth=0.6, alpha=0.4)
+        smoothed = values[name].rolling(max(1, len(values) // 50), min_periods=1).mean()
+        panel.plot(values["step"], smoothed, linewidth=1.5)
+        panel.set_title(f"{name} loss")
+        panel.set_xlabel("step")
+        if (values[name] > 0).all():
+            panel.set_yscale("log")
+    for panel in axes[len(names) :]:
+        panel.set_visible(False)
+    figure.savefig(out_path, dpi=120)
+    return out_path

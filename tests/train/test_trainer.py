@@ -1,0 +1,149 @@
+"""`bench train` on the single-process path: losses fall, checkpoints describe themselves,
+and a resumed run continues exactly as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from bench.codecs.checkpoint import load_checkpoint
+from bench.codecs.encodec.codec import EncodecCodec
+from bench.codecs.encodec.model import EncodecConfig, EncodecModel
+from helpers import write_tone
+
+from bench.cli import EXIT_OK, EXIT_USAGE, main
+from bench.train.losses import MultiScaleMelLoss
+from bench.train.trainer import (
+    LAST_CHECKPOINT,
+    LOG_FILE,
+    MODEL_CHECKPOINT,
+    SegmentSampler,
+    TrainSettings,
+    train,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train_data")
+    for index, frequency in enumerate((220.0, 330.0, 440.0, 550.0)):
+        write_tone(folder / f"tone{index}.wav", seconds=0.6, sample_rate=24000, frequency=frequency)
+    return f"folder:{folder}"
+
+
+def settings_for(data: str, steps: int, **changes) -> TrainSettings:
+    return replace(
+        TrainSettings(
+            data=data,
+            steps=steps,
+            batch_size=2,
+            segment_seconds=0.25,
+            discriminator_filters=4,
+            checkpoint_every=2,
+        ),
+        **changes,
+    )
+
+
+def weights(path):
+    return load_checkpoint(path, "encodec").state_dict
+
+
+def test_resumed_run_equals_an_uninterrupted_one(data, tmp_path):
+    straight = train(settings_for(data, 4), tmp_path / "straight", progress=False)
+    train(settings_for(data, 2), tmp_path / "split", progress=False)
+    resumed = train(settings_for(data, 4), tmp_path / "split", resume=True, progress=False)
+    first, second = weights(straight), weights(resumed)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    logs = [
+        [json.loads(line) for line in (tmp_path / name / LOG_FILE).read_text().splitlines()]
+        for name in ("straight", "split")
+    ]
+    assert [entry["frequency"] for entry in logs[0]] == [entry["frequency"] for entry in logs[1]]
+
+
+def test_checkpoints_describe_themselves_and_load_in_the_codec(data, tmp_path):
+    model_path = train(settings_for(data, 2), tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(model_path, "encodec")
+    assert checkpoint.step == 2 and checkpoint.config["name"] == "tiny"
+    assert checkpoint.metadata["train_settings"]["discriminator_filters"] == 4
+    assert checkpoint.versions["torch"] and len(checkpoint.hash) == 64
+    assert checkpoint.extra_states == {}, "the exported model carries no optimiser state"
+    last = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT, "encodec")
+    assert {"optimizer", "discriminator", "discriminator_optimizer", "balancer"} <= set(
+        last.extra_states
+    )
+    codec = EncodecCodec(checkpoint=str(model_path))
+    audio = torch.zeros(1, 12000).uniform_(-0.1, 0.1)
+    assert codec.decode(codec.encode(audio, 6.0)).shape == audio.shape
+    assert (tmp_path / "run" / "train_log.png").stat().st_size > 10_000
+
+
+def test_resume_refuses_other_settings_and_a_fresh_run_refuses_an_old_folder(data, tmp_path):
+    train(settings_for(data, 1), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="only --steps may change"):
+        train(settings_for(data, 2, balancer=False), tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(settings_for(data, 2), tmp_path / "run")
+    with pytest.raises(ValueError, match="expected .*last.pt"):
+        train(settings_for(data, 2), tmp_path / "empty", resume=True)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"balancer": False},
+        {"discriminators": ()},
+        {"bandwidth_sampling": "uniform"},
+    ],
+)
+def test_ablation_switches_train(data, tmp_path, changes):
+    model_path = train(settings_for(data, 2, **changes), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / MODEL_CHECKPOINT) == model_path
+    log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert len(log) == 2
+    if not changes.get("discriminators", True):
+        assert "adversarial" not in log[0] and "discriminator" not in log[0]
+
+
+def test_reconstruction_improves_with_training(data, tmp_path):
+    """The model after 40 steps reconstructs a held batch better than after 1 step."""
+    settings = settings_for(data, 1, discriminators=(), checkpoint_every=40)
+    early = train(settings, tmp_path / "early", progress=False)
+    train(settings, tmp_path / "late", progress=False)
+    late = train(replace(settings, steps=40), tmp_path / "late", resume=True, progress=False)
+    batch = SegmentSampler(data, 24000, 1, 0.25).batch(seed=99, step=0, batch_size=4)
+    mel = MultiScaleMelLoss(24000)
+
+    def loss(path) -> float:
+        checkpoint = load_checkpoint(path, "encodec")
+        model = EncodecModel(EncodecConfig.from_json(checkpoint.config)).eval()
+        model.load_state_dict(checkpoint.state_dict)
+        with torch.no_grad():
+            return mel(batch, model(batch, 8).audio).item()
+
+    # Deterministic (seeded); measured 0.00175 against 0.00208 after 1 step.
+    assert loss(late) < 0.9 * loss(early)
+
+
+def test_sampler_is_a_function_of_seed_and_step(data):
+    sampler = SegmentSampler(data, 24000, 1, 0.25)
+    assert torch.equal(sampler.batch(0, 5, 3), sampler.batch(0, 5, 3))
+    assert not torch.equal(sampler.batch(0, 5, 3), sampler.batch(0, 6, 3))
+    assert sampler.batch(0, 5, 3).shape == (3, 1, 6000)
+
+
+def test_cli_train_and_bad_settings(data, tmp_path, capsys):
+    arguments = ["train", "--data", data, "--steps", "1", "--out", str(tmp_path / "run")]
+    small = ["--batch-size", "2", "--segment-seconds", "0.25", "--discriminator-filters", "4"]
+    assert main([*arguments, *small, "--quiet"]) == EXIT_OK
+    assert "model:" in capsys.readouterr().out
+    assert main([*arguments, "--config", "huge", "--quiet"]) == EXIT_USAGE
+    assert "--config: expected one of" in capsys.readouterr().err
+    assert main([*arguments, "--weights", "time=0.1,loud=3", "--quiet"]) == EXIT_USAGE
+    assert main([*arguments, "--discriminators", "mpd", "--quiet"]) == EXIT_USAGE
