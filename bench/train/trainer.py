@@ -310,6 +310,9 @@ def train_step(
     state.step += 1
     log.update({name: loss.item() for name, loss in losses.items()})
     log["commitment"] = output.commitment_loss.item()
+    # Distinct codes per level in this batch: collapse (one level doing all the work, or a
+    # level stuck on a handful of codes) shows here long before it shows in the losses.
+    log["codes_used"] = [len(torch.unique(level)) for level in output.codes.transpose(0, 1)]
     return log
 
 

@@ -107,6 +107,8 @@ def test_ablation_switches_train(data, tmp_path, changes):
     assert (tmp_path / "run" / MODEL_CHECKPOINT) == model_path
     log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert len(log) == 2
+    assert all(len(entry["codes_used"]) == entry["n_q"] for entry in log)
+    assert all(1 <= used <= 1024 for entry in log for used in entry["codes_used"])
     if not changes.get("discriminators", True):
         assert "adversarial" not in log[0] and "discriminator" not in log[0]
 
