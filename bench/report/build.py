@@ -30,7 +30,7 @@ from bench.report.plots import (
     plot_spectrogram_comparison,
 )
 from bench.report.published import published_beside
-from bench.report.stats import metric_directions, results_frame
+from bench.report.stats import ConditionKey, metric_directions, results_frame
 from bench.report.table import html_table, tag_summaries, write_tables
 from bench.store import LISTENING_DIR, RunStore, condition_slug
 
@@ -83,7 +83,7 @@ def _write_report(run_dir: Path, out: Path) -> None:
     if overall is not None:
         tables += _published_table(overall, out)
         figures += _plots(overall, out)
-    listening, overviews = _listening(run_dir, out, config)
+    listening, overviews = _listening(run_dir, out, config, _conditions(overall))
     content = ReportContent(
         title=f"Codec benchmark report: {config.get('run_id', run_dir.name)}",
         provenance=config,
@@ -160,11 +160,10 @@ def _plots(summary: pd.DataFrame, out: Path) -> list[Figure]:
 
 
 def _listening(
-    run_dir: Path, out: Path, config: dict
+    run_dir: Path, out: Path, config: dict, conditions: dict[str, tuple[str, float, int | None]]
 ) -> tuple[list[ListeningExample], list[Figure]]:
     """Copy the kept audio into the report and draw its spectrograms."""
     store = RunStore(run_dir)
-    conditions = _conditions(config)
     examples, overviews = [], []
     for item in config.get("dataset", {}).get("items", []):
         reference = store.reference_audio_path(item["id"])
@@ -195,23 +194,16 @@ def _listening(
     return examples, overviews
 
 
-def _conditions(config: dict) -> dict[str, tuple[str, float, int | None]]:
-    """Every planned condition of the run by label, from the resolved settings."""
-    settings = config.get("settings", {})
+def _conditions(summary: pd.DataFrame | None) -> dict[str, tuple[str, float, int | None]]:
+    """Every condition the run recorded, by label, in the summary's order."""
+    if summary is None:
+        return {}
     conditions = {}
-    for codec, description in config.get("codecs", {}).items():
-        bitrates = (
-            settings.get("codec_bitrates", {}).get(codec)
-            or settings.get("bitrates")
-            or description.get("bitrates", [])
-        )
-        nfes = [None]
-        if description.get("nfe_options"):
-            nfes = settings.get("nfes") or [max(description["nfe_options"])]
-        for bitrate in bitrates:
-            for nfe in nfes:
-                label = f"{codec} {float(bitrate):g} kbps" + (f" NFE {nfe}" if nfe else "")
-                conditions[label] = (codec, float(bitrate), nfe)
+    for codec, bitrate, nfe in (
+        summary[["codec", "bitrate", "nfe"]].drop_duplicates().itertuples(index=False)
+    ):
+        key = ConditionKey(codec, float(bitrate), None if pd.isna(nfe) else int(nfe))
+        conditions[key.label()] = (key.codec, key.bitrate, key.nfe)
     return conditions
 
 
