@@ -30,6 +30,32 @@ EPILOG = (
 )
 
 
+# `bench train` options of the codec trainer only, and of the LM trainer (--lm) only.
+CODEC_TRAIN_OPTIONS = (
+    "codec",
+    "config",
+    "discriminators",
+    "discriminator_filters",
+    "no_balancer",
+    "weights",
+    "quantizer",
+    "bandwidth_sampling",
+    "learning_rate",
+    "commitment_weight",
+    "frequency_loss",
+    "weight_init",
+    "quantizer_warmup_steps",
+)
+LM_TRAIN_OPTIONS = (
+    "checkpoint",
+    "lm_dim",
+    "lm_layers",
+    "lm_heads",
+    "lm_context_seconds",
+    "lm_learning_rate",
+)
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -113,8 +139,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train a neural codec (adversarial, loss balancer) and export a checkpoint",
+        help="train a neural codec (adversarial, loss balancer) and export a checkpoint; "
+        "with --lm, the entropy-coding LM of a trained codec",
         epilog=EPILOG,
+    )
+    train.add_argument(
+        "--lm",
+        action="store_true",
+        help="train the entropy-coding LM of the codec in --checkpoint (EnCodec Sec. 3.3) and "
+        "write that checkpoint plus the LM to --out/model_lm.pt",
+    )
+    train.add_argument(
+        "--checkpoint",
+        help="with --lm: the trained codec, a `bench train` EnCodec checkpoint (model.pt)",
     )
     train.add_argument("--codec", default="encodec", help="codec to train (default: encodec)")
     train.add_argument("--config", default="tiny", help="model configuration (default: tiny)")
@@ -123,7 +160,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="folder for checkpoints and logs")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--segment-seconds", type=float, default=1.0)
+    train.add_argument(
+        "--segment-seconds", type=float, help="training segment length (default: 1, 5 with --lm)"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--discriminators",
@@ -138,9 +177,41 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quantizer", default="rvq", help="quantizer type (default: rvq)")
     train.add_argument("--bandwidth-sampling", default="paper", help="paper | uniform")
+    train.add_argument("--learning-rate", type=float, default=3e-4, help="Adam (paper: 3e-4)")
+    train.add_argument("--commitment-weight", type=float, default=1.0)
+    train.add_argument(
+        "--frequency-loss",
+        default="paper",
+        help="paper (L1+L2 on mels) | audiocraft (the L2 term on log mels)",
+    )
+    train.add_argument(
+        "--weight-init",
+        default="fan_in",
+        help="fan_in (variance-preserving convolutions) | pytorch (PyTorch's default)",
+    )
+    train.add_argument(
+        "--quantizer-warmup-steps",
+        type=int,
+        default=0,
+        help="train as a plain autoencoder this many steps before k-means (default: 0)",
+    )
     train.add_argument("--checkpoint-every", type=int, default=100)
     train.add_argument("--data-limit", type=int, help="use the first N items of --data")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    lm = train.add_argument_group(
+        "entropy-coding LM (with --lm; size and window default to the paper's)"
+    )
+    lm.add_argument("--lm-dim", type=int, help="transformer width (default: 200)")
+    lm.add_argument("--lm-layers", type=int, help="transformer layers (default: 5)")
+    lm.add_argument("--lm-heads", type=int, help="attention heads (default: 8)")
+    lm.add_argument(
+        "--lm-context-seconds", type=float, help="causal attention window (default: 3.5)"
+    )
+    lm.add_argument("--lm-learning-rate", type=float, help="Adam learning rate (default: 1e-3)")
+    # Options of the codec trainer that --lm would ignore (the codec is fixed by --checkpoint).
+    train.set_defaults(
+        codec_option_defaults={dest: train.get_default(dest) for dest in CODEC_TRAIN_OPTIONS}
+    )
 
     compare = commands.add_parser(
         "compare",
@@ -434,9 +505,18 @@ def _loss_weights(text: str | None) -> dict[str, float]:
     return weights
 
 
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
 def _train(arguments: argparse.Namespace) -> int:
     from bench.train.trainer import TrainSettings, train
 
+    if arguments.lm:
+        return _train_lm(arguments)
+    given = [_option(dest) for dest in LM_TRAIN_OPTIONS if getattr(arguments, dest) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --lm (training the entropy-coding LM)")
     discriminators = _names(arguments.discriminators)
     settings = TrainSettings(
         data=arguments.data,
@@ -444,19 +524,66 @@ def _train(arguments: argparse.Namespace) -> int:
         codec=arguments.codec,
         config=arguments.config,
         batch_size=arguments.batch_size,
-        segment_seconds=arguments.segment_seconds,
+        segment_seconds=(
+            TrainSettings.segment_seconds
+            if arguments.segment_seconds is None
+            else arguments.segment_seconds
+        ),
         discriminators=() if discriminators == ("none",) else discriminators,
         discriminator_filters=arguments.discriminator_filters,
         balancer=not arguments.no_balancer,
         weights=_loss_weights(arguments.weights),
         quantizer=arguments.quantizer,
         bandwidth_sampling=arguments.bandwidth_sampling,
+        learning_rate=arguments.learning_rate,
+        commitment_weight=arguments.commitment_weight,
+        frequency_loss=arguments.frequency_loss,
+        weight_init=arguments.weight_init,
+        quantizer_warmup_steps=arguments.quantizer_warmup_steps,
         seed=arguments.seed,
         checkpoint_every=arguments.checkpoint_every,
         data_limit=arguments.data_limit,
     )
     model = train(settings, arguments.out, resume=arguments.resume, progress=not arguments.quiet)
     print(f"model: {model}")
+    return EXIT_OK
+
+
+def _train_lm(arguments: argparse.Namespace) -> int:
+    from bench.train.lm import LMTrainSettings, train_lm
+
+    if arguments.checkpoint is None:
+        raise ValueError("--lm: expected --checkpoint FILE, the trained codec (its model.pt)")
+    ignored = [
+        _option(dest)
+        for dest, default in arguments.codec_option_defaults.items()
+        if getattr(arguments, dest) != default
+    ]
+    if ignored:
+        raise ValueError(
+            f"{', '.join(ignored)}: not with --lm (the codec and its configuration come from "
+            "--checkpoint)"
+        )
+    given = {
+        "segment_seconds": arguments.segment_seconds,
+        "dim": arguments.lm_dim,
+        "num_layers": arguments.lm_layers,
+        "num_heads": arguments.lm_heads,
+        "context_seconds": arguments.lm_context_seconds,
+        "learning_rate": arguments.lm_learning_rate,
+    }
+    settings = LMTrainSettings(
+        checkpoint=arguments.checkpoint,
+        data=arguments.data,
+        steps=arguments.steps,
+        batch_size=arguments.batch_size,
+        seed=arguments.seed,
+        checkpoint_every=arguments.checkpoint_every,
+        data_limit=arguments.data_limit,
+        **{name: value for name, value in given.items() if value is not None},
+    )
+    model = train_lm(settings, arguments.out, resume=arguments.resume, progress=not arguments.quiet)
+    print(f"model with LM: {model}")
     return EXIT_OK
 
 

@@ -72,6 +72,18 @@ class LossBalancer:
         Returns, per loss name, ``grad_norm/<name>`` (this batch), ``avg_grad_norm/<name>``
         (the smoothed norm used) and ``scale/<name>`` (the factor applied to its gradient).
         """
+        combined, metrics = self.balanced_gradient(losses, output)
+        output.backward(combined)
+        return metrics
+
+    def balanced_gradient(
+        self, losses: Mapping[str, torch.Tensor], output: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The gradient :meth:`backward` would send into ``output``, and its metrics.
+
+        For callers that must run one backward pass for everything (DistributedDataParallel
+        allows one per forward): ``torch.autograd.backward([output, ...], [gradient, ...])``.
+        """
         unknown = sorted(set(losses) - set(self.weights))
         if unknown:
             raise ValueError(f"no weight for losses {unknown}; weighted: {sorted(self.weights)}")
@@ -108,8 +120,7 @@ class LossBalancer:
             metrics[f"grad_norm/{name}"] = norms[name]
             metrics[f"avg_grad_norm/{name}"] = averages[name]
             metrics[f"scale/{name}"] = scale
-        output.backward(combined)
-        return metrics
+        return combined, metrics
 
     def _grad_norm(self, grad: torch.Tensor) -> float:
         if self.per_batch_item:

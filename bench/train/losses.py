@@ -20,6 +20,9 @@ from torch import nn
 
 from bench.codecs.modules.spectral import mel_spectrogram
 
+# audiocraft's floor under the mel magnitudes before the log.
+LOG_FLOOR = 1e-5
+
 
 def _check_pair(x: torch.Tensor, x_hat: torch.Tensor) -> None:
     if x.dim() != 3:
@@ -52,6 +55,10 @@ class MultiScaleMelLoss(nn.Module):
       this project's filterbank (``bench.codecs.modules.spectral``) is Slaney-normalised;
     - frames are centred with reflect padding of ``2**i / 2`` samples on each side.
 
+    ``log_l2=True`` takes audiocraft's L2 term, on ``log10(mel + 1e-5)``, with the paper's
+    scales and bands: a linear-magnitude loss is ruled by the loudest low bands, while the log
+    term weighs quiet and high bands too, which a short training run needs (the CPU demo).
+
     Inputs are ``(batch, channels, samples)`` with more than ``2**max(scales) / 2`` samples.
     """
 
@@ -61,9 +68,11 @@ class MultiScaleMelLoss(nn.Module):
         n_mels: int = 64,
         scales: Iterable[int] = range(5, 12),
         alpha: float = 1.0,
+        log_l2: bool = False,
     ) -> None:
         super().__init__()
         self.sample_rate = sample_rate
+        self.log_l2 = log_l2
         self.n_mels = n_mels
         self.scales = tuple(scales)
         if not self.scales:
@@ -91,8 +100,12 @@ class MultiScaleMelLoss(nn.Module):
             )
         total = x.new_zeros(())
         for scale in self.scales:
-            difference = self.mel(x_hat, scale) - self.mel(x, scale)
-            total = total + difference.abs().mean() + self.alpha * difference.pow(2).mean()
+            mel_hat, mel = self.mel(x_hat, scale), self.mel(x, scale)
+            if self.log_l2:
+                squared = (torch.log10(mel_hat + LOG_FLOOR) - torch.log10(mel + LOG_FLOOR)).pow(2)
+            else:
+                squared = (mel_hat - mel).pow(2)
+            total = total + (mel_hat - mel).abs().mean() + self.alpha * squared.mean()
         return total / len(self.scales)
 
 

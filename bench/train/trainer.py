@@ -15,6 +15,7 @@ was started by ``torchrun``, the model is wrapped in DistributedDataParallel.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bench import audio as bench_audio
 from bench.codecs.checkpoint import Checkpoint, load_checkpoint, load_strictly
 from bench.codecs.encodec.model import CONFIGS, EncodecConfig, EncodecModel
+from bench.codecs.modules.conv import init_fan_in_
 from bench.codecs.modules.discriminators import MultiDiscriminator, MultiScaleSTFTDiscriminator
 from bench.codecs.modules.rvq import sample_n_q
 from bench.data import load_dataset
@@ -57,6 +61,8 @@ DISCRIMINATORS: dict[str, Callable[[int, int], nn.Module]] = {
 }
 QUANTIZERS = ("rvq",)
 BANDWIDTH_SAMPLING = ("paper", "uniform")
+FREQUENCY_LOSSES = ("paper", "audiocraft")
+WEIGHT_INITS = ("fan_in", "pytorch")
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,17 @@ class TrainSettings:
     balancer: bool = True
     weights: dict[str, float] = field(default_factory=lambda: dict(PAPER_WEIGHTS))
     commitment_weight: float = 1.0
+    # "paper": L1 + L2 on the mel magnitudes; "audiocraft": the L2 term on log mels.
+    frequency_loss: str = "paper"
     quantizer: str = "rvq"
     bandwidth_sampling: str = "paper"
+    # Steps that train encoder and decoder as a plain autoencoder before the codebooks are
+    # k-means initialised; 0 is the paper. See `initialise_codebooks` for why a small model
+    # needs it.
+    quantizer_warmup_steps: int = 0
+    # "fan_in": convolutions drawn to keep the signal's variance (`init_fan_in_`);
+    # "pytorch": PyTorch's default, as the official model was initialised.
+    weight_init: str = "fan_in"
     seed: int = 0
     checkpoint_every: int = 100
     data_limit: int | None = None
@@ -89,10 +104,16 @@ class TrainSettings:
             raise ValueError(f"bench train: expected --codec encodec, got {self.codec!r}")
         if self.config not in CONFIGS:
             raise ValueError(f"--config: expected one of {', '.join(CONFIGS)}, got {self.config!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.segment_seconds <= 0:
+        if (
+            self.steps < 1
+            or self.batch_size < 1
+            or self.segment_seconds <= 0
+            or self.quantizer_warmup_steps < 0
+        ):
             raise ValueError(
-                "expected --steps >= 1, --batch-size >= 1 and --segment-seconds > 0, got "
-                f"{self.steps}, {self.batch_size}, {self.segment_seconds}"
+                "expected --steps >= 1, --batch-size >= 1, --segment-seconds > 0 and "
+                f"--quantizer-warmup-steps >= 0, got {self.steps}, {self.batch_size}, "
+                f"{self.segment_seconds}, {self.quantizer_warmup_steps}"
             )
         unknown = set(self.discriminators) - set(DISCRIMINATORS)
         if unknown:
@@ -106,6 +127,14 @@ class TrainSettings:
             raise ValueError(
                 f"--bandwidth-sampling: expected one of {BANDWIDTH_SAMPLING}, "
                 f"got {self.bandwidth_sampling!r}"
+            )
+        if self.weight_init not in WEIGHT_INITS:
+            raise ValueError(
+                f"--weight-init: expected one of {WEIGHT_INITS}, got {self.weight_init!r}"
+            )
+        if self.frequency_loss not in FREQUENCY_LOSSES:
+            raise ValueError(
+                f"--frequency-loss: expected one of {FREQUENCY_LOSSES}, got {self.frequency_loss!r}"
             )
         if set(self.weights) != set(PAPER_WEIGHTS):
             raise ValueError(
@@ -170,12 +199,73 @@ class TrainState:
     discriminator_optimizer: torch.optim.Optimizer | None
     balancer: LossBalancer | None
     step: int = 0
+    # The DistributedDataParallel wrappers that training forwards go through, when there are
+    # several workers; `model` and `discriminator` stay the bare modules either way.
+    parallel_model: nn.Module | None = None
+    parallel_discriminator: nn.Module | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def wrap_for_workers(self, distributed: Distributed) -> None:
+        """Wrap model and discriminators for gradient averaging over ``distributed``'s workers.
+
+        DDP broadcasts rank 0's parameters and buffers (the codebooks included) when it wraps,
+        and its buffers again before every forward, so all workers quantize alike.
+        """
+        if distributed.world_size == 1:
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.parallel_model = DistributedDataParallel(self.model, device_ids=ids)
+        if self.discriminator is not None:
+            self.parallel_discriminator = DistributedDataParallel(
+                self.discriminator, device_ids=ids
+            )
 
 
-def build_state(settings: TrainSettings) -> TrainState:
+def step_seed(seed: int, step: int) -> int:
+    """The seed of every random draw at ``step``: what makes a resumed run continue exactly."""
+    return seed * 1_000_003 + step
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place among the training workers: ``torchrun`` sets the environment."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        """Joins the process group when started by ``torchrun`` with several workers.
+
+        One worker per GPU (NCCL) where there are GPUs, else CPU workers over Gloo.
+        """
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cpu")
+        if torch.cuda.is_available():
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if world_size == 1:
+            return cls(device=device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), device)
+
+
+def build_state(settings: TrainSettings, device: torch.device | None = None) -> TrainState:
     torch.manual_seed(settings.seed)
     config: EncodecConfig = CONFIGS[settings.config]
     model = EncodecModel(config)
+    if settings.weight_init == "fan_in":
+        init_fan_in_(model)
     discriminator = (
         MultiDiscriminator(
             [
@@ -186,6 +276,10 @@ def build_state(settings: TrainSettings) -> TrainState:
         if settings.discriminators
         else None
     )
+    # On the device before the optimisers exist, so that their states load onto it too.
+    model.to(device)
+    if discriminator is not None:
+        discriminator.to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, betas=settings.betas
     )
@@ -228,7 +322,9 @@ def save_state(state: TrainState, settings: TrainSettings, path: Path, metadata:
     ).save(path)
 
 
-def load_state(path: Path, settings: TrainSettings) -> TrainState:
+def load_state(
+    path: Path, settings: TrainSettings, device: torch.device | None = None
+) -> TrainState:
     """The run saved at ``path``; its settings must equal ``settings`` (an exact resume)."""
     checkpoint = load_checkpoint(path, settings.codec)
     saved = TrainSettings.from_json(checkpoint.metadata["train_settings"])
@@ -237,7 +333,7 @@ def load_state(path: Path, settings: TrainSettings) -> TrainState:
             f"--resume: {path} was trained with other settings; only --steps may change. "
             f"Saved: {saved.to_json()}"
         )
-    state = build_state(settings)
+    state = build_state(settings, device)
     load_strictly(state.model, checkpoint.state_dict, str(path))
     state.optimizer.load_state_dict(checkpoint.extra_states["optimizer"])
     if state.discriminator is not None:
@@ -259,10 +355,10 @@ def train_step(
 ) -> dict[str, float]:
     """One optimisation step at ``state.step``; returns the values to log."""
     config = state.model.config
-    generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.step)
+    generator = torch.Generator().manual_seed(step_seed(settings.seed, state.step))
     # Codebook k-means initialisation and dead-code replacement draw from torch's global
     # generator: seeding it per step is what makes a resumed run continue exactly.
-    torch.manual_seed(settings.seed * 1_000_003 + state.step)
+    torch.manual_seed(step_seed(settings.seed, state.step))
     n_q = sample_n_q(
         config.n_q,
         generator,
@@ -270,17 +366,23 @@ def train_step(
         frame_rate=config.frame_rate,
         bins=config.bins,
     )
+    if state.step < settings.quantizer_warmup_steps:
+        n_q = None
     state.model.train()
-    output = state.model(batch, n_q)
-    log = {"n_q": n_q}
+    output = (state.parallel_model or state.model)(batch, n_q)
+    log = {"n_q": n_q or 0}
 
     update_discriminator = state.discriminator is not None and (
         torch.rand((), generator=generator).item() < settings.discriminator_probability
     )
     if update_discriminator:
-        real = state.discriminator(batch)
-        fake = state.discriminator(output.audio.detach())
-        discriminator_loss = hinge_discriminator_loss(real.logits, fake.logits)
+        # Real and fake in one forward: DistributedDataParallel allows one per backward.
+        both = (state.parallel_discriminator or state.discriminator)(
+            torch.cat([batch, output.audio.detach()])
+        )
+        real_logits = [logits[: len(batch)] for logits in both.logits]
+        fake_logits = [logits[len(batch) :] for logits in both.logits]
+        discriminator_loss = hinge_discriminator_loss(real_logits, fake_logits)
         state.discriminator_optimizer.zero_grad(set_to_none=True)
         discriminator_loss.backward()
         state.discriminator_optimizer.step()
@@ -291,18 +393,27 @@ def train_step(
         "frequency": mel_loss(batch, output.audio),
     }
     if state.discriminator is not None:
-        real = state.discriminator(batch)
+        # The bare module: this step does not update the discriminator, so there is nothing
+        # to average across workers. Real features are targets only.
+        with torch.no_grad():
+            real = state.discriminator(batch)
         fake = state.discriminator(output.audio)
         losses["adversarial"] = hinge_generator_loss(fake.logits)
         losses["feature"] = relative_feature_matching(real.feature_maps, fake.feature_maps)
     state.optimizer.zero_grad(set_to_none=True)
-    # The commitment loss reaches only the encoder and sits outside the balancer.
-    (settings.commitment_weight * output.commitment_loss).backward(retain_graph=True)
+    # One backward pass for everything (DDP allows no more). The commitment loss reaches
+    # only the encoder and sits outside the balancer.
     if state.balancer is not None:
-        log.update(state.balancer.backward(losses, output.audio))
+        gradient, metrics = state.balancer.balanced_gradient(losses, output.audio)
+        log.update(metrics)
+        roots, gradients = [output.audio], [gradient]
     else:
         weights = _active_weights(settings)
-        sum(weights[name] * loss for name, loss in losses.items()).backward()
+        roots, gradients = [sum(weights[name] * loss for name, loss in losses.items())], [None]
+    if output.commitment_loss.requires_grad:
+        roots.append(settings.commitment_weight * output.commitment_loss)
+        gradients.append(None)
+    torch.autograd.backward(roots, gradients)
     if state.discriminator is not None:
         # Generator steps must not move the discriminator.
         state.discriminator.zero_grad(set_to_none=True)
@@ -324,17 +435,24 @@ def train(
     progress: bool = True,
     sampler: SegmentSampler | None = None,
 ) -> Path:
-    """Train to ``settings.steps``; returns the path of the exported model checkpoint."""
+    """Train to ``settings.steps``; returns the path of the exported model checkpoint.
+
+    Under ``torchrun`` with several workers, each draws its own ``settings.batch_size``
+    segments per step and gradients are averaged (DistributedDataParallel); only rank 0
+    writes the log and checkpoints.
+    """
+    distributed = Distributed.from_environment()
     out_dir = Path(out_dir)
     last = out_dir / LAST_CHECKPOINT
     if resume:
         if not last.exists():
             raise ValueError(f"--resume: expected {last} from an earlier run, found none")
-        state = load_state(last, settings)
+        state = load_state(last, settings, distributed.device)
     else:
         if last.exists():
             raise ValueError(f"{out_dir} already holds a training run; pass --resume to continue")
-        state = build_state(settings)
+        state = build_state(settings, distributed.device)
+    state.wrap_for_workers(distributed)
     config = state.model.config
     sampler = sampler or SegmentSampler(
         settings.data,
@@ -343,25 +461,53 @@ def train(
         settings.segment_seconds,
         settings.data_limit,
     )
-    mel_loss = MultiScaleMelLoss(config.sample_rate)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mel_loss = MultiScaleMelLoss(config.sample_rate, log_l2=settings.frequency_loss == "audiocraft")
+    if distributed.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {
         "data": settings.data,
         "data_seconds": sampler.seconds,
+        "workers": distributed.world_size,
+        "device": str(distributed.device),
         "versions": backend_versions(),
         "git": git_state(),
     }
-    if state.step == 0:
-        initialise_codebooks(state.model, sampler.batch(settings.seed, 0, INIT_BATCH, stream=1))
+    # Rank r draws its segments from streams 2r (training) and 2r + 1 (codebook init), so a
+    # single worker draws exactly what an undistributed run does.
+    streams = (2 * distributed.rank, 2 * distributed.rank + 1)
     started = time.perf_counter()
     elapsed_before = _elapsed_seconds(out_dir) if resume else 0.0
-    bar = tqdm(total=settings.steps, initial=state.step, desc="bench train", disable=not progress)
+    bar = tqdm(
+        total=settings.steps,
+        initial=state.step,
+        desc="bench train",
+        disable=not (progress and distributed.is_main),
+    )
+    log_file = (
+        open(out_dir / LOG_FILE, "a", encoding="utf-8")
+        if distributed.is_main
+        else contextlib.nullcontext()
+    )
     interrupted = False
-    with bar, open(out_dir / LOG_FILE, "a", encoding="utf-8") as log_file:
+    with bar, log_file:
         try:
             while state.step < settings.steps:
-                batch = sampler.batch(settings.seed, state.step, settings.batch_size)
-                log = train_step(state, settings, batch, mel_loss)
+                if state.step == settings.quantizer_warmup_steps:
+                    init_batch = sampler.batch(
+                        settings.seed, state.step, INIT_BATCH, stream=streams[1]
+                    )
+                    initialise_codebooks(
+                        state.model,
+                        init_batch.to(state.device),
+                        step_seed(settings.seed, state.step),
+                        settings.batch_size * distributed.world_size,
+                    )
+                batch = sampler.batch(
+                    settings.seed, state.step, settings.batch_size, stream=streams[0]
+                )
+                log = train_step(state, settings, batch.to(state.device), mel_loss)
+                if not distributed.is_main:
+                    continue
                 log.update(
                     step=state.step,
                     wall_seconds=elapsed_before + time.perf_counter() - started,
@@ -380,32 +526,53 @@ def train(
             # Stopping early keeps every finished step: the state is saved where it stands
             # and the model exported; `--resume` continues from here.
             interrupted = True
-            save_state(
-                state,
-                settings,
-                last,
-                {**metadata, "wall_seconds": elapsed_before + time.perf_counter() - started},
-            )
+            if distributed.is_main:
+                save_state(
+                    state,
+                    settings,
+                    last,
+                    {**metadata, "wall_seconds": elapsed_before + time.perf_counter() - started},
+                )
     wall = elapsed_before + time.perf_counter() - started
-    model_path = export_model(
-        state, settings, out_dir / MODEL_CHECKPOINT, {**metadata, "wall_seconds": wall}
-    )
-    plot_training_log(out_dir / LOG_FILE, out_dir / "train_log.png")
+    model_path = out_dir / MODEL_CHECKPOINT
+    if distributed.is_main:
+        export_model(state, settings, model_path, {**metadata, "wall_seconds": wall})
+        plot_training_log(out_dir / LOG_FILE, out_dir / "train_log.png")
+    if distributed.world_size > 1 and not interrupted:
+        # Every worker returns only once the model is written.
+        dist.barrier()
     if interrupted:
         raise KeyboardInterrupt(f"stopped at step {state.step}; model exported to {model_path}")
     return model_path
 
 
 @torch.no_grad()
-def initialise_codebooks(model: EncodecModel, batch: torch.Tensor) -> None:
-    """k-means-initialise every codebook on one large batch before training starts.
+def initialise_codebooks(
+    model: EncodecModel, batch: torch.Tensor, seed: int, training_batch_size: int
+) -> None:
+    """k-means-initialise every codebook on ``batch``, a batch larger than a training one.
 
     The paper initialises on the first training batch, 4800 vectors for 1024 codes; a CPU
-    batch holds a quarter of that, too few for 1024 centroids, so the first batch used
-    for the initialisation alone is larger.
+    batch holds a fraction of that, too few for 1024 centroids, so the batch used for the
+    initialisation alone is larger (``INIT_BATCH`` segments). Its EMA counts are then
+    scaled to a training batch of ``training_batch_size`` segments (over all workers):
+    otherwise they start ``INIT_BATCH / training_batch_size`` times too high and an unused
+    code stays "alive" for hundreds of steps before dead-code replacement may reseed it.
+
+    ``TrainSettings.quantizer_warmup_steps`` delays this to a trained encoder. With PyTorch's
+    default initialisation the untrained encoder maps all audio to nearly one point (for the
+    tiny model, the latent varies by 0.002 across frames around an offset of 0.27), so the
+    codewords sit in a tiny cloud that the first Adam steps move the whole latent away from,
+    and every frame takes the same code on every level. The default ``fan_in`` weight
+    initialisation avoids that, so the warm-up defaults to 0 steps, as in the paper.
     """
+    torch.manual_seed(seed)
     model.train()
     model.quantizer(model.encoder(batch), model.config.n_q)
+    for layer in model.quantizer.vq.layers:
+        codebook = layer._codebook
+        codebook.cluster_size.mul_(training_batch_size / len(batch))
+        codebook.embed_avg.mul_(training_batch_size / len(batch))
 
 
 def _elapsed_seconds(out_dir: Path) -> float:

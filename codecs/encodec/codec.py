@@ -43,6 +43,7 @@ from bench.codecs.encodec.model import (
     official_state_dict,
 )
 from bench.codecs.modules.conv import fold_weight_norm
+from bench.codecs.modules.rvq import restore_codebook_sums
 
 DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "encodec_tiny_demo.pt"
 DEMO_NOTE = "the project's small demo model trained on a CPU, not the paper's weights"
@@ -116,7 +117,8 @@ class EncodecCodec(Codec):
 
         self.model = EncodecModel(self.config)
         try:
-            load_strictly(self.model, state, str(path))
+            # Shipped checkpoints (the demo) leave out the codebooks' training sums.
+            load_strictly(self.model, restore_codebook_sums(state), str(path))
         except RuntimeError as error:  # shape mismatches
             raise CheckpointError(f"{path}: {error}") from None
         # Inference only: bake weight norm into plain weights (same outputs, cheaper calls).

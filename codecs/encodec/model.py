@@ -175,19 +175,28 @@ class EncodecModel(nn.Module):
             )
         return bandwidth_to_n_q(bandwidth, self.frame_rate, self.config.bins)
 
-    def forward(self, audio: torch.Tensor, n_q: int) -> ModelOutput:
+    def forward(self, audio: torch.Tensor, n_q: int | None) -> ModelOutput:
         """Training pass over ``(batch, channels, samples)`` with ``n_q`` codebooks.
 
+        ``n_q=None`` bypasses the quantizer: the decoder gets the continuous latent, the codes
+        are empty and the commitment loss is zero (the trainer's quantizer warm-up).
         Training segments are short, so the 48 kHz segmentation does not apply here; the
         per-example RMS normalisation does, as the official training does.
         """
         scale = self._scale(audio)
         normalised = audio / scale.view(-1, 1, 1) if scale is not None else audio
-        result = self.quantizer(self.encoder(normalised), n_q)
-        decoded = self.decoder(result.quantized)[..., : audio.shape[-1]]
+        latent = self.encoder(normalised)
+        if n_q is None:
+            codes = torch.zeros(audio.shape[0], 0, latent.shape[-1], dtype=torch.long)
+            quantized, commitment_loss = latent, latent.new_zeros(())
+        else:
+            result = self.quantizer(latent, n_q)
+            codes = result.codes.transpose(0, 1)
+            quantized, commitment_loss = result.quantized, result.commitment_loss
+        decoded = self.decoder(quantized)[..., : audio.shape[-1]]
         if scale is not None:
             decoded = decoded * scale.view(-1, 1, 1)
-        return ModelOutput(decoded, result.codes.transpose(0, 1), result.commitment_loss)
+        return ModelOutput(decoded, codes, commitment_loss)
 
     def _scale(self, audio: torch.Tensor) -> torch.Tensor | None:
         if not self.config.normalize:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -111,6 +112,35 @@ def sample_n_q(
     return choices[int(torch.randint(len(choices), (1,), generator=generator))]
 
 
+# The EMA sum of each code's vectors: training state that inference never reads (it reads
+# ``embed``), and as large as the codebook itself.
+_CODEBOOK_SUMS = "._codebook.embed_avg"
+_CODEWORDS = "._codebook.embed"
+
+
+def strip_codebook_sums(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` without the codebooks' EMA sums, for shipping a model for inference."""
+    return {key: value for key, value in state_dict.items() if not key.endswith(_CODEBOOK_SUMS)}
+
+
+def restore_codebook_sums(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with any EMA sum that :func:`strip_codebook_sums` removed put back.
+
+    Rebuilt as ``embed * cluster_size``, which the EMA update keeps equal to the stored sum
+    up to its Laplace smoothing (1e-5 per code); a state that has its sums is returned as is.
+    """
+    restored = dict(state_dict)
+    for key, codewords in state_dict.items():
+        if not key.endswith(_CODEWORDS):
+            continue
+        prefix = key[: -len(_CODEWORDS)]
+        sums_key = prefix + _CODEBOOK_SUMS
+        if sums_key not in restored:
+            counts = state_dict[prefix + "._codebook.cluster_size"]
+            restored[sums_key] = codewords * counts.to(codewords.dtype).unsqueeze(1)
+    return restored
+
+
 def _squared_distances(vectors: torch.Tensor, codewords: torch.Tensor) -> torch.Tensor:
     """``(N, K)`` squared Euclidean distances, by expansion to avoid an ``(N, K, D)`` tensor."""
     return (
@@ -185,7 +215,12 @@ class EuclideanCodebook(nn.Module):
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         """Indices ``(N,)`` int64 of the codewords nearest to ``vectors`` ``(N, dim)``."""
-        return _squared_distances(vectors, self.embed).argmin(dim=1)
+        # |v - c|^2 = |v|^2 - 2 v.c + |c|^2, and |v|^2 is the same for every codeword: one
+        # matrix product with the codeword norms as its bias ranks them all. min(dim) picks
+        # the same first minimum as argmin, in half the time on CPU.
+        embed = self.embed
+        distances = torch.addmm(embed.pow(2).sum(1), vectors, embed.t(), alpha=-2)
+        return distances.min(dim=1).indices
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codewords ``(*codes.shape, dim)`` of ``codes``."""
@@ -220,6 +255,11 @@ class EuclideanCodebook(nn.Module):
     def _update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
         counts = torch.bincount(codes, minlength=self.codebook_size).to(vectors.dtype)
         sums = torch.zeros_like(self.embed_avg).index_add_(0, codes, vectors)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Under data parallelism every worker applies the same update, from the vectors of
+            # all workers' batches; DDP's buffer broadcast then has nothing left to correct.
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()

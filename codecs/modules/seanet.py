@@ -10,7 +10,8 @@ Layers are built in the official order and named as there (``model``, ``block``,
 
 A causal encoder or decoder also runs on a stream (``with decoder.streaming(): ...``, then
 ``decoder.flush()``), with outputs equal to the offline ones; see
-:class:`~bench.codecs.modules.conv.StreamingModule`.
+:class:`~bench.codecs.modules.conv.StreamingModule`. With gradients off, the offline pass runs
+time-major (:func:`~bench.codecs.modules.conv.run_time_major`), the fast inference path.
 """
 
 from __future__ import annotations
@@ -18,14 +19,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from bench.codecs.modules.conv import (
     StreamableConv1d,
     StreamableConvTranspose1d,
     StreamingModule,
+    activate,
     flush_sequence,
+    run_time_major,
+    run_time_major_tiled,
+    stack_window,
 )
 from torch import nn
 
@@ -77,6 +84,16 @@ class StreamableLSTM(StreamingModule):
     def _forward_offline(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)[0]
 
+    def forward_time_major(
+        self, x: torch.Tensor, activation: nn.Module | None = None
+    ) -> torch.Tensor:
+        x = activate(activation, x)
+        steps = x.transpose(0, 1)  # (time, batch, channels): for one item, no copy at all
+        y, _ = self.lstm(steps)
+        if self.skip:
+            y += steps
+        return y.transpose(0, 1).contiguous()
+
     def _new_stream_state(self) -> _LSTMStream:
         return _LSTMStream()
 
@@ -86,6 +103,10 @@ class StreamableLSTM(StreamingModule):
         state: _LSTMStream = self._stream
         y, state.hidden = self._run(x, state.hidden)
         return y
+
+
+def _pointwise(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    return layer.pointwise() if isinstance(layer, StreamableConv1d) else None
 
 
 @dataclass
@@ -150,6 +171,41 @@ class SEANetResnetBlock(StreamingModule):
 
     def _forward_offline(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.block(x)
+
+    def forward_time_major(
+        self, x: torch.Tensor, activation: nn.Module | None = None
+    ) -> torch.Tensor:
+        """As :meth:`StreamingModule.forward_time_major`, with the residual sum fused.
+
+        Where the block ends in a 1x1 convolution and the shortcut is one too (or the
+        identity), the shortcut's matrix product accumulates into the block's output and the
+        two biases go in with one pass, instead of two outputs, two bias passes and a sum.
+        """
+        x = activate(activation, x)
+        block_end, shortcut = _pointwise(self.block[-1]), _pointwise(self.shortcut)
+        identity = isinstance(self.shortcut, nn.Identity)
+        if block_end is None or (shortcut is None and not identity):
+            y = run_time_major(self.block, x)
+            y += run_time_major([self.shortcut], x)  # y is a fresh tensor: sum in place
+            return y
+        weight, bias = block_end
+        y = F.linear(run_time_major(self.block[:-1], x), weight)
+        biases = [bias]
+        if shortcut is None:
+            y += x
+        else:
+            y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), shortcut[0].t())
+            biases.append(shortcut[1])
+        biases = [b for b in biases if b is not None]
+        if biases:
+            y += sum(biases)
+        return y
+
+    def causal_window(self) -> tuple[int, Fraction] | None:
+        branches = [stack_window(self.block), stack_window([self.shortcut])]
+        if None in branches or any(rate != 1 for _, rate in branches):
+            return None
+        return max(left for left, _ in branches), Fraction(1)
 
     def _new_stream_state(self) -> _ResnetStream:
         return _ResnetStream()
@@ -250,7 +306,9 @@ class SEANetEncoder(StreamingModule):
 
     def _forward_offline(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.channels, "audio")
-        return self.model(x)
+        if torch.is_grad_enabled() or self.is_streaming:
+            return self.model(x)
+        return run_time_major_tiled(self.model, x.transpose(1, 2)).transpose(1, 2).contiguous()
 
     def _flush(self) -> torch.Tensor | None:
         return flush_sequence(self.model)
@@ -332,7 +390,9 @@ class SEANetDecoder(StreamingModule):
 
     def _forward_offline(self, z: torch.Tensor) -> torch.Tensor:
         _check_input(z, self.dimension, "latents")
-        return self.model(z)
+        if torch.is_grad_enabled() or self.is_streaming:
+            return self.model(z)
+        return run_time_major_tiled(self.model, z.transpose(1, 2)).transpose(1, 2).contiguous()
 
     def _flush(self) -> torch.Tensor | None:
         return flush_sequence(self.model)

@@ -61,6 +61,33 @@ def test_mel_loss_is_l1_plus_alpha_times_l2(audio_pair):
         torch.testing.assert_close(value, l1 + alpha * l2)
 
 
+def test_log_l2_variant_puts_the_l2_term_on_log_mels(audio_pair):
+    x, x_hat = audio_pair
+    loss = MultiScaleMelLoss(SAMPLE_RATE, scales=[7], log_l2=True)
+    mel, mel_hat = loss.mel(x, 7), loss.mel(x_hat, 7)
+    expected = (mel_hat - mel).abs().mean() + (
+        torch.log10(mel_hat + 1e-5) - torch.log10(mel + 1e-5)
+    ).pow(2).mean()
+    torch.testing.assert_close(loss(x, x_hat), expected)
+    assert loss(x, x.clone()).item() == 0.0
+
+
+def test_log_l2_variant_weighs_a_missing_quiet_band_like_a_loud_one():
+    """Why the CPU demo trains with it: the linear loss barely sees a quiet band."""
+    time = torch.arange(8192) / SAMPLE_RATE
+    loud = 0.5 * torch.sin(2 * math.pi * 300 * time).view(1, 1, -1)
+    quiet = 0.005 * torch.sin(2 * math.pi * 5000 * time).view(1, 1, -1)
+    reference = loud + quiet
+    without_quiet, without_loud = loud, quiet + 0.9 * loud
+
+    def ratio(loss: MultiScaleMelLoss) -> float:
+        return (loss(reference, without_quiet) / loss(reference, without_loud)).item()
+
+    linear = ratio(MultiScaleMelLoss(SAMPLE_RATE, scales=[8, 10]))
+    logarithmic = ratio(MultiScaleMelLoss(SAMPLE_RATE, scales=[8, 10], log_l2=True))
+    assert linear < 0.05 and logarithmic > 0.5
+
+
 def test_mel_uses_window_normalised_stft():
     # White noise of deviation sigma has E|X_k| = sigma * sqrt(pi) / 2 in every bin of an STFT
     # divided by the window's L2 norm, at any window size; each mel band is then that times the

@@ -17,7 +17,9 @@ from bench.codecs.modules.rvq import (
     ResidualVectorQuantizer,
     bandwidth_to_n_q,
     n_q_to_bandwidth,
+    restore_codebook_sums,
     sample_n_q,
+    strip_codebook_sums,
 )
 from helpers import official_encodec
 
@@ -430,3 +432,19 @@ def test_official_commitment_gradient_vanishes_beyond_the_first_stage(official, 
         gradients.append(x.grad)
     assert gradients[0].abs().max() == 0
     assert gradients[1].abs().min() > 0
+
+
+def test_codebook_sums_strip_for_shipping_and_restore_for_loading():
+    torch.manual_seed(0)
+    quantizer = ResidualVectorQuantizer(dimension=8, n_q=2, bins=16).train()
+    for _ in range(5):
+        quantizer(torch.randn(4, 8, 50), 2)
+    state = quantizer.state_dict()
+    shipped = strip_codebook_sums(state)
+    assert len(state) - len(shipped) == 2 and not any("embed_avg" in key for key in shipped)
+    restored = restore_codebook_sums(shipped)
+    assert restored.keys() == state.keys()
+    for key in state:
+        # Equal up to the EMA's Laplace smoothing.
+        torch.testing.assert_close(restored[key], state[key], rtol=1e-4, atol=1e-6)
+    assert restore_codebook_sums(state) == state

@@ -1,5 +1,6 @@
 """SEANet blocks and streamable convolutions: lengths, causality, weight-norm folding, streaming
-equals offline, and equality with the official encodec code (layer by layer and whole models).
+equals offline, the time-major (tiled) inference path equals the offline one, and equality with
+the official encodec code (layer by layer and whole models).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from bench.codecs.modules.conv import (
     StreamableConv1d,
     StreamableConvTranspose1d,
     fold_weight_norm,
+    init_fan_in_,
     official_key_mapping,
+    run_time_major_tiled,
 )
 from bench.codecs.modules.seanet import SEANetDecoder, SEANetEncoder, StreamableLSTM
 from helpers import official_encodec
@@ -252,6 +255,67 @@ def test_flush_starts_a_new_stream_and_streaming_is_refused_where_it_cannot_work
             pass
 
 
+# --- the inference path: time-major, fused, tiled ---
+
+
+@pytest.mark.parametrize(
+    ("causal", "norm", "pad_mode"),
+    [
+        (True, "weight_norm", "reflect"),
+        (True, "none", "constant"),
+        (False, "weight_norm", "reflect"),
+        (False, "time_group_norm", "constant"),
+    ],
+)
+def test_time_major_layers_equal_the_offline_ones(causal, norm, pad_mode):
+    """Every kernel, stride and dilation, a fused ELU or none, down to one-sample inputs."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [
+        StreamableConv1d(3, 5, k, s, dilation=d, causal=causal, norm=norm, pad_mode=pad_mode)
+        for k in (1, 3, 4, 7)
+        for s in (1, 2, 3)
+        for d in (1, 2)
+        if (k - 1) * d + 1 >= s
+    ]
+    layers.append(StreamableConv1d(4, 6, 3, groups=2, causal=causal, norm=norm, pad_mode=pad_mode))
+    layers += [
+        StreamableConvTranspose1d(3, 5, k, s, causal=causal, norm=norm)
+        for k in (1, 2, 3, 4, 7, 10)
+        for s in (1, 2, 3, 5)
+        if k >= s
+    ]
+    for layer, activation, steps in itertools.product(layers, (None, nn.ELU()), (1, 2, 5, 17)):
+        channels = 4 if getattr(layer, "conv", None) and layer.conv.conv.groups == 2 else 3
+        x = torch.randn(2, steps, channels)
+        with torch.no_grad():
+            activated = x if activation is None else activation(x)
+            expected = layer(activated.transpose(1, 2)).transpose(1, 2)
+            ours = layer.forward_time_major(x, activation)
+        assert ours.is_contiguous()
+        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", STREAMING_CONFIGS.values(), ids=STREAMING_CONFIGS.keys())
+@pytest.mark.parametrize("samples", [40 * TINY_HOP, 40 * TINY_HOP + 11])
+def test_inference_path_and_its_tiles_equal_the_training_path(config, samples):
+    """With gradients off the encoder and decoder run time-major, and on tiles as short as the
+    stacks allow (their left context plus one frame): the outputs stay the layer-by-layer ones,
+    ragged ends, reflect padding at the start and its look-ahead included."""
+    encoder = tiny(SEANetEncoder, causal=True, **config)
+    decoder = tiny(SEANetDecoder, causal=True, **config)
+    audio = torch.randn(2, 1, samples)
+    latents = encoder(audio).detach()  # gradients on: the layer-by-layer path
+    decoded = decoder(latents).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(audio), latents, rtol=0, atol=1e-5)
+        torch.testing.assert_close(decoder(latents), decoded, rtol=0, atol=1e-5)
+        for tile_steps in (TINY_HOP, 7 * TINY_HOP):
+            tiled = run_time_major_tiled(encoder.model, audio.transpose(1, 2), tile_steps)
+            torch.testing.assert_close(tiled.transpose(1, 2), latents, rtol=0, atol=1e-5)
+            tiled = run_time_major_tiled(decoder.model, latents.transpose(1, 2), tile_steps)
+            torch.testing.assert_close(tiled.transpose(1, 2), decoded, rtol=0, atol=1e-5)
+
+
 # --- the official encodec code ---
 
 
@@ -346,3 +410,16 @@ def test_full_models_load_official_weights_and_match_official_outputs(encodec, m
             torch.testing.assert_close(streamed, latents, rtol=0, atol=1e-5)
             _, streamed = stream(decoder, latents, 1)
             torch.testing.assert_close(streamed, official.decoder(latents), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["weight_norm", "none"])
+def test_fan_in_init_draws_the_effective_weights_at_one_over_fan_in(norm):
+    torch.manual_seed(0)
+    conv = StreamableConv1d(64, 96, 7, norm=norm)
+    transposed = StreamableConvTranspose1d(96, 48, 16, stride=8, norm=norm)
+    init_fan_in_(nn.Sequential(conv, transposed))
+    for module, fan_in in ((conv, 64 * 7), (transposed, 96 * 16 / 8)):
+        layer = module.conv.conv if hasattr(module, "conv") else module.convtr.convtr
+        # The weight as the forward pass uses it (weight norm recomputes it from g and v).
+        assert layer.weight.std().item() == pytest.approx(1 / math.sqrt(fan_in), rel=0.05)
+        assert torch.count_nonzero(layer.bias) == 0
