@@ -36,6 +36,7 @@ CODEC_TRAIN_OPTIONS = (
     "config",
     "discriminators",
     "discriminator_filters",
+    "shared_discriminator",
     "no_balancer",
     "weights",
     "quantizer",
@@ -170,6 +171,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="comma-separated discriminator families, or 'none' (default: msstft)",
     )
     train.add_argument("--discriminator-filters", type=int, default=32)
+    train.add_argument(
+        "--shared-discriminator",
+        action="store_true",
+        help="one discriminator for all bandwidths (the paper trains one per bandwidth)",
+    )
     train.add_argument("--no-balancer", action="store_true", help="sum the weighted losses")
     train.add_argument(
         "--weights",
@@ -531,6 +537,7 @@ def _train(arguments: argparse.Namespace) -> int:
         ),
         discriminators=() if discriminators == ("none",) else discriminators,
         discriminator_filters=arguments.discriminator_filters,
+        discriminator_per_bandwidth=not arguments.shared_discriminator,
         balancer=not arguments.no_balancer,
         weights=_loss_weights(arguments.weights),
         quantizer=arguments.quantizer,

@@ -36,7 +36,7 @@ from bench.codecs.checkpoint import Checkpoint, load_checkpoint, load_strictly
 from bench.codecs.encodec.model import CONFIGS, EncodecConfig, EncodecModel
 from bench.codecs.modules.conv import init_fan_in_
 from bench.codecs.modules.discriminators import MultiDiscriminator, MultiScaleSTFTDiscriminator
-from bench.codecs.modules.rvq import sample_n_q
+from bench.codecs.modules.rvq import bandwidth_to_n_q, sample_n_q
 from bench.data import load_dataset
 from bench.provenance import backend_versions, git_state
 from bench.train.balancer import LossBalancer
@@ -79,6 +79,9 @@ class TrainSettings:
     betas: tuple[float, float] = (0.5, 0.9)
     discriminator_probability: float = 2 / 3
     discriminators: tuple[str, ...] = ("msstft",)
+    # The paper trains one discriminator per bandwidth, updating only the batch's; False
+    # shares one across bandwidths (as audiocraft does).
+    discriminator_per_bandwidth: bool = True
     # The paper's 32; the CPU demo uses 8, which cuts the discriminator's cost 10x.
     discriminator_filters: int = 32
     balancer: bool = True
@@ -194,7 +197,8 @@ class TrainState:
     """The model, discriminators, optimisers and balancer of a run, at ``step``."""
 
     model: EncodecModel
-    discriminator: nn.Module | None
+    # Keyed by `discriminator_key`: one per bandwidth, or one shared.
+    discriminator: nn.ModuleDict | None
     optimizer: torch.optim.Optimizer
     discriminator_optimizer: torch.optim.Optimizer | None
     balancer: LossBalancer | None
@@ -202,7 +206,7 @@ class TrainState:
     # The DistributedDataParallel wrappers that training forwards go through, when there are
     # several workers; `model` and `discriminator` stay the bare modules either way.
     parallel_model: nn.Module | None = None
-    parallel_discriminator: nn.Module | None = None
+    parallel_discriminators: dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -218,9 +222,11 @@ class TrainState:
             return
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.parallel_model = DistributedDataParallel(self.model, device_ids=ids)
-        if self.discriminator is not None:
-            self.parallel_discriminator = DistributedDataParallel(
-                self.discriminator, device_ids=ids
+        # One wrapper per discriminator: a step uses only its bandwidth's, and DDP expects
+        # every parameter it wraps to take part.
+        for key, discriminator in (self.discriminator or {}).items():
+            self.parallel_discriminators[key] = DistributedDataParallel(
+                discriminator, device_ids=ids
             )
 
 
@@ -267,11 +273,16 @@ def build_state(settings: TrainSettings, device: torch.device | None = None) -> 
     if settings.weight_init == "fan_in":
         init_fan_in_(model)
     discriminator = (
-        MultiDiscriminator(
-            [
-                DISCRIMINATORS[name](config.channels, settings.discriminator_filters)
-                for name in settings.discriminators
-            ]
+        nn.ModuleDict(
+            {
+                key: MultiDiscriminator(
+                    [
+                        DISCRIMINATORS[name](config.channels, settings.discriminator_filters)
+                        for name in settings.discriminators
+                    ]
+                )
+                for key in _discriminator_keys(settings, config)
+            }
         )
         if settings.discriminators
         else None
@@ -292,6 +303,27 @@ def build_state(settings: TrainSettings, device: torch.device | None = None) -> 
     )
     balancer = LossBalancer(_active_weights(settings)) if settings.balancer else None
     return TrainState(model, discriminator, optimizer, discriminator_optimizer, balancer)
+
+
+def _training_n_qs(settings: TrainSettings, config: EncodecConfig) -> list[int]:
+    """The numbers of codebooks that bandwidth sampling may draw."""
+    if settings.bandwidth_sampling == "paper":
+        return [bandwidth_to_n_q(b, config.frame_rate, config.bins) for b in config.bandwidths]
+    return list(range(1, config.n_q + 1))
+
+
+def _discriminator_keys(settings: TrainSettings, config: EncodecConfig) -> list[str]:
+    if not settings.discriminator_per_bandwidth:
+        return ["shared"]
+    return [f"n_q={n_q}" for n_q in _training_n_qs(settings, config)]
+
+
+def discriminator_key(settings: TrainSettings, config: EncodecConfig, n_q: int | None) -> str:
+    """Which discriminator judges a batch coded with ``n_q`` codebooks (None: unquantized,
+    the quantizer warm-up, judged by the highest bandwidth's)."""
+    if not settings.discriminator_per_bandwidth:
+        return "shared"
+    return f"n_q={max(_training_n_qs(settings, config)) if n_q is None else n_q}"
 
 
 def _active_weights(settings: TrainSettings) -> dict[str, float]:
@@ -375,9 +407,12 @@ def train_step(
     update_discriminator = state.discriminator is not None and (
         torch.rand((), generator=generator).item() < settings.discriminator_probability
     )
+    if state.discriminator is not None:
+        key = discriminator_key(settings, config, n_q)
+        discriminator = state.discriminator[key]
     if update_discriminator:
         # Real and fake in one forward: DistributedDataParallel allows one per backward.
-        both = (state.parallel_discriminator or state.discriminator)(
+        both = state.parallel_discriminators.get(key, discriminator)(
             torch.cat([batch, output.audio.detach()])
         )
         real_logits = [logits[: len(batch)] for logits in both.logits]
@@ -396,8 +431,8 @@ def train_step(
         # The bare module: this step does not update the discriminator, so there is nothing
         # to average across workers. Real features are targets only.
         with torch.no_grad():
-            real = state.discriminator(batch)
-        fake = state.discriminator(output.audio)
+            real = discriminator(batch)
+        fake = discriminator(output.audio)
         losses["adversarial"] = hinge_generator_loss(fake.logits)
         losses["feature"] = relative_feature_matching(real.feature_maps, fake.feature_maps)
     state.optimizer.zero_grad(set_to_none=True)

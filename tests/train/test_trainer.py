@@ -112,6 +112,7 @@ def test_resume_refuses_other_settings_and_a_fresh_run_refuses_an_old_folder(dat
     [
         {"balancer": False},
         {"discriminators": ()},
+        {"discriminator_per_bandwidth": False},
         {"bandwidth_sampling": "uniform"},
     ],
 )
@@ -124,6 +125,20 @@ def test_ablation_switches_train(data, tmp_path, changes):
     assert all(1 <= used <= 1024 for entry in log for used in entry["codes_used"])
     if not changes.get("discriminators", True):
         assert "adversarial" not in log[0] and "discriminator" not in log[0]
+
+
+def test_only_the_batch_bandwidths_discriminator_learns(data, tmp_path):
+    """The paper: one discriminator per bandwidth, only the batch's one updated."""
+    settings = settings_for(data, 4, discriminator_probability=1.0)
+    train(settings, tmp_path / "run", progress=False)
+    before = build_state(settings).discriminator.state_dict()
+    after = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT, "encodec").extra_states
+    log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    used = {f"n_q={entry['n_q']}" for entry in log}
+    assert {key.split(".")[0] for key in before} == {"n_q=2", "n_q=4", "n_q=8", "n_q=16"}
+    for key, value in before.items():
+        changed = not torch.equal(value, after["discriminator"][key])
+        assert changed == (key.split(".")[0] in used), key
 
 
 def test_quantizer_warmup_trains_an_autoencoder_then_initialises_the_codebooks(data, tmp_path):
