@@ -177,7 +177,7 @@ def _listening(
                 continue
             decoded.append((label, path))
             stem = out / "spectrograms" / f"{condition_slug(codec, bitrate, nfe)}__{path.stem}"
-            plot_spectrogram_comparison(
+            (spectrogram,) = plot_spectrogram_comparison(
                 reference, [(label, path)], stem, title=f"{item['id']}: {label}", formats=("png",)
             )
             examples.append(
@@ -186,7 +186,8 @@ def _listening(
                     condition=label,
                     reference_audio=reference_copy,
                     decoded_audio=_copy(path, run_dir, out),
-                    spectrogram=stem.with_suffix(".png").relative_to(out).as_posix(),
+                    # The written path: a stem such as "encodec_1.5__x" holds a dot.
+                    spectrogram=spectrogram.relative_to(out).as_posix(),
                 )
             )
         if decoded:
@@ -213,11 +214,13 @@ def _overview(item: str, reference: Path, decoded: list[tuple[str, Path]], out: 
         lowest.setdefault(label.split(" ", 1)[0], (label, path))
     chosen = list(lowest.values())[:OVERVIEW_CONDITIONS]
     stem = out / "figures" / f"spectrograms_{Path(reference).stem}"
-    plot_spectrogram_comparison(reference, chosen, stem, title=f"{item}: reference and decoded")
+    png, svg = plot_spectrogram_comparison(
+        reference, chosen, stem, title=f"{item}: reference and decoded", formats=("png", "svg")
+    )
     return Figure(
         caption=f"Spectrograms of {item}: reference, then each codec at its lowest bitrate",
-        image=stem.with_suffix(".png").relative_to(out).as_posix(),
-        vector=stem.with_suffix(".svg").relative_to(out).as_posix(),
+        image=png.relative_to(out).as_posix(),
+        vector=svg.relative_to(out).as_posix(),
     )
 
 

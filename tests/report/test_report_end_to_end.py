@@ -4,6 +4,7 @@ and the page checked in headless chromium; plus the CI suite and its committed b
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -90,6 +91,19 @@ def test_report_holds_every_artefact(run_dir):
     assert html.count("<audio") == 3 + 2 * 3, "a reference per item, then each condition"
 
 
+def test_fractional_bitrates_keep_their_spectrograms(tmp_path):
+    """A 1.5 kbps condition: its file stems hold a dot, which must not be taken for a suffix."""
+    run_dir = tmp_path / "run"
+    arguments = ["run", "--codec", "encodec", "--bitrates", "1.5", "--data", "embedded"]
+    options = ["--items", "cards_005", "--max-seconds", "1", "--metrics", "mel_distance"]
+    flags = ["--workers", "1", "--no-cache", "--quiet", "--run-dir", str(run_dir)]
+    assert main([*arguments, *options, *flags]) == EXIT_OK
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "spectrograms/encodec_1.5" in html
+    for image in re.findall(r'src="(spectrograms/[^"]+)"', html):
+        assert (run_dir / "report" / image).is_file(), image
+
+
 def test_report_rebuilds_from_the_run_directory_alone(run_dir, tmp_path):
     copy = tmp_path / "moved"
     shutil.copytree(run_dir, copy)
@@ -121,7 +135,7 @@ def test_ci_suite_covers_every_built_in_codec_that_runs_by_default():
             continue  # a neural codec whose demo weights are not shipped yet
         runnable.add(name)
     assert runnable <= set(settings.codecs), "add new codecs to bench/suites/ci.toml"
-    assert {"opus", "mp3"} <= runnable
+    assert {"opus", "mp3", "encodec"} <= runnable, "encodec runs on its shipped demo weights"
     assert not {"rtf_encode", "rtf_decode"} & set(settings.metrics), "timings are not gated"
     with open(SUITES_DIR / "ci.toml", "rb") as handle:
         assert "description" in tomllib.load(handle)
