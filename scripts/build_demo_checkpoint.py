@@ -101,6 +101,30 @@ def score(label: str, codec: str, out: Path, options: dict, bitrates) -> pd.Data
     return stats.assign(codec=label)
 
 
+def _git_fact(git: dict) -> str:
+    commit = f"`{git.get('commit', 'unknown')}`"
+    if git.get("dirty"):
+        # The run records the tree it started from; say so rather than imply that commit.
+        return f"{commit} with uncommitted changes (the trainer as committed right after)"
+    return commit
+
+
+def _train_command(settings: dict) -> str:
+    """The `bench train` command line of ``settings``: its flags that differ from defaults."""
+    defaults = TrainSettings(data=settings["data"], steps=settings["steps"]).to_json()
+    flags = [f"--data {settings['data']}", f"--steps {settings['steps']}"]
+    for name, value in settings.items():
+        if name in ("data", "steps") or value == defaults[name]:
+            continue
+        option = "--" + name.replace("_", "-")
+        if name == "weights":
+            value = ",".join(f"{loss}={weight:g}" for loss, weight in value.items())
+        elif name == "discriminators":
+            value = ",".join(value) or "none"
+        flags.append(f"{option} {value}")
+    return "bench train --codec encodec --config tiny " + " ".join(flags)
+
+
 def _losses_fact(settings: dict) -> str:
     weights = settings["weights"]
     frequency = (
@@ -196,7 +220,8 @@ def write_card(
             f"{tuple(settings['betas'])}; convolutions initialised `{settings['weight_init']}`",
         ),
         ("bandwidth sampling", "one of 1.5/3/6/12 kbps per batch"),
-        ("git", f"`{metadata.get('git', {}).get('commit', 'unknown')}`"),
+        ("git", _git_fact(metadata.get("git", {}))),
+        ("command", f"`{_train_command(settings)}`"),
     ]
     lines = [
         "# EnCodec tiny demo checkpoint",
@@ -229,9 +254,11 @@ def write_card(
             "",
             f"The checkpoint carries an entropy-coding LM ({lm['num_layers']} layers, "
             f"width {lm['dim']}, {lm['num_heads']} heads; paper: 5 x 200), trained by "
-            f"`bench train --lm` for {training['steps']} steps on the codes of the same "
-            "training corpus. Mean payload rate over the same held-out items, codes restored "
-            "bit-exactly (checked per item):",
+            f"`bench train --lm` for {training['steps']} steps (batch "
+            f"{training['settings']['batch_size']} x {training['settings']['segment_seconds']} s,"
+            f" {training['wall_seconds'] / 60:.0f} min) on the codes of the same training "
+            "corpus. Mean payload rate over the same held-out items (headers included), codes "
+            "restored bit-exactly (checked per item):",
             "",
             rates.to_markdown(index=False),
             "",
@@ -247,6 +274,8 @@ def main() -> None:
     )
     parser.add_argument("--scores", type=Path, default=Path("/tmp/demo_checkpoint_scores"))
     arguments = parser.parse_args()
+    if arguments.scores.exists() and any(arguments.scores.iterdir()):
+        parser.error(f"--scores {arguments.scores} already holds runs; pass an empty folder")
     torch.set_num_threads(1)
     source = arguments.run / "model.pt"
     if arguments.lm_run is not None:
