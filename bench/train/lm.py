@@ -31,7 +31,7 @@ from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.encodec.entropy import EntropyLM, lm_loss
 from bench.codecs.encodec.model import EncodecConfig
 from bench.provenance import backend_versions, git_state
-from bench.train.trainer import SegmentSampler
+from bench.train.trainer import SegmentSampler, resume_log
 
 LM_LAST_CHECKPOINT = "lm_last.pt"
 LM_LOG_FILE = "lm_log.jsonl"
@@ -274,7 +274,7 @@ def train_lm(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / LM_LOG_FILE
-    elapsed_before = _keep_log_until(log_path, state.step) if resume else 0.0
+    elapsed_before = resume_log(log_path, state.step) if resume else 0.0
     metadata = {
         "codec_checkpoint": str(settings.checkpoint),
         "codec_hash": codec_checkpoint.hash,
@@ -330,17 +330,6 @@ def train_lm(
     if interrupted:
         raise KeyboardInterrupt(f"stopped at step {state.step}; model exported to {model_path}")
     return model_path
-
-
-def _keep_log_until(log_path: Path, step: int) -> float:
-    """Drop log lines past ``step`` (written after the last save); the wall time until then.
-
-    A resumed run repeats those steps, so its log then equals an uninterrupted run's.
-    """
-    lines = log_path.read_text().splitlines() if log_path.exists() else []
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    log_path.write_text("".join(line + "\n" for line in kept))
-    return json.loads(kept[-1])["wall_seconds"] if kept else 0.0
 
 
 def export_codec_with_lm(

@@ -511,7 +511,10 @@ def train(
     # single worker draws exactly what an undistributed run does.
     streams = (2 * distributed.rank, 2 * distributed.rank + 1)
     started = time.perf_counter()
-    elapsed_before = _elapsed_seconds(out_dir) if resume else 0.0
+    # Rank 0 alone keeps the log (and the wall time the card reports).
+    elapsed_before = (
+        resume_log(out_dir / LOG_FILE, state.step) if resume and distributed.is_main else 0.0
+    )
     bar = tqdm(
         total=settings.steps,
         initial=state.step,
@@ -610,9 +613,15 @@ def initialise_codebooks(
         codebook.embed_avg.mul_(training_batch_size / len(batch))
 
 
-def _elapsed_seconds(out_dir: Path) -> float:
-    lines = (out_dir / LOG_FILE).read_text().splitlines()
-    return json.loads(lines[-1])["wall_seconds"] if lines else 0.0
+def resume_log(log_path: Path, step: int) -> float:
+    """Drop log lines past ``step`` (written after the last save); the wall time until then.
+
+    A resumed run repeats those steps, so its log then equals an uninterrupted run's.
+    """
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    log_path.write_text("".join(line + "\n" for line in kept))
+    return json.loads(kept[-1])["wall_seconds"] if kept else 0.0
 
 
 def export_model(state: TrainState, settings: TrainSettings, path: Path, metadata: dict) -> Path:

@@ -69,6 +69,17 @@ class MultiDiscriminator(nn.Module):
         return DiscriminatorOutput.concatenate(d(audio) for d in self.discriminators)
 
 
+def _run_conv_stack(
+    convs: nn.ModuleList, activation: nn.Module, conv_post: nn.Module, hidden: torch.Tensor
+) -> DiscriminatorOutput:
+    """One sub-discriminator's output: every activated conv is a feature map, then the logit."""
+    feature_maps = []
+    for conv in convs:
+        hidden = activation(conv(hidden))
+        feature_maps.append(hidden)
+    return DiscriminatorOutput([conv_post(hidden)], [feature_maps])
+
+
 def _same_padding(kernel_size: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
     return (kernel_size[0] - 1) * dilation[0] // 2, (kernel_size[1] - 1) * dilation[1] // 2
 
@@ -172,11 +183,7 @@ class DiscriminatorSTFT(nn.Module):
                 f"expected at least n_fft = {self.n_fft} samples, got {audio.shape[-1]}"
             )
         hidden = self.spectrogram(audio)
-        feature_maps = []
-        for conv in self.convs:
-            hidden = self.activation(conv(hidden))
-            feature_maps.append(hidden)
-        return DiscriminatorOutput([self.conv_post(hidden)], [feature_maps])
+        return _run_conv_stack(self.convs, self.activation, self.conv_post, hidden)
 
 
 class MultiScaleSTFTDiscriminator(MultiDiscriminator):
@@ -314,11 +321,7 @@ class PeriodDiscriminator(nn.Module):
             audio = F.pad(audio, (0, self.period - remainder), mode="reflect")
         batch, channels, padded = audio.shape
         hidden = audio.reshape(batch, channels, padded // self.period, self.period)
-        feature_maps = []
-        for conv in self.convs:
-            hidden = self.activation(conv(hidden))
-            feature_maps.append(hidden)
-        return DiscriminatorOutput([self.conv_post(hidden)], [feature_maps])
+        return _run_conv_stack(self.convs, self.activation, self.conv_post, hidden)
 
 
 class MultiPeriodDiscriminator(MultiDiscriminator):
@@ -419,11 +422,7 @@ class ScaleDiscriminator(nn.Module):
         hidden = audio
         for _ in range(self.downsamples):
             hidden = self.pool(hidden)
-        feature_maps = []
-        for conv in self.convs:
-            hidden = self.activation(conv(hidden))
-            feature_maps.append(hidden)
-        return DiscriminatorOutput([self.conv_post(hidden)], [feature_maps])
+        return _run_conv_stack(self.convs, self.activation, self.conv_post, hidden)
 
 
 class MultiScaleDiscriminator(MultiDiscriminator):
