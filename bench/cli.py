@@ -167,8 +167,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--discriminators",
-        default="msstft",
-        help="comma-separated discriminator families, or 'none' (default: msstft)",
+        help="comma-separated discriminator families (msstft, mpd, msd), or 'none' "
+        "(default: the codec's; encodec: msstft; hificodec: msstft,mpd,msd)",
     )
     train.add_argument("--discriminator-filters", type=int, default=32)
     train.add_argument(
@@ -181,7 +181,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--weights",
         help="loss weights as time=0.1,frequency=1,adversarial=3,feature=3 (the paper's)",
     )
-    train.add_argument("--quantizer", default="rvq", help="quantizer type (default: rvq)")
+    train.add_argument(
+        "--quantizer",
+        help="rvq or grvq (HiFi-Codec's group-residual VQ; default: the codec's own)",
+    )
     train.add_argument("--bandwidth-sampling", default="paper", help="paper | uniform")
     train.add_argument("--learning-rate", type=float, default=3e-4, help="Adam (paper: 3e-4)")
     train.add_argument("--commitment-weight", type=float, default=1.0)
@@ -523,7 +526,7 @@ def _train(arguments: argparse.Namespace) -> int:
     given = [_option(dest) for dest in LM_TRAIN_OPTIONS if getattr(arguments, dest) is not None]
     if given:
         raise ValueError(f"{', '.join(given)}: only with --lm (training the entropy-coding LM)")
-    discriminators = _names(arguments.discriminators)
+    discriminators = None if arguments.discriminators is None else _names(arguments.discriminators)
     settings = TrainSettings(
         data=arguments.data,
         steps=arguments.steps,

@@ -1,5 +1,9 @@
 """`bench train`: adversarial training of the neural codecs, as in the EnCodec paper (Sec. 3.4).
 
+HiFi-Codec (Yang et al. 2023) trains through the same loop: its group-residual quantizer, and
+MPD and MSD beside the MS-STFT discriminator (the hinge and feature losses average over all
+sub-discriminators of all families, as its paper states).
+
 One step draws a seeded batch of random segments, picks one bandwidth for the batch,
 updates the discriminators with probability 2/3 (hinge loss), then the generator with the
 time L1, multi-scale mel, hinge adversarial and relative feature-matching losses, weighted
@@ -33,10 +37,17 @@ from tqdm import tqdm
 
 from bench import audio as bench_audio
 from bench.codecs.checkpoint import Checkpoint, load_checkpoint, load_strictly
-from bench.codecs.encodec.model import CONFIGS, EncodecConfig, EncodecModel
+from bench.codecs.encodec import model as encodec_model
+from bench.codecs.encodec.model import EncodecConfig, EncodecModel
+from bench.codecs.hificodec import model as hificodec_model
 from bench.codecs.modules.conv import init_fan_in_
-from bench.codecs.modules.discriminators import MultiDiscriminator, MultiScaleSTFTDiscriminator
-from bench.codecs.modules.rvq import bandwidth_to_n_q, sample_n_q
+from bench.codecs.modules.discriminators import (
+    MultiDiscriminator,
+    MultiPeriodDiscriminator,
+    MultiScaleDiscriminator,
+    MultiScaleSTFTDiscriminator,
+)
+from bench.codecs.modules.rvq import EuclideanCodebook, bandwidth_to_n_q, sample_n_q
 from bench.data import load_dataset
 from bench.provenance import backend_versions, git_state
 from bench.train.balancer import LossBalancer
@@ -53,13 +64,32 @@ INIT_BATCH = 64
 MODEL_CHECKPOINT = "model.pt"
 LOG_FILE = "train_log.jsonl"
 PAPER_WEIGHTS = {"time": 0.1, "frequency": 1.0, "adversarial": 3.0, "feature": 3.0}
-# Discriminator families a run can train against; HiFi-Codec adds MPD and MSD.
+# Discriminator families a run can train against, built from the MS-STFT width ``filters``.
+# HiFi-Codec narrows MPD and MSD to the MS-STFT discriminator's parameter count: at the paper's
+# 32 filters that is 0.47 M, against 0.65 M for MPD at width 4 and 0.46 M for MSD at 16
+# (parameters grow as the width squared; MSD's grouped convs need multiples of 16).
 DISCRIMINATORS: dict[str, Callable[[int, int], nn.Module]] = {
     "msstft": lambda channels, filters: MultiScaleSTFTDiscriminator(
         filters=filters, in_channels=channels
     ),
+    "mpd": lambda channels, filters: MultiPeriodDiscriminator(
+        filters=max(1, round(filters / 8)), in_channels=channels
+    ),
+    "msd": lambda channels, filters: MultiScaleDiscriminator(
+        filters=16 * max(1, round(filters / 32)), in_channels=channels
+    ),
 }
-QUANTIZERS = ("rvq",)
+# The trainable codecs: their configurations, model class and default discriminators.
+MODELS: dict[str, tuple[dict[str, EncodecConfig], type[EncodecModel], tuple[str, ...]]] = {
+    "encodec": (encodec_model.CONFIGS, EncodecModel, ("msstft",)),
+    "hificodec": (
+        hificodec_model.CONFIGS,
+        hificodec_model.HiFiCodecModel,
+        ("msstft", "mpd", "msd"),
+    ),
+}
+# "rvq": one residual quantizer; "grvq": HiFi-Codec's groups (its configurations only).
+QUANTIZERS = ("rvq", "grvq")
 BANDWIDTH_SAMPLING = ("paper", "uniform")
 FREQUENCY_LOSSES = ("paper", "audiocraft")
 WEIGHT_INITS = ("fan_in", "pytorch")
@@ -78,7 +108,8 @@ class TrainSettings:
     learning_rate: float = 3e-4
     betas: tuple[float, float] = (0.5, 0.9)
     discriminator_probability: float = 2 / 3
-    discriminators: tuple[str, ...] = ("msstft",)
+    # None: the codec's own (EnCodec: MS-STFT; HiFi-Codec: MS-STFT, MPD and MSD).
+    discriminators: tuple[str, ...] | None = None
     # The paper trains one discriminator per bandwidth, updating only the batch's; False
     # shares one across bandwidths (as audiocraft does).
     discriminator_per_bandwidth: bool = True
@@ -89,7 +120,8 @@ class TrainSettings:
     commitment_weight: float = 1.0
     # "paper": L1 + L2 on the mel magnitudes; "audiocraft": the L2 term on log mels.
     frequency_loss: str = "paper"
-    quantizer: str = "rvq"
+    # None: the configuration's own (EnCodec: rvq; HiFi-Codec: grvq).
+    quantizer: str | None = None
     bandwidth_sampling: str = "paper"
     # Steps that train encoder and decoder as a plain autoencoder before the codebooks are
     # k-means initialised; 0 is the paper. See `initialise_codebooks` for why a small model
@@ -103,10 +135,21 @@ class TrainSettings:
     data_limit: int | None = None
 
     def __post_init__(self) -> None:
-        if self.codec != "encodec":
-            raise ValueError(f"bench train: expected --codec encodec, got {self.codec!r}")
-        if self.config not in CONFIGS:
-            raise ValueError(f"--config: expected one of {', '.join(CONFIGS)}, got {self.config!r}")
+        if self.codec not in MODELS:
+            raise ValueError(
+                f"bench train: expected --codec {' or '.join(MODELS)}, got {self.codec!r}"
+            )
+        configs, _, default_discriminators = MODELS[self.codec]
+        if self.config not in configs:
+            raise ValueError(
+                f"--config: expected one of {', '.join(configs)} for {self.codec}, "
+                f"got {self.config!r}"
+            )
+        # Defaults resolved here, so a saved run records what it trained with.
+        if self.discriminators is None:
+            object.__setattr__(self, "discriminators", default_discriminators)
+        if self.quantizer is None:
+            object.__setattr__(self, "quantizer", getattr(configs[self.config], "quantizer", "rvq"))
         if (
             self.steps < 1
             or self.batch_size < 1
@@ -126,6 +169,11 @@ class TrainSettings:
             )
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"--quantizer: expected one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.quantizer == "grvq" and self.codec != "hificodec":
+            raise ValueError(
+                "--quantizer grvq: group-residual VQ is HiFi-Codec's; train it with "
+                "--codec hificodec (its --quantizer rvq is the same model with one group)"
+            )
         if self.bandwidth_sampling not in BANDWIDTH_SAMPLING:
             raise ValueError(
                 f"--bandwidth-sampling: expected one of {BANDWIDTH_SAMPLING}, "
@@ -147,13 +195,24 @@ class TrainSettings:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def model_config(self) -> EncodecConfig:
+        """The configuration to build: ``config``'s, with ``quantizer`` applied."""
+        config = MODELS[self.codec][0][self.config]
+        if self.codec == "hificodec" and self.quantizer == "rvq":
+            # One group is the plain residual quantizer. Named apart, so that a bitstream of
+            # one variant is refused by the other.
+            return replace(config, groups=1, name=f"{config.name}-rvq")
+        return config
+
     @classmethod
     def from_json(cls, data: dict) -> TrainSettings:
         return cls(
             **{
                 **data,
                 "betas": tuple(data["betas"]),
-                "discriminators": tuple(data["discriminators"]),
+                "discriminators": (
+                    None if data["discriminators"] is None else tuple(data["discriminators"])
+                ),
             }
         )
 
@@ -268,8 +327,8 @@ class Distributed:
 
 def build_state(settings: TrainSettings, device: torch.device | None = None) -> TrainState:
     torch.manual_seed(settings.seed)
-    config: EncodecConfig = CONFIGS[settings.config]
-    model = EncodecModel(config)
+    config = settings.model_config()
+    model = MODELS[settings.codec][1](config)
     if settings.weight_init == "fan_in":
         init_fan_in_(model)
     discriminator = (
@@ -309,7 +368,9 @@ def _training_n_qs(settings: TrainSettings, config: EncodecConfig) -> list[int]:
     """The numbers of codebooks that bandwidth sampling may draw."""
     if settings.bandwidth_sampling == "paper":
         return [bandwidth_to_n_q(b, config.frame_rate, config.bins) for b in config.bandwidths]
-    return list(range(1, config.n_q + 1))
+    # Every group spends the same number of codebooks.
+    groups = getattr(config, "groups", 1)
+    return list(range(groups, config.n_q + 1, groups))
 
 
 def _discriminator_keys(settings: TrainSettings, config: EncodecConfig) -> list[str]:
@@ -397,6 +458,7 @@ def train_step(
         bandwidths=config.bandwidths if settings.bandwidth_sampling == "paper" else None,
         frame_rate=config.frame_rate,
         bins=config.bins,
+        groups=getattr(config, "groups", 1),
     )
     if state.step < settings.quantizer_warmup_steps:
         n_q = None
@@ -606,9 +668,10 @@ def initialise_codebooks(
     """
     torch.manual_seed(seed)
     model.train()
-    model.quantizer(model.encoder(batch), model.config.n_q)
-    for layer in model.quantizer.vq.layers:
-        codebook = layer._codebook
+    model.quantizer(model.encoder(batch))  # every level of every group
+    for codebook in model.quantizer.modules():
+        if not isinstance(codebook, EuclideanCodebook):
+            continue
         codebook.cluster_size.mul_(training_batch_size / len(batch))
         codebook.embed_avg.mul_(training_batch_size / len(batch))
 

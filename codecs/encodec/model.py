@@ -134,6 +134,9 @@ class ModelOutput:
 class EncodecModel(nn.Module):
     """Encoder, quantizer and decoder of one :class:`EncodecConfig`."""
 
+    # How errors name the model; HiFi-Codec, which shares this code path, names itself.
+    display_name = "EnCodec"
+
     def __init__(self, config: EncodecConfig) -> None:
         super().__init__()
         self.config = config
@@ -149,13 +152,22 @@ class EncodecModel(nn.Module):
             lstm=config.lstm_layers,
         )
         self.encoder = SEANetEncoder(**common)
-        self.quantizer = ResidualVectorQuantizer(
+        self.quantizer = self.build_quantizer(config)
+        self.decoder = SEANetDecoder(**common)
+
+    def build_quantizer(self, config: EncodecConfig) -> nn.Module:
+        """The residual vector quantizer of ``config``, ``config.n_q`` codebooks deep."""
+        return ResidualVectorQuantizer(
             dimension=config.dimension,
             n_q=config.n_q,
             bins=config.bins,
             threshold_ema_dead_code=config.dead_code_threshold,
         )
-        self.decoder = SEANetDecoder(**common)
+
+    def quantizer_levels(self, n_q: int) -> int:
+        """What the quantizer's ``n_q`` argument is for ``n_q`` codebooks in all: the same
+        number for a residual quantizer (a group-residual one takes levels per group)."""
+        return n_q
 
     @property
     def sample_rate(self) -> int:
@@ -169,7 +181,7 @@ class EncodecModel(nn.Module):
         """Codebooks for ``bandwidth`` kbps; ``ValueError`` lists the supported ones."""
         if bandwidth not in self.config.bandwidths:
             raise ValueError(
-                f"EnCodec {self.config.name} supports bandwidths "
+                f"{self.display_name} {self.config.name} supports bandwidths "
                 f"{', '.join(f'{value:g}' for value in self.config.bandwidths)} kbps, "
                 f"got {bandwidth:g}"
             )
@@ -190,7 +202,7 @@ class EncodecModel(nn.Module):
             codes = torch.zeros(audio.shape[0], 0, latent.shape[-1], dtype=torch.long)
             quantized, commitment_loss = latent, latent.new_zeros(())
         else:
-            result = self.quantizer(latent, n_q)
+            result = self.quantizer(latent, self.quantizer_levels(n_q))
             codes = result.codes.transpose(0, 1)
             quantized, commitment_loss = result.quantized, result.commitment_loss
         decoded = self.decoder(quantized)[..., : audio.shape[-1]]
@@ -233,7 +245,7 @@ class EncodecModel(nn.Module):
             scale = self._scale(chunk)
             if scale is not None:
                 chunk = chunk / scale.view(-1, 1, 1)
-            codes = self.quantizer.encode(self.encoder(chunk), n_q)
+            codes = self.quantizer.encode(self.encoder(chunk), self.quantizer_levels(n_q))
             segments.append(Segment(codes.transpose(0, 1), scale))
         return segments
 
@@ -264,7 +276,7 @@ class EncodecModel(nn.Module):
         if not config.causal or config.segment_seconds is not None or config.normalize:
             raise ValueError(
                 f"decode_streaming needs a causal configuration without segments or "
-                f"normalisation; EnCodec {config.name} has causal={config.causal}, "
+                f"normalisation; {self.display_name} {config.name} has causal={config.causal}, "
                 f"segment_seconds={config.segment_seconds}, normalize={config.normalize}"
             )
         if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:

@@ -87,18 +87,23 @@ def sample_n_q(
     bandwidths: Sequence[float] | None = None,
     frame_rate: float | None = None,
     bins: int = 1024,
+    groups: int = 1,
 ) -> int:
     """Draw the number of codebooks for one training batch (quantizer dropout).
 
     With ``bandwidths`` (kbps) and ``frame_rate``, one bandwidth is drawn uniformly, as in the
     EnCodec paper ({1.5, 3, 6, 12, 24} at 24 kHz). Without them, n_q is drawn from U{1..n_q}, as
-    audiocraft's ``q_dropout``. ``n_q`` is the quantizer's maximum; ``generator`` makes the
-    schedule reproducible independently of the global random state.
+    audiocraft's ``q_dropout``; a group-residual quantizer of ``groups`` groups draws levels per
+    group, so n_q is a multiple of ``groups``. ``n_q`` is the quantizer's maximum;
+    ``generator`` makes the schedule reproducible independently of the global random state.
     """
     if n_q < 1:
         raise ValueError(f"expected at least one codebook, got n_q={n_q}")
     if bandwidths is None:
-        return int(torch.randint(1, n_q + 1, (1,), generator=generator))
+        if groups < 1 or n_q % groups:
+            raise ValueError(f"expected n_q={n_q} to be a positive multiple of groups={groups}")
+        levels = int(torch.randint(1, n_q // groups + 1, (1,), generator=generator))
+        return levels * groups
     if frame_rate is None:
         raise ValueError("sampling from bandwidths needs the frame_rate (Hz) to convert them")
     if not bandwidths:
