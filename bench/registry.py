@@ -103,6 +103,7 @@ for _name, _target in {
     "mp3": "bench.codecs.classic.mp3:Mp3Codec",
     "opus": "bench.codecs.classic.opus:OpusCodec",
     "encodec": "bench.codecs.encodec.codec:EncodecCodec",
+    "hificodec": "bench.codecs.hificodec.codec:HiFiCodecCodec",
 }.items():
     CODECS.register(_name, _target)
 

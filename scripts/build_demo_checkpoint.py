@@ -1,26 +1,31 @@
-"""Ship a `bench train` run as the package's EnCodec demo checkpoint, with its model card.
+"""Ship a `bench train` run as the package's EnCodec or HiFi-Codec demo checkpoint, with its
+model card.
 
     python scripts/build_demo_checkpoint.py --run /work/demo_training/run
+    python scripts/build_demo_checkpoint.py --codec hificodec --run /work/hifi_training/grvq
 
 1. Stores the run's exported model (``model.pt``) in float16, which halves it to fit the
-   5 MB budget, as ``codecs/encodec/checkpoints/encodec_tiny_demo.pt``. The codec loads
+   5 MB budget, as ``codecs/<codec>/checkpoints/<codec>_tiny_demo.pt``. The codec loads
    it back into float32.
 2. Builds the untrained baseline: the same settings at step 0, codebooks k-means
    initialised on the same first batch, so the card shows what training bought.
-3. Scores the demo model, the untrained model and Opus on the held-out real speech of the
-   embedded corpus (LibriVox and CMU cards utterances, never trained on) with
-   ``bench run``'s own sweep. It writes ``MODEL_CARD.md`` beside the checkpoint.
+3. Scores the demo model, the untrained model and Opus (and, for HiFi-Codec, the shipped
+   EnCodec demo) on the held-out real speech of the embedded corpus (LibriVox and CMU cards
+   utterances, never trained on) with ``bench run``'s own sweep. It writes ``MODEL_CARD.md``
+   beside the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from bench.codecs.checkpoint import Checkpoint, load_checkpoint
 from bench.codecs.encodec.codec import EncodecCodec
+from bench.codecs.hificodec.codec import HiFiCodecCodec
 from bench.codecs.modules.rvq import strip_codebook_sums
 
 from bench import audio as bench_audio
@@ -38,19 +43,98 @@ from bench.train.trainer import (
     step_seed,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINTS = REPO / "codecs" / "encodec" / "checkpoints"
-DEMO = CHECKPOINTS / "encodec_tiny_demo.pt"
-CARD = CHECKPOINTS / "MODEL_CARD.md"
-BITRATES = (1.5, 3.0, 6.0, 12.0)
+
+@dataclass(frozen=True)
+class Demo:
+    """What differs between the codecs' demo checkpoints and cards."""
+
+    codec: str
+    title: str
+    codec_class: type[EncodecCodec]
+    configuration: str
+    bitrates: tuple[float, ...]
+    real_weights: str
+    # Codecs scored beside the demo model: (label, codec, bitrates).
+    references: tuple[tuple[str, str, tuple[float, ...]], ...]
+    # Markdown appended to the card (the official code's differences, say).
+    appendix: str = ""
+
+    @property
+    def path(self) -> Path:
+        return self.codec_class.demo_checkpoint
+
+    @property
+    def card(self) -> Path:
+        return self.path.parent / "MODEL_CARD.md"
+
+
+HIFICODEC_DIFFERENCES = """## Where the official code differs
+
+This implementation follows the HiFi-Codec paper (Yang et al. 2023, arXiv 2305.02765). The
+official AcademiCodec repository (`academicodec/models/hificodec`), read but not copied,
+differs:
+
+- **Decoder.** Here the mirrored SEANet encoder with transposed convs, as the paper says;
+  the official code uses a HiFi-GAN V1 generator (upsampling 8, 5, 4, 2; MRF kernels 3, 7,
+  11), about 15 M parameters.
+- **Encoder.** Here SEANet (residual unit, strided conv of kernel 2S, 2-layer LSTM); the
+  official code has strided convs each followed by a 3-branch ResBlock with GroupNorm on the
+  running branch sum, and no LSTM.
+- **GAN loss.** Here hinge, averaged over all sub-discriminators; the official code trains
+  with least squares (LSGAN) over its three families (`bench train` has no LSGAN switch yet;
+  the losses exist in `bench.train.losses`).
+- **Loss weights.** Here EnCodec's time L1, multi-scale mel, adversarial and relative feature
+  losses through the loss balancer; the official code sums 45 x mel L1 (plus 1 x two more
+  mel scales), 2 x feature matching per family and 10 x the VQ loss.
+- **Codebooks.** Here EMA codebooks with k-means initialisation, dead-code replacement and
+  quantizer dropout over 1.5/3/6 kbps; the official code learns embeddings by gradient
+  (codebook 1.0 + commitment 0.25) at a fixed 4 codebooks.
+- **Discriminator widths.** Here MPD and MSD are narrowed to the MS-STFT parameter count, as
+  the paper says; the official code keeps HiFi-GAN's full widths.
+
+**The official evaluation script's PESQ bug.** Its `compute_pesq.py` calls
+`scipy.signal.resample(x, 16000)`, which returns 16,000 *samples* rather than resampling to
+16 kHz: every file is squeezed or stretched to one second before PESQ, so its scores of 24 kHz
+audio (and of any file not exactly 1 s long) are wrong. This harness resamples by rate with
+soxr to 16 kHz (`bench.metrics.pesq`), so numbers here are not comparable with scores made by
+that script.
+"""
+
+DEMOS = {
+    "encodec": Demo(
+        codec="encodec",
+        title="EnCodec",
+        codec_class=EncodecCodec,
+        configuration="`tiny`: 24 kHz mono, causal, 8 base filters, 32-d latent, 75 Hz, "
+        "up to 16 codebooks of 1024",
+        bitrates=(1.5, 3.0, 6.0, 12.0),
+        real_weights="(for example the official `encodec_24khz-d7cc33bc.th`)",
+        references=(("opus", "opus", (6.0, 12.0)),),
+    ),
+    "hificodec": Demo(
+        codec="hificodec",
+        title="HiFi-Codec",
+        codec_class=HiFiCodecCodec,
+        configuration="`tiny`: 24 kHz mono, non-causal, 8 base filters, 32-d latent in 2 groups "
+        "of 16, 75 Hz, 2 groups x up to 4 residual levels of 1024 codes",
+        bitrates=(1.5, 3.0, 6.0),
+        real_weights="(a `bench train --codec hificodec` checkpoint of the `24khz` config; the "
+        "official AcademiCodec files are another architecture and do not load)",
+        references=(
+            ("encodec demo", "encodec", (1.5, 3.0, 6.0)),
+            ("opus", "opus", (6.0,)),
+        ),
+        appendix=HIFICODEC_DIFFERENCES,
+    ),
+}
 METRICS = ("mel_distance", "pesq_wb", "stoi", "visqol_speech", "kbps_actual")
 # Held-out real speech: the embedded corpus's LibriVox and CMU cards recordings.
 HELD_OUT = dict(data="embedded", tags=("speech",), exclude_tags=("synthetic", "noisy"))
 
 
-def ship_half_precision(model_path: Path, target: Path) -> Checkpoint:
+def ship_half_precision(model_path: Path, target: Path, codec: str) -> Checkpoint:
     """The model (with its LM, if trained) in float16, without the codebooks' EMA sums."""
-    checkpoint = load_checkpoint(model_path, "encodec")
+    checkpoint = load_checkpoint(model_path, codec)
     checkpoint.state_dict = {
         key: value.half() if value.is_floating_point() else value
         for key, value in strip_codebook_sums(checkpoint.state_dict).items()
@@ -111,10 +195,11 @@ def _git_fact(git: dict) -> str:
 
 def _train_command(settings: dict) -> str:
     """The `bench train` command line of ``settings``: its flags that differ from defaults."""
-    defaults = TrainSettings(data=settings["data"], steps=settings["steps"]).to_json()
-    flags = [f"--data {settings['data']}", f"--steps {settings['steps']}"]
+    fixed = ("codec", "config", "data", "steps")
+    defaults = TrainSettings(**{name: settings[name] for name in fixed}).to_json()
+    flags = [f"--{name} {settings[name]}" for name in fixed]
     for name, value in settings.items():
-        if name in ("data", "steps") or value == defaults[name]:
+        if name in fixed or value == defaults[name]:
             continue
         option = "--" + name.replace("_", "-")
         if name == "weights":
@@ -122,7 +207,7 @@ def _train_command(settings: dict) -> str:
         elif name == "discriminators":
             value = ",".join(value) or "none"
         flags.append(f"{option} {value}")
-    return "bench train --codec encodec --config tiny " + " ".join(flags)
+    return "bench train " + " ".join(flags)
 
 
 def _losses_fact(settings: dict) -> str:
@@ -134,6 +219,7 @@ def _losses_fact(settings: dict) -> str:
     )
     terms = [f"time L1 ({weights['time']:g})", f"{frequency} ({weights['frequency']:g})"]
     if settings["discriminators"]:
+        # Averaged over every sub-discriminator of every family (HiFi-Codec's 1/K sum).
         terms += [
             f"hinge adversarial ({weights['adversarial']:g})",
             f"relative feature matching ({weights['feature']:g})",
@@ -149,14 +235,16 @@ def _discriminator_fact(settings: dict) -> str:
             "adversarial ones, and the metrics here reward reconstruction"
         )
     return (
-        f"MS-STFT, 5 scales, {settings['discriminator_filters']} filters (paper: 32), "
-        "updated with probability 2/3"
+        f"{', '.join(settings['discriminators'])} at MS-STFT width "
+        f"{settings['discriminator_filters']} (paper: 32), updated with probability 2/3"
     )
 
 
-def entropy_coded_rates(bitrates) -> pd.DataFrame:
+def entropy_coded_rates(demo: Demo) -> pd.DataFrame:
     """Mean kbps of the bit-packed and the LM range-coded payloads over the held-out items."""
-    packed, coded = EncodecCodec(DEMO), EncodecCodec(DEMO, entropy_coding=True)
+    bitrates = demo.bitrates
+    packed = demo.codec_class(demo.path)
+    coded = demo.codec_class(demo.path, entropy_coding=True)
     items = load_dataset(
         HELD_OUT["data"], tags=HELD_OUT["tags"], exclude_tags=HELD_OUT["exclude_tags"]
     ).items
@@ -184,18 +272,20 @@ def entropy_coded_rates(bitrates) -> pd.DataFrame:
 
 
 def write_card(
-    checkpoint: Checkpoint, tables: pd.DataFrame, runs: Path, rates: pd.DataFrame | None
+    demo: Demo,
+    checkpoint: Checkpoint,
+    tables: pd.DataFrame,
+    runs: Path,
+    rates: pd.DataFrame | None,
 ) -> None:
     metadata = checkpoint.metadata
     settings = metadata["train_settings"]
+    size_mb = demo.path.stat().st_size / 1e6
     facts = [
-        ("file", f"`{DEMO.name}` ({DEMO.stat().st_size / 1e6:.2f} MB, float16)"),
+        ("file", f"`{demo.path.name}` ({size_mb:.2f} MB, float16)"),
         ("weights hash (SHA-256)", f"`{checkpoint.hash}`"),
-        (
-            "configuration",
-            "`tiny`: 24 kHz mono, causal, 8 base filters, 32-d latent, 75 Hz, "
-            "up to 16 codebooks of 1024",
-        ),
+        ("configuration", demo.configuration),
+        ("quantizer", settings["quantizer"]),
         (
             "steps",
             f"{checkpoint.step} of batch {settings['batch_size']} x "
@@ -219,17 +309,20 @@ def write_card(
             f"Adam, lr {settings['learning_rate']:g} (paper: 3e-4), betas "
             f"{tuple(settings['betas'])}; convolutions initialised `{settings['weight_init']}`",
         ),
-        ("bandwidth sampling", "one of 1.5/3/6/12 kbps per batch"),
+        (
+            "bandwidth sampling",
+            f"one of {'/'.join(f'{rate:g}' for rate in demo.bitrates)} kbps per batch",
+        ),
         ("git", _git_fact(metadata.get("git", {}))),
         ("command", f"`{_train_command(settings)}`"),
     ]
     lines = [
-        "# EnCodec tiny demo checkpoint",
+        f"# {demo.title} tiny demo checkpoint",
         "",
         "**This is the project's small demo model, trained on a 2-core CPU. It is not the",
-        "paper's weights** and is far below the published EnCodec quality. It lets",
-        "`bench run --codec encodec` work out of the box; pass `--checkpoint` for real weights",
-        "(for example the official `encodec_24khz-d7cc33bc.th`).",
+        f"paper's weights** and is far below the published {demo.title} quality. It lets",
+        f"`bench run --codec {demo.codec}` work out of the box; pass `--checkpoint` for real "
+        f"weights {demo.real_weights}.",
         "",
         "| | |",
         "|---|---|",
@@ -240,7 +333,7 @@ def write_card(
         "The 10 LibriVox and CMU cards utterances of the embedded corpus (never trained on),",
         "scored with `bench run`'s metrics; each cell is the mean [95% bootstrap CI over",
         'items]. "untrained" is the same model at step 0 with k-means-initialised codebooks.',
-        "Opus's lowest bitrate is 6 kbps, so it appears at 6 and 12 only.",
+        "Opus's lowest bitrate is 6 kbps, so it appears from 6 kbps only.",
         f"Runs: `{runs}`.",
         "",
         markdown_table(tables),
@@ -263,11 +356,14 @@ def write_card(
             rates.to_markdown(index=False),
             "",
         ]
-    CARD.write_text("\n".join(lines))
+    if demo.appendix:
+        lines += [demo.appendix]
+    demo.card.write_text("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--codec", choices=sorted(DEMOS), default="encodec")
     parser.add_argument("--run", type=Path, required=True, help="a `bench train` output folder")
     parser.add_argument(
         "--lm-run", type=Path, help="a `bench train --lm` folder: its LM ships in the checkpoint"
@@ -277,32 +373,34 @@ def main() -> None:
     if arguments.scores.exists() and any(arguments.scores.iterdir()):
         parser.error(f"--scores {arguments.scores} already holds runs; pass an empty folder")
     torch.set_num_threads(1)
+    demo = DEMOS[arguments.codec]
     source = arguments.run / "model.pt"
     if arguments.lm_run is not None:
         with_lm = arguments.lm_run / "model_lm.pt"
-        if load_checkpoint(with_lm, "encodec").hash != load_checkpoint(source, "encodec").hash:
+        if load_checkpoint(with_lm, demo.codec).hash != load_checkpoint(source, demo.codec).hash:
             raise SystemExit(f"{with_lm}: its LM was trained on another codec than {source}")
         source = with_lm
-    checkpoint = ship_half_precision(source, DEMO)
+    checkpoint = ship_half_precision(source, demo.path, demo.codec)
     settings = TrainSettings.from_json(checkpoint.metadata["train_settings"])
     untrained = untrained_checkpoint(settings, arguments.scores / "untrained.pt")
+    scores = arguments.scores
     tables = pd.concat(
         [
-            score("encodec demo", "encodec", arguments.scores, {}, BITRATES),
+            score(f"{demo.codec} demo", demo.codec, scores, {}, demo.bitrates),
             score(
-                "encodec untrained",
-                "encodec",
-                arguments.scores,
+                f"{demo.codec} untrained",
+                demo.codec,
+                scores,
                 {"checkpoint": str(untrained)},
-                BITRATES,
+                demo.bitrates,
             ),
-            score("opus", "opus", arguments.scores, {}, (6.0, 12.0)),
+            *(score(label, codec, scores, {}, rates) for label, codec, rates in demo.references),
         ]
     )
     tables = tables.sort_values("bitrate", kind="stable").reset_index(drop=True)
-    rates = entropy_coded_rates(BITRATES) if arguments.lm_run is not None else None
-    write_card(checkpoint, tables, arguments.scores, rates)
-    print(CARD.read_text())
+    rates = entropy_coded_rates(demo) if arguments.lm_run is not None else None
+    write_card(demo, checkpoint, tables, scores, rates)
+    print(demo.card.read_text())
 
 
 if __name__ == "__main__":

@@ -75,19 +75,23 @@ class EncodecCodec(Codec):
     """
 
     name = "encodec"
+    display_name = "EnCodec"
+    # What a subclass for another model of the same code path (HiFi-Codec) replaces.
+    config_class: type[EncodecConfig] = EncodecConfig
+    model_class: type[EncodecModel] = EncodecModel
+    demo_checkpoint = DEMO_CHECKPOINT
 
     def __init__(
         self, checkpoint: str | os.PathLike | None = None, entropy_coding: bool = False
     ) -> None:
         if checkpoint is None:
-            if not DEMO_CHECKPOINT.is_file():
+            if not self.demo_checkpoint.is_file():
                 raise CheckpointError(
-                    f"the EnCodec demo checkpoint is missing: expected {DEMO_CHECKPOINT}, which "
-                    "the project's demo training writes. Pass a checkpoint with --checkpoint PATH "
-                    "(EncodecCodec(checkpoint=PATH)): a codec-bench EnCodec checkpoint or an "
-                    "official file such as encodec_24khz-d7cc33bc.th"
+                    f"the {self.display_name} demo checkpoint is missing: expected "
+                    f"{self.demo_checkpoint}, which the project's demo training writes. Pass a "
+                    f"checkpoint with --checkpoint PATH ({type(self).__name__}(checkpoint=PATH))"
                 )
-            checkpoint = DEMO_CHECKPOINT
+            checkpoint = self.demo_checkpoint
         path = Path(checkpoint)
         contents = read_weights_file(path)
 
@@ -97,9 +101,9 @@ class EncodecCodec(Codec):
         if isinstance(contents, dict) and contents.get("format") == FORMAT:
             del contents  # the shared loader reads the file again, with its checks
             checkpoint_data = load_checkpoint(path, self.name)
-            self.config = _config_from_json(checkpoint_data.config, path)
+            self.config = self._config_from_json(checkpoint_data.config, path)
             state, self._weights_hash = checkpoint_data.state_dict, checkpoint_data.hash
-            is_demo = path.resolve() == DEMO_CHECKPOINT.resolve()
+            is_demo = path.resolve() == self.demo_checkpoint.resolve()
             self.checkpoint_kind = "demo" if is_demo else "user"
             self.model_note = (
                 DEMO_NOTE if is_demo else _user_note(checkpoint_data.step, checkpoint_data.metadata)
@@ -109,13 +113,13 @@ class EncodecCodec(Codec):
                     checkpoint_data.extra_states, checkpoint_data.metadata, self.config, path
                 )
         else:
-            self.config, state, self.model_note = _read_official(contents, path)
+            self.config, state, self.model_note = self._read_official(contents, path)
             self._weights_hash = state_hash(state)
             self.checkpoint_kind = "official"
             if entropy_coding:
                 raise _no_lm_error(path)
 
-        self.model = EncodecModel(self.config)
+        self.model = self.model_class(self.config)
         try:
             # Shipped checkpoints (the demo) leave out the codebooks' training sums.
             load_strictly(self.model, restore_codebook_sums(state), str(path))
@@ -247,9 +251,9 @@ class EncodecCodec(Codec):
             raise BitstreamError(f"expected a JSON object as header, got {header!r}")
         if header.get("codec") != self.name or header.get("config") != self.config.name:
             raise ValueError(
-                f"expected a bitstream of EnCodec {self.config.name} (codec 'encodec', config "
-                f"'{self.config.name}'), got codec {header.get('codec')!r}, config "
-                f"{header.get('config')!r}"
+                f"expected a bitstream of {self.display_name} {self.config.name} (codec "
+                f"'{self.name}', config '{self.config.name}'), got codec "
+                f"{header.get('codec')!r}, config {header.get('config')!r}"
             )
         n_q, entropy_coded = header.get("n_q"), header.get("entropy_coded")
         if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.config.n_q:
@@ -259,16 +263,21 @@ class EncodecCodec(Codec):
         if entropy_coded and self.lm is None:
             raise ValueError(
                 "this bitstream is entropy-coded: decode it with "
-                "EncodecCodec(checkpoint, entropy_coding=True) and the checkpoint's LM"
+                f"{type(self).__name__}(checkpoint, entropy_coding=True) and the checkpoint's LM"
             )
         return n_q, entropy_coded
 
+    def _config_from_json(self, data: dict, path: Path) -> EncodecConfig:
+        try:
+            return self.config_class.from_json(data)
+        except (TypeError, KeyError, ValueError) as error:
+            raise CheckpointError(
+                f"{path}: the config is not a {self.config_class.__name__}: {error}"
+            ) from None
 
-def _config_from_json(data: dict, path: Path) -> EncodecConfig:
-    try:
-        return EncodecConfig.from_json(data)
-    except (TypeError, KeyError) as error:
-        raise CheckpointError(f"{path}: the config is not an EncodecConfig: {error}") from None
+    def _read_official(self, contents: object, path: Path) -> tuple[EncodecConfig, dict, str]:
+        """Configuration, state dict and note of a file in the official release format."""
+        return _read_official(contents, path)
 
 
 def _user_note(step: int, metadata: dict) -> str:

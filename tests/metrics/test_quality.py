@@ -160,3 +160,28 @@ def test_unscorable_input_gives_a_reason_never_a_crash_or_silent_nan(case, name,
     else:
         assert math.isnan(value) and outcome.failure.startswith(expected), outcome.failure
         assert outcome.cacheable  # raised CannotScore, not an unexpected exception
+
+
+def test_pesq_of_24khz_audio_resamples_by_rate_unlike_hificodecs_evaluation_script(speech):
+    """HiFi-Codec's official `compute_pesq.py` calls ``scipy.signal.resample(x, 16000)``, which
+    squeezes every file into 16,000 samples (one second) instead of resampling it to 16 kHz.
+    The harness brings 24 kHz audio to 16 kHz by rate; the bug would change the score."""
+    import pesq as pesq_backend
+    import scipy.signal
+
+    reference = audio.resample(speech, SAMPLE_RATE, 24_000)
+    degraded = _with_white_noise(reference, 20)
+    (metric,) = bind_metrics(("pesq_wb",))
+    resampled: dict = {}
+    item = Item(id=SPEECH_FILE.stem, path=SPEECH_FILE)
+    outcome = score_metric(metric, item, reference, degraded, 24_000, resampled)
+    at_16khz = resampled[16_000]
+    assert at_16khz[0].shape[-1] == round(reference.shape[-1] * 16_000 / 24_000) != 16_000
+    assert outcome.values["pesq_wb"] == pytest.approx(
+        pesq_backend.pesq(16_000, at_16khz[0][0].double().numpy(), at_16khz[1][0].double().numpy())
+    )
+    squeezed = [
+        scipy.signal.resample(signal[0].double().numpy(), 16_000)
+        for signal in (reference, degraded)
+    ]
+    assert abs(pesq_backend.pesq(16_000, *squeezed) - outcome.values["pesq_wb"]) > 0.1

@@ -19,13 +19,18 @@ from helpers import write_tone
 from bench.cli import EXIT_OK, EXIT_USAGE, main
 from bench.train.losses import MultiScaleMelLoss
 from bench.train.trainer import (
+    DISCRIMINATORS,
     LAST_CHECKPOINT,
     LOG_FILE,
     MODEL_CHECKPOINT,
     SegmentSampler,
     TrainSettings,
+    _training_n_qs,
     build_state,
+    discriminator_key,
+    initialise_codebooks,
     train,
+    train_step,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -40,17 +45,9 @@ def data(tmp_path_factory):
 
 
 def settings_for(data: str, steps: int, **changes) -> TrainSettings:
-    return replace(
-        TrainSettings(
-            data=data,
-            steps=steps,
-            batch_size=2,
-            segment_seconds=0.25,
-            discriminator_filters=4,
-            checkpoint_every=2,
-        ),
-        **changes,
-    )
+    # Built anew rather than replaced: defaults that depend on the codec resolve from `changes`.
+    small = dict(batch_size=2, segment_seconds=0.25, discriminator_filters=4, checkpoint_every=2)
+    return TrainSettings(data=data, steps=steps, **{**small, **changes})
 
 
 def weights(path):
@@ -238,8 +235,78 @@ def test_cli_train_and_bad_settings(data, tmp_path, capsys):
     assert main([*arguments, "--config", "huge", "--quiet"]) == EXIT_USAGE
     assert "--config: expected one of" in capsys.readouterr().err
     assert main([*arguments, "--weights", "time=0.1,loud=3", "--quiet"]) == EXIT_USAGE
-    assert main([*arguments, "--discriminators", "mpd", "--quiet"]) == EXIT_USAGE
+    assert main([*arguments, "--discriminators", "wavegan", "--quiet"]) == EXIT_USAGE
+    assert "--discriminators: expected some of msstft, mpd, msd" in capsys.readouterr().err
+    assert main([*arguments, "--quantizer", "grvq", "--quiet"]) == EXIT_USAGE
+    assert "--codec hificodec" in capsys.readouterr().err
     assert main([*arguments, "--frequency-loss", "log", "--quiet"]) == EXIT_USAGE
     assert "--frequency-loss: expected one of" in capsys.readouterr().err
     assert main([*arguments, "--weight-init", "xavier", "--quiet"]) == EXIT_USAGE
     assert main([*arguments, "--quantizer-warmup-steps", "-1", "--quiet"]) == EXIT_USAGE
+
+
+def test_one_hificodec_step_moves_the_generator_and_every_discriminator(data):
+    """HiFi-Codec trains against MS-STFT, MPD and MSD together (its default): one step with a
+    discriminator update changes every parameter of the generator and of all three."""
+    settings = settings_for(data, 1, codec="hificodec", discriminator_probability=1.0)
+    assert settings.discriminators == ("msstft", "mpd", "msd")
+    assert settings.quantizer == "grvq"
+    state = build_state(settings)
+    before = {
+        "generator": {k: v.clone() for k, v in state.model.named_parameters()},
+        **{
+            f"{key}/{family}": {k: v.clone() for k, v in module.named_parameters()}
+            for key, combined in state.discriminator.items()
+            for family, module in zip(settings.discriminators, combined.discriminators, strict=True)
+        },
+    }
+    batch = SegmentSampler(data, 24000, 1, 0.25).batch(seed=0, step=0, batch_size=2)
+    initialise_codebooks(state.model, batch, seed=0, training_batch_size=2)
+    log = train_step(state, settings, batch, MultiScaleMelLoss(24000))
+    key = discriminator_key(settings, state.model.config, log["n_q"])
+    modules = {"generator": state.model} | {
+        f"{key}/{family}": module
+        for family, module in zip(
+            settings.discriminators, state.discriminator[key].discriminators, strict=True
+        )
+    }
+    for name, module in modules.items():
+        unchanged = [
+            parameter
+            for parameter, value in module.named_parameters()
+            if torch.equal(value, before[name][parameter])
+        ]
+        assert not unchanged, f"{name}: {unchanged}"
+    assert log["n_q"] % 2 == 0 and len(log["codes_used"]) == log["n_q"]
+
+
+def test_hificodec_quantizer_switch_keeps_the_bitrates(data):
+    """The quantizer ablation: --quantizer rvq is the same model with one group, the same
+    codebook count at every bitrate, and a configuration named apart."""
+    grvq = build_state(settings_for(data, 1, codec="hificodec", discriminators=())).model
+    rvq = build_state(
+        settings_for(data, 1, codec="hificodec", quantizer="rvq", discriminators=())
+    ).model
+    assert type(grvq.quantizer).__name__ == "GroupResidualVectorQuantizer"
+    assert type(rvq.quantizer).__name__ == "ResidualVectorQuantizer"
+    assert (grvq.config.name, rvq.config.name) == ("tiny", "tiny-rvq")
+    for bandwidth in (1.5, 3.0, 6.0):
+        assert grvq.n_q_for(bandwidth) == rvq.n_q_for(bandwidth)
+    assert grvq.quantizer_levels(4) == 2 and rvq.quantizer_levels(4) == 4
+    with pytest.raises(ValueError, match="multiple of 2"):
+        grvq.quantizer_levels(3)
+    # Uniform sampling draws whole levels per group.
+    uniform = settings_for(data, 1, codec="hificodec", bandwidth_sampling="uniform")
+    assert _training_n_qs(uniform, grvq.config) == [2, 4, 6, 8]
+    with pytest.raises(ValueError, match="expected one of 24khz, 16khz, tiny for hificodec"):
+        settings_for(data, 1, codec="hificodec", config="48khz")
+
+
+def test_narrowed_hificodec_discriminators_match_the_msstft_size():
+    """The paper narrows MPD and MSD to the MS-STFT discriminator's parameter count."""
+    sizes = {
+        name: sum(parameter.numel() for parameter in build(1, 32).parameters())
+        for name, build in DISCRIMINATORS.items()
+    }
+    for name in ("mpd", "msd"):
+        assert 0.7 < sizes[name] / sizes["msstft"] < 1.4, sizes

@@ -16,7 +16,6 @@ import pytest
 import torch
 from bench.codecs.bitstream import BitstreamError, pack, unpack
 from bench.codecs.checkpoint import Checkpoint, CheckpointError
-from bench.codecs.encodec import codec as codec_module
 from bench.codecs.encodec.codec import DEMO_NOTE, EncodecCodec
 from bench.codecs.encodec.entropy import EntropyLM, encode_codes
 from bench.codecs.encodec.model import CONFIGS, EncodecModel
@@ -319,7 +318,7 @@ def test_describe_names_the_config_checkpoint_and_weights(codec, tiny_checkpoint
 
 def test_demo_checkpoint_is_the_default(monkeypatch, tiny_checkpoint, tmp_path):
     missing = tmp_path / "checkpoints" / "encodec_tiny_demo.pt"
-    monkeypatch.setattr(codec_module, "DEMO_CHECKPOINT", missing)
+    monkeypatch.setattr(EncodecCodec, "demo_checkpoint", missing)
     with pytest.raises(CheckpointError, match="demo checkpoint is missing.*--checkpoint"):
         EncodecCodec()
     missing.parent.mkdir()
