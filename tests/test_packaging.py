@@ -1,5 +1,5 @@
 """Packaging: `codecs/` ships as `bench.codecs`, with every subpackage, the corpus and the
-EnCodec demo checkpoint."""
+demo checkpoints of EnCodec and HiFi-Codec."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import zipfile
 
 import pytest
 from helpers import REPO_ROOT
+
+# The neural codecs whose small demo checkpoints ship inside the package.
+DEMO_CODECS = ("encodec", "hificodec")
 
 
 def _declared_packages() -> set[str]:
@@ -61,17 +64,21 @@ def test_wheel_maps_codecs_to_bench_codecs_and_ships_the_corpus(tmp_path):
     assert "bench/data/embedded/PROVENANCE.md" in names
     assert "bench/report/templates/report.html.j2" in names
     assert "bench/suites/ci.toml" in names
-    assert "bench/codecs/encodec/checkpoints/encodec_tiny_demo.pt" in names
-    assert "bench/codecs/encodec/checkpoints/MODEL_CARD.md" in names
+    for codec in DEMO_CODECS:
+        assert f"bench/codecs/{codec}/checkpoints/{codec}_tiny_demo.pt" in names
+        assert f"bench/codecs/{codec}/checkpoints/MODEL_CARD.md" in names
 
 
-def test_encodec_demo_checkpoint_fits_the_budget_and_carries_its_card():
+@pytest.mark.parametrize("codec", DEMO_CODECS)
+def test_demo_checkpoint_fits_the_budget_and_carries_its_card(codec):
     """The demo model ships in the package: at most 5 MB, with its model card beside it."""
     from bench.codecs.checkpoint import load_checkpoint
-    from bench.codecs.encodec.codec import DEMO_CHECKPOINT
 
-    assert DEMO_CHECKPOINT.stat().st_size <= 5_000_000
-    checkpoint = load_checkpoint(DEMO_CHECKPOINT, "encodec")
+    from bench.registry import CODECS
+
+    path = CODECS.factory(codec).demo_checkpoint
+    assert path.stat().st_size <= 5_000_000
+    checkpoint = load_checkpoint(path, codec)
     assert checkpoint.metadata["stored_as"] == "float16" and checkpoint.step > 0
-    card = (DEMO_CHECKPOINT.parent / "MODEL_CARD.md").read_text()
+    card = (path.parent / "MODEL_CARD.md").read_text()
     assert checkpoint.hash in card and "not the" in card

@@ -135,7 +135,7 @@ def test_ci_suite_covers_every_built_in_codec_that_runs_by_default():
             continue  # a neural codec whose demo weights are not shipped yet
         runnable.add(name)
     assert runnable <= set(settings.codecs), "add new codecs to bench/suites/ci.toml"
-    assert {"opus", "mp3", "encodec"} <= runnable, "encodec runs on its shipped demo weights"
+    assert {"opus", "mp3", "encodec", "hificodec"} <= runnable, "neural codecs run on demo weights"
     assert not {"rtf_encode", "rtf_decode"} & set(settings.metrics), "timings are not gated"
     with open(SUITES_DIR / "ci.toml", "rb") as handle:
         assert "description" in tomllib.load(handle)
