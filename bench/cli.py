@@ -15,6 +15,7 @@ import statistics
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -128,6 +129,38 @@ def _build_parser() -> argparse.ArgumentParser:
     score.add_argument("--asr-model", help=ASR_MODEL_HELP)
     score.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     score.add_argument("--json", action="store_true", help="print one JSON object")
+
+    listen = commands.add_parser(
+        "listen",
+        help="MUSHRA listening tests (ITU-R BS.1534-3): export a package, analyse the ratings",
+        epilog=EPILOG,
+    )
+    listen_commands = listen.add_subparsers(dest="listen_command", required=True)
+    export = listen_commands.add_parser(
+        "export", help="a webMUSHRA package (zipped) of a run's conditions", epilog=EPILOG
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--out", required=True, metavar="PKG", help="new package folder")
+    export.add_argument("--items", type=int, default=10, help="trials (default: 10)")
+    export.add_argument(
+        "--conditions", help="condition labels such as opus_6kbps (default: all of the run's)"
+    )
+    export.add_argument(
+        "--metric", help="metric that spreads the items (default: mel_distance if scored)"
+    )
+    export.add_argument("--loudness", type=float, default=-23.0, help="target LUFS (-23)")
+    export.add_argument("--max-seconds", type=float, default=10.0, help="excerpt length (10)")
+    analyze = listen_commands.add_parser(
+        "analyze",
+        help="post-screen listeners, condition means with 95%% CIs, paired tests, correlations",
+        epilog=EPILOG,
+    )
+    analyze.add_argument("results", metavar="RESULTS", help="webMUSHRA mushra.csv or plain CSV")
+    analyze.add_argument("--package", required=True, metavar="PKG", help="the exported package")
+    analyze.add_argument("--out", help="analysis folder (default: PKG/analysis)")
+    analyze.add_argument(
+        "--correction", default="holm", help="holm | bonferroni | bh (default: holm)"
+    )
 
     commands.add_parser("codecs", help="list codecs with their bitrates and NFE options")
     commands.add_parser("metrics", help="list metrics with their metadata")
@@ -597,6 +630,41 @@ def _train_lm(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listen(arguments: argparse.Namespace) -> int:
+    from bench.listen.analyze import analyze
+    from bench.listen.export import (
+        TRAINING_PAGE,
+        ExportSettings,
+        export_package,
+        package_objective_means,
+    )
+
+    if arguments.listen_command == "export":
+        settings = ExportSettings(
+            items=arguments.items,
+            conditions=None if arguments.conditions is None else _names(arguments.conditions),
+            target_lufs=arguments.loudness,
+            max_seconds=arguments.max_seconds,
+            selection_metric=arguments.metric,
+        )
+        archive = export_package(arguments.run_dir, arguments.out, settings)
+        print(Path(arguments.out, "README.md").read_text())
+        print(f"package: {arguments.out}\nzip: {archive}")
+        return EXIT_OK
+    package = Path(arguments.package)
+    out = Path(arguments.out) if arguments.out else package / "analysis"
+    result = analyze(
+        arguments.results,
+        out,
+        objective=package_objective_means(package),
+        correction=arguments.correction,
+        exclude_trials=(TRAINING_PAGE,),
+    )
+    print(result.summary.to_markdown(index=False))
+    print(f"\nanalysis: {out}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _build_parser().parse_args(argv)
     handlers = {
@@ -607,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": lambda: _report(arguments),
         "compare": lambda: _compare(arguments),
         "train": lambda: _train(arguments),
+        "listen": lambda: _listen(arguments),
     }
     try:
         return handlers[arguments.command]()
