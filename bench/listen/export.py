@@ -32,6 +32,7 @@ from bench.listen.stimuli import (
     normalise_loudness,
     select_items,
 )
+from bench.provenance import backend_versions, git_state
 from bench.registry import create_codec
 from bench.report.stats import results_frame
 from bench.store import RunStore, write_atomically
@@ -244,7 +245,11 @@ def export_package(run_dir: str | Path, out: str | Path, settings: ExportSetting
         "test_id": test_id,
         "run_dir": str(run_dir.resolve()),
         "run_id": config["run_id"],
-        "git": config.get("git"),
+        # The run's git state and the codecs' checkpoints and hashes made the stimuli; the
+        # exporting code's versions and git state processed them.
+        "run_git": config.get("git"),
+        "codecs": {name: config.get("codecs", {}).get(name) for name in sorted(codecs)},
+        "exported_with": {"versions": backend_versions(), "git": git_state()},
         "settings": asdict(settings),
         "selection_metric": metric,
         "selection": selection_note,

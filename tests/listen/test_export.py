@@ -129,6 +129,8 @@ def test_webmushra_configuration_parses_and_every_file_resolves(package):
         assert set(page["stimuli"]) == CONDITIONS - {"reference"}
         for path in [page["reference"], *page["stimuli"].values()]:
             assert path.startswith(prefix) and (package / path[len(prefix) :]).is_file()
+    description = json.loads((package / "package.json").read_text())
+    assert description["codecs"]["opus"]["name"] == "opus" and description["exported_with"]["git"]
     readme = (package / "README.md").read_text()
     assert "webMUSHRA" in readme and "stratified" in readme.lower()
 
