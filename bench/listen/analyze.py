@@ -386,6 +386,9 @@ def analyze(
             + "; ".join(f"{row.listener}: {row.reason}" for row in screening.listeners.itertuples())
         )
     summary = condition_summary(screening.kept)
+    if objective is not None:
+        # The run's objective means beside the listening means, condition by condition.
+        summary = summary.join(objective.add_prefix("metric: "), on="condition")
     pairwise = pairwise_tests(screening.kept, correction=correction)
     paths = {
         "screening": out_dir / "screening.csv",

@@ -185,6 +185,7 @@ def test_analyze_joins_the_runs_objective_metrics(package, tmp_path, capsys):
     summary = pd.read_csv(out / "summary.csv").set_index("condition")["mean"]
     expected = stats.pearsonr(summary[list(means)], objective.loc[list(means), "mel_distance"])
     assert mel["pearson_r"] == pytest.approx(expected.statistic)
+    assert "metric: mel_distance" in (out / "summary.md").read_text()
     assert "reference" in capsys.readouterr().out
 
 
