@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 import soundfile
+import torch
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bench import audio as bench_audio
+from bench.codecs.base import Codec
 from bench.listen.stimuli import (
     align_to_reference,
     anchors,
@@ -151,11 +153,85 @@ def _dataset_items(config: dict) -> dict[str, dict]:
     return items
 
 
-def _decode(codec, condition: Condition, loaded: bench_audio.LoadedAudio, max_seconds):
+def _decode(
+    codec: Codec, condition: Condition, loaded: bench_audio.LoadedAudio, max_seconds: float | None
+) -> tuple[torch.Tensor, int, float]:
+    """The condition's decoded audio of an item, its rate and the real bitrate."""
     reference, _ = bench_audio.prepare(loaded, codec.sample_rate, codec.channels, max_seconds)
     encoded = codec.encode(reference, condition.bitrate)
     decoded = codec.decode(encoded, condition.nfe, condition.seed)
     return decoded, codec.sample_rate, encoded.actual_kbps
+
+
+@dataclass
+class Trial:
+    """One item's stimuli as written: file per condition, and the manifest rows."""
+
+    item: str
+    files: dict[str, str]
+    rows: list[dict]
+    lowered_by_db: float
+
+
+def _build_trial(
+    item: dict,
+    conditions: list[Condition],
+    codecs: dict[str, Codec],
+    run_max_seconds: float | None,
+    settings: ExportSettings,
+    out: Path,
+) -> Trial:
+    """Decode, align, cut, level and write every stimulus of one item's trial."""
+    loaded = bench_audio.load_audio(item["path"])
+    rate = listening_rate(loaded.sample_rate)
+    reference, _ = bench_audio.prepare(loaded, rate, loaded.audio.shape[0], run_max_seconds)
+    signals = {HIDDEN_REFERENCE: reference, **anchors(reference, rate)}
+    facts = {name: {"codec": name, "shift_samples": 0} for name in signals}
+    for condition in conditions:
+        decoded, codec_rate, kbps = _decode(
+            codecs[condition.codec], condition, loaded, run_max_seconds
+        )
+        decoded, _ = bench_audio.convert_channels(decoded, reference.shape[0])
+        aligned, shift = align_to_reference(
+            reference, bench_audio.resample(decoded, codec_rate, rate), rate
+        )
+        signals[condition.label] = aligned
+        facts[condition.label] = {
+            "codec": condition.codec,
+            "bitrate": condition.bitrate,
+            "nfe": condition.nfe,
+            "seed": condition.seed,
+            "kbps_actual": kbps,
+            "shift_samples": shift,
+        }
+    start, stop = excerpt_bounds(reference, rate, settings.max_seconds)
+    excerpts = {name: cut_excerpt(signal, start, stop, rate) for name, signal in signals.items()}
+    loudness = normalise_loudness(excerpts, rate, settings.target_lufs)
+    files, rows = {}, []
+    for name, signal in loudness.stimuli.items():
+        relative = f"stimuli/{item['id']}/{name}.wav"
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(out / relative, signal.numpy().T, rate, WAV_SUBTYPE)
+        files[name] = relative
+        rows.append(
+            {
+                "file": relative,
+                "item": item["id"],
+                "condition": name,
+                "codec": facts[name]["codec"],
+                "bitrate": facts[name].get("bitrate"),
+                "nfe": facts[name].get("nfe"),
+                "seed": facts[name].get("seed"),
+                "kbps_actual": facts[name].get("kbps_actual"),
+                "gain_db": loudness.gains_db[name],
+                "loudness_before_lufs": loudness.measured_lufs[name],
+                "shift_samples": facts[name]["shift_samples"],
+                "excerpt_start_s": start / rate,
+                "excerpt_stop_s": stop / rate,
+                "sample_rate": rate,
+            }
+        )
+    return Trial(item["id"], files, rows, loudness.lowered_by_db)
 
 
 def export_package(run_dir: str | Path, out: str | Path, settings: ExportSettings) -> Path:
@@ -175,70 +251,16 @@ def export_package(run_dir: str | Path, out: str | Path, settings: ExportSetting
     codec_options = run_settings.get("codec_options", {})
     codecs = {
         name: create_codec(name, **codec_options.get(name, {}))
-        for name in {c.codec for c in conditions}
+        for name in {condition.codec for condition in conditions}
     }
-
-    stimuli_dir = out / "stimuli"
-    stimuli_dir.mkdir(parents=True)
-    manifest, trials = [], []
-    for item_id in chosen:
-        loaded = bench_audio.load_audio(items[item_id]["path"])
-        rate = listening_rate(loaded.sample_rate)
-        reference, _ = bench_audio.prepare(
-            loaded, rate, loaded.audio.shape[0], run_settings.get("max_seconds")
+    trials = [
+        _build_trial(
+            items[item_id], conditions, codecs, run_settings.get("max_seconds"), settings, out
         )
-        signals = {HIDDEN_REFERENCE: reference, **anchors(reference, rate)}
-        facts = {name: {"shift_samples": 0} for name in signals}
-        for condition in conditions:
-            decoded, codec_rate, kbps = _decode(
-                codecs[condition.codec], condition, loaded, run_settings.get("max_seconds")
-            )
-            decoded, _ = bench_audio.convert_channels(decoded, reference.shape[0])
-            aligned, shift = align_to_reference(
-                reference, bench_audio.resample(decoded, codec_rate, rate), rate
-            )
-            signals[condition.label] = aligned
-            facts[condition.label] = {
-                "codec": condition.codec,
-                "bitrate": condition.bitrate,
-                "nfe": condition.nfe,
-                "seed": condition.seed,
-                "kbps_actual": kbps,
-                "shift_samples": shift,
-            }
-        start, stop = excerpt_bounds(reference, rate, settings.max_seconds)
-        excerpts = {
-            name: cut_excerpt(signal, start, stop, rate) for name, signal in signals.items()
-        }
-        loudness = normalise_loudness(excerpts, rate, settings.target_lufs)
-        files = {}
-        for name, signal in loudness.stimuli.items():
-            relative = f"stimuli/{item_id}/{name}.wav"
-            (out / relative).parent.mkdir(parents=True, exist_ok=True)
-            soundfile.write(out / relative, signal.numpy().T, rate, WAV_SUBTYPE)
-            files[name] = relative
-            manifest.append(
-                {
-                    "file": relative,
-                    "item": item_id,
-                    "condition": name,
-                    "codec": facts[name].get("codec", name),
-                    "bitrate": facts[name].get("bitrate"),
-                    "nfe": facts[name].get("nfe"),
-                    "seed": facts[name].get("seed"),
-                    "kbps_actual": facts[name].get("kbps_actual"),
-                    "gain_db": loudness.gains_db[name],
-                    "loudness_before_lufs": loudness.measured_lufs[name],
-                    "shift_samples": facts[name]["shift_samples"],
-                    "excerpt_start_s": start / rate,
-                    "excerpt_stop_s": stop / rate,
-                    "sample_rate": rate,
-                }
-            )
-        trials.append({"item": item_id, "files": files, "lowered_by_db": loudness.lowered_by_db})
-
+        for item_id in chosen
+    ]
     test_id = settings.test_id or f"codec_bench_{config['run_id']}"
-    _write_manifest(out, manifest)
+    _write_manifest(out, [row for trial in trials for row in trial.rows])
     _write_webmushra_config(out, test_id, trials)
     _write_offline_page(out, test_id, trials)
     description = {
@@ -269,7 +291,7 @@ def _write_manifest(out: Path, manifest: list[dict]) -> None:
     write_atomically(out / "manifest.json", json.dumps(manifest, indent=2).encode())
 
 
-def _write_webmushra_config(out: Path, test_id: str, trials: list[dict]) -> None:
+def _write_webmushra_config(out: Path, test_id: str, trials: list[Trial]) -> None:
     """webMUSHRA pages: a training page, then the trials in random order, then the finish.
 
     Paths are relative to webMUSHRA's root, with the package copied to ``configs/<name>/``;
@@ -279,21 +301,21 @@ def _write_webmushra_config(out: Path, test_id: str, trials: list[dict]) -> None
     """
     root = f"configs/{out.name}"
 
-    def page(trial: dict, page_id: str, name: str, content: str) -> dict:
+    def page(trial: Trial, page_id: str, title: str, content: str) -> dict:
         stimuli = {
-            name: f"{root}/{path}"
-            for name, path in trial["files"].items()
-            if name != HIDDEN_REFERENCE
+            condition: f"{root}/{path}"
+            for condition, path in trial.files.items()
+            if condition != HIDDEN_REFERENCE
         }
         return {
             "type": "mushra",
             "id": page_id,
-            "name": name,
+            "name": title,
             "content": content,
             "showWaveform": True,
             "enableLooping": True,
             "randomize": True,
-            "reference": f"{root}/{trial['files'][HIDDEN_REFERENCE]}",
+            "reference": f"{root}/{trial.files[HIDDEN_REFERENCE]}",
             "createAnchor35": False,
             "createAnchor70": False,
             "stimuli": stimuli,
@@ -307,29 +329,23 @@ def _write_webmushra_config(out: Path, test_id: str, trials: list[dict]) -> None
         "Rate the basic audio quality of each condition against the reference (0-100). "
         "This page is not analysed.",
     )
-    pages = [
-        training,
-        ["random"]
-        + [
-            page(
-                trial,
-                trial["item"],
-                f"Trial {index + 1}",
-                "Rate the basic audio quality of each "
-                "condition against the reference (0-100); one of them is the hidden reference.",
-            )
-            for index, trial in enumerate(trials)
-        ],
-    ]
-    pages.append(
-        {
-            "type": "finish",
-            "name": "Thank you",
-            "content": "Thank you for taking part.",
-            "showResults": False,
-            "writeResults": True,
-        }
+    instruction = (
+        "Rate the basic audio quality of each condition against the reference (0-100); "
+        "one of them is the hidden reference."
     )
+    trial_pages = [
+        page(trial, trial.item, f"Trial {index + 1}", instruction)
+        for index, trial in enumerate(trials)
+    ]
+    finish = {
+        "type": "finish",
+        "name": "Thank you",
+        "content": "Thank you for taking part.",
+        "showResults": False,
+        "writeResults": True,
+    }
+    # A list that starts with "random" is webMUSHRA's group of pages in random order.
+    pages = [training, ["random", *trial_pages], finish]
     document = {
         "testname": f"MUSHRA: {test_id}",
         "testId": test_id,
@@ -342,7 +358,7 @@ def _write_webmushra_config(out: Path, test_id: str, trials: list[dict]) -> None
     write_atomically(out / "webmushra.yaml", yaml.safe_dump(document, sort_keys=False).encode())
 
 
-def _write_offline_page(out: Path, test_id: str, trials: list[dict]) -> None:
+def _write_offline_page(out: Path, test_id: str, trials: list[Trial]) -> None:
     """A self-contained rating page (no server): ratings download as the plain CSV that
     `bench listen analyze` reads. Conditions are shuffled per trial in the browser."""
     environment = Environment(
@@ -352,19 +368,19 @@ def _write_offline_page(out: Path, test_id: str, trials: list[dict]) -> None:
     )
     page = environment.get_template("mushra.html.j2").render(
         test_id=test_id,
-        trials=[{"item": trial["item"], "files": trial["files"]} for trial in trials],
+        trials=[{"item": trial.item, "files": trial.files} for trial in trials],
         hidden_reference=HIDDEN_REFERENCE,
     )
     write_atomically(out / "index.html", page.encode())
 
 
-def _write_readme(out: Path, description: dict, trials: list[dict]) -> None:
-    lowered = [trial for trial in trials if trial["lowered_by_db"] > 0]
+def _write_readme(out: Path, description: dict, trials: list[Trial]) -> None:
+    lowered = [trial for trial in trials if trial.lowered_by_db > 0]
     loudness = f"{description['target_lufs']:g} LUFS integrated (BS.1770, pyloudnorm)"
     if lowered:
         loudness += (
             "; lowered for "
-            + ", ".join(f"{trial['item']} by {trial['lowered_by_db']:.1f} dB" for trial in lowered)
+            + ", ".join(f"{trial.item} by {trial.lowered_by_db:.1f} dB" for trial in lowered)
             + " so that no stimulus clips (every stimulus of a trial keeps the same loudness)"
         )
     text = f"""# MUSHRA listening test `{description["test_id"]}`
