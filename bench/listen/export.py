@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -72,11 +72,11 @@ class Condition:
     bitrate: float
     nfe: int | None
     seed: int
-    label: str = field(init=False)
 
-    def __post_init__(self) -> None:
+    @property
+    def label(self) -> str:
         nfe = f"_nfe{self.nfe}" if self.nfe is not None else ""
-        self.label = f"{self.codec}_{self.bitrate:g}kbps{nfe}"
+        return f"{self.codec}_{self.bitrate:g}kbps{nfe}"
 
 
 def run_conditions(frame: pd.DataFrame) -> list[Condition]:
@@ -138,19 +138,15 @@ def _item_scores(frame: pd.DataFrame, items: dict, metric: str | None) -> tuple[
     return pd.DataFrame(rows).dropna(subset=["value"]), metric
 
 
-def _dataset_items(config: dict) -> dict[str, dict]:
-    """The run's items by id, each checked to be the very audio the run scored."""
-    items = {}
-    for entry in config["dataset"]["items"]:
-        path = Path(entry["path"])
-        expected = entry.get("input_hash")
-        if expected is not None and bench_audio.file_sha256(path) != expected:
-            raise ValueError(
-                f"{path}: the file changed since the run scored it (SHA-256 differs); a listening "
-                "test must play the audio the run measured"
-            )
-        items[entry["id"]] = entry
-    return items
+def _check_unchanged(item: dict) -> None:
+    """Refuse an item whose file differs from the audio the run scored (its SHA-256)."""
+    path = Path(item["path"])
+    expected = item.get("input_hash")
+    if expected is not None and bench_audio.file_sha256(path) != expected:
+        raise ValueError(
+            f"{path}: the file changed since the run scored it (SHA-256 differs); a listening "
+            "test must play the audio the run measured"
+        )
 
 
 def _decode(
@@ -182,6 +178,7 @@ def _build_trial(
     out: Path,
 ) -> Trial:
     """Decode, align, cut, level and write every stimulus of one item's trial."""
+    _check_unchanged(item)  # only the items exported are read, so only they are hashed
     loaded = bench_audio.load_audio(item["path"])
     rate = listening_rate(loaded.sample_rate)
     reference, _ = bench_audio.prepare(loaded, rate, loaded.audio.shape[0], run_max_seconds)
@@ -244,7 +241,7 @@ def export_package(run_dir: str | Path, out: str | Path, settings: ExportSetting
     if frame.empty:
         raise ValueError(f"{run_dir}: the run has no results to build a listening test from")
     conditions = _choose_conditions(run_conditions(frame), settings.conditions)
-    items = _dataset_items(config)
+    items = {item["id"]: item for item in config["dataset"]["items"]}
     scores, metric = _item_scores(frame, items, settings.selection_metric)
     chosen, selection_note = select_items(scores, settings.items)
     run_settings = config["settings"]

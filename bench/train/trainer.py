@@ -149,7 +149,7 @@ class TrainSettings:
         if self.discriminators is None:
             object.__setattr__(self, "discriminators", default_discriminators)
         if self.quantizer is None:
-            object.__setattr__(self, "quantizer", getattr(configs[self.config], "quantizer", "rvq"))
+            object.__setattr__(self, "quantizer", configs[self.config].quantizer)
         if (
             self.steps < 1
             or self.batch_size < 1
@@ -369,7 +369,7 @@ def _training_n_qs(settings: TrainSettings, config: EncodecConfig) -> list[int]:
     if settings.bandwidth_sampling == "paper":
         return [bandwidth_to_n_q(b, config.frame_rate, config.bins) for b in config.bandwidths]
     # Every group spends the same number of codebooks.
-    groups = getattr(config, "groups", 1)
+    groups = config.quantizer_groups
     return list(range(groups, config.n_q + 1, groups))
 
 
@@ -458,7 +458,7 @@ def train_step(
         bandwidths=config.bandwidths if settings.bandwidth_sampling == "paper" else None,
         frame_rate=config.frame_rate,
         bins=config.bins,
-        groups=getattr(config, "groups", 1),
+        groups=config.quantizer_groups,
     )
     if state.step < settings.quantizer_warmup_steps:
         n_q = None

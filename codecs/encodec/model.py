@@ -64,6 +64,16 @@ class EncodecConfig:
     def n_q(self) -> int:
         return bandwidth_to_n_q(max(self.bandwidths), self.frame_rate, self.bins)
 
+    @property
+    def quantizer(self) -> str:
+        """The quantizer type: a residual VQ (HiFi-Codec's configurations may say "grvq")."""
+        return "rvq"
+
+    @property
+    def quantizer_groups(self) -> int:
+        """Channel groups the latent is quantized in; every group spends as many codebooks."""
+        return 1
+
     def to_json(self) -> dict:
         return asdict(self)
 

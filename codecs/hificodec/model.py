@@ -52,6 +52,10 @@ class HiFiCodecConfig(EncodecConfig):
         """``"grvq"`` or, with one group, ``"rvq"``."""
         return "grvq" if self.groups > 1 else "rvq"
 
+    @property
+    def quantizer_groups(self) -> int:
+        return self.groups
+
 
 def _config(name: str, **sizes) -> HiFiCodecConfig:
     return HiFiCodecConfig(
