@@ -52,15 +52,28 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _file_stem(item: str) -> str:
-    # Item ids can be relative paths or free text (manifests); keep them one safe name.
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", item).strip(".") or "item"
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip(".") or "item"
+
+
+def item_file_stem(item: str) -> str:
+    """A file name for an item id, unique per id: a readable slug plus a short hash.
+
+    Item ids can be relative paths or free text (manifests). The slug alone would give
+    "a b", "a_b" and "a+b" one file, so every place that names a file after an item
+    (listening copies, spectrograms, MUSHRA stimuli) uses this instead.
+    """
+    digest = hashlib.sha256(item.encode()).hexdigest()[:10]
+    return f"{_safe_name(item)[:80]}-{digest}"
 
 
 def condition_slug(codec: str, bitrate: float, nfe: int | None) -> str:
-    """A folder name for a condition: ``opus_6kbps``, ``flowmac_3kbps_nfe8``."""
+    """A folder name for a condition: ``opus_6kbps``, ``flowmac_3kbps_nfe8``.
+
+    Unique per condition: codec names are registry identifiers and the rest is numbers.
+    """
     nfe_part = f"_nfe{nfe}" if nfe is not None else ""
-    return _file_stem(f"{codec}_{bitrate:g}kbps{nfe_part}")
+    return _safe_name(f"{codec}_{bitrate:g}kbps{nfe_part}")
 
 
 class RunStore:
@@ -73,12 +86,12 @@ class RunStore:
 
     def reference_audio_path(self, item: str) -> Path:
         """Where the run keeps an item's reference (as the codecs got it) for listening."""
-        return self.run_dir / LISTENING_DIR / "reference" / f"{_file_stem(item)}.flac"
+        return self.run_dir / LISTENING_DIR / "reference" / f"{item_file_stem(item)}.flac"
 
     def decoded_audio_path(self, codec: str, bitrate: float, nfe: int | None, item: str) -> Path:
         """Where the run keeps an item's decoded audio under one condition for listening."""
         slug = condition_slug(codec, bitrate, nfe)
-        return self.run_dir / LISTENING_DIR / slug / f"{_file_stem(item)}.flac"
+        return self.run_dir / LISTENING_DIR / slug / f"{item_file_stem(item)}.flac"
 
     def create(self, config: dict) -> None:
         if self.config_path.exists():

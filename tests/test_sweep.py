@@ -147,3 +147,30 @@ def test_listening_items_cover_each_kind_of_content_first():
     assert [item.id for item in chosen] == [item.id for item in items if item in chosen]
     assert listening_selection(items, 0) == []
     assert len(listening_selection(items[:2], 5)) == 2
+
+
+def test_items_whose_ids_differ_only_in_punctuation_get_their_own_files(tmp_path):
+    # "a b", "a_b" and "a+b" once shared one slug, so the report played the first one's
+    # audio for all three.
+    ids = ("a b", "a_b", "a+b")
+    lines = []
+    for index, item in enumerate(ids):
+        path = write_tone(tmp_path / f"tone{index}.wav", frequency=300 + 200 * index)
+        lines.append(json.dumps({"path": str(path), "id": item}))
+    manifest = tmp_path / "items.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    settings = SweepSettings(
+        codecs=("test-quantizer",),
+        data=f"manifest:{manifest}",
+        metrics=("si_sdr",),
+        workers=1,
+        listening_items=3,
+    )
+    summary = run_sweep(settings, out_root=tmp_path / "runs", cache_dir=None, progress=False)
+    store = RunStore(summary.run_dir)
+    references = [store.reference_audio_path(item) for item in ids]
+    decoded = [store.decoded_audio_path("test-quantizer", 128, None, item) for item in ids]
+    assert len(set(references)) == len(set(decoded)) == 3
+    for paths in (references, decoded):
+        contents = [path.read_bytes() for path in paths]
+        assert len(set(contents)) == 3, "each item's file holds its own audio"

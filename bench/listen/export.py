@@ -37,7 +37,7 @@ from bench.listen.stimuli import (
 from bench.provenance import backend_versions, git_state
 from bench.registry import create_codec
 from bench.report.stats import results_frame
-from bench.store import RunStore, write_atomically
+from bench.store import RunStore, item_file_stem, write_atomically
 
 # The run's reference and anchors are part of every trial already; as codec conditions of the
 # run (the MUSHRA baselines of `bench run`) they would appear twice.
@@ -206,7 +206,7 @@ def _build_trial(
     loudness = normalise_loudness(excerpts, rate, settings.target_lufs)
     files, rows = {}, []
     for name, signal in loudness.stimuli.items():
-        relative = f"stimuli/{item['id']}/{name}.wav"
+        relative = f"stimuli/{item_file_stem(item['id'])}/{name}.wav"
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(out / relative, signal.numpy().T, rate, WAV_SUBTYPE)
         files[name] = relative

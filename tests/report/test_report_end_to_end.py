@@ -19,6 +19,7 @@ from helpers import REPO_ROOT
 from bench.cli import EXIT_OK, EXIT_USAGE, main
 from bench.registry import CODECS, create_codec
 from bench.report.compare import load_summary
+from bench.store import item_file_stem
 from bench.suites import SUITES_DIR, load_suite
 
 ITEMS = ["librivox_0880", "cards_005", "music_chords"]
@@ -59,7 +60,8 @@ def test_run_keeps_listening_audio_for_a_few_items(run_dir):
     items = [item["id"] for item in config["dataset"]["items"]]
     kept = sorted(path.stem for path in (run_dir / "listening" / "reference").glob("*.flac"))
     assert len(kept) == config["settings"]["listening_items"] == 3
-    assert set(kept) == set(items) == set(ITEMS)
+    assert set(kept) == {item_file_stem(item) for item in items}
+    assert set(items) == set(ITEMS)
     for condition in ("opus_6kbps", "opus_12kbps"):
         decoded = sorted(path.stem for path in (run_dir / "listening" / condition).iterdir())
         assert decoded == kept
