@@ -173,3 +173,50 @@ def with_added_noise(codec_class: type[Codec], snr_db: float) -> type[Codec]:
 
     NoisyCodec.__name__ = f"Noisy{codec_class.__name__}"
     return NoisyCodec
+
+
+def official_codebooks(quantizer: torch.nn.Module) -> list[torch.Tensor]:
+    """The ``(bins, dimension)`` codebooks of an official ``ResidualVectorQuantization``'s
+    levels (``model.quantizer.vq``), in order."""
+    return [layer._codebook.embed for layer in quantizer.layers]
+
+
+def assert_codes_equal_up_to_near_ties(
+    codes: torch.Tensor,
+    expected: torch.Tensor,
+    latents: torch.Tensor,
+    codebooks: list[torch.Tensor],
+    relative_tolerance: float = 1e-5,
+    max_fraction: float = 0.05,
+) -> None:
+    """Residual-VQ codes equal the expected ones except at near-ties of the nearest-code search.
+
+    ``codes`` and ``expected`` are ``(levels, frames)``, ``latents`` the quantizer's input
+    ``(frames, dimension)``. Two implementations of the search (or one on two CPUs) order
+    their floating-point sums differently, so where two codewords are almost equidistant
+    they may pick different ones; the residual, and so every later level of that frame, then
+    follows. Each frame whose codes differ must therefore differ first at a level where both
+    picks are equally near the residual, within ``relative_tolerance`` of the distances'
+    scale (computed here in float64), and such frames must stay rare. Anything else is a real
+    difference and fails.
+    """
+    assert codes.shape == expected.shape, (codes.shape, expected.shape)
+    differing = (codes != expected).any(dim=0).nonzero().flatten().tolist()
+    assert len(differing) <= max_fraction * codes.shape[1], (
+        f"codes differ in {len(differing)} of {codes.shape[1]} frames: more than near-ties"
+    )
+    for frame in differing:
+        residual = latents[frame].double()
+        level = int((codes[:, frame] != expected[:, frame]).nonzero()[0])
+        for shared in range(level):
+            residual = residual - codebooks[shared][expected[shared, frame]].double()
+        ours = codebooks[level][codes[level, frame]].double()
+        theirs = codebooks[level][expected[level, frame]].double()
+        distance_ours = (residual - ours).pow(2).sum()
+        distance_theirs = (residual - theirs).pow(2).sum()
+        scale = residual.pow(2).sum() + ours.pow(2).sum() + theirs.pow(2).sum()
+        gap = float((distance_ours - distance_theirs).abs() / scale)
+        assert gap <= relative_tolerance, (
+            f"frame {frame}, level {level}: code {int(codes[level, frame])} against the "
+            f"expected {int(expected[level, frame])} is no near-tie (relative gap {gap:.2e})"
+        )
