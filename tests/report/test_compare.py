@@ -366,6 +366,11 @@ def test_a_version_1_baseline_is_refused_with_how_to_regenerate_it(tmp_path, cap
     error = capsys.readouterr().err
     assert "records no item ids and input hashes" in error
     assert f"bench compare {path} RUN_DIR --update-baseline" in error
+    # The command it names replaces the old baseline, which it does not need to read.
+    run_dir = run_directory(tmp_path / "run")
+    assert main(["compare", path, run_dir, "--update-baseline"]) == EXIT_OK
+    assert load_summary(path)["items"] == ITEMS
+    assert main(["compare", path, run_dir]) == EXIT_OK
 
 
 def broken(field: str, value: object, condition: int = 0) -> dict:
@@ -437,24 +442,26 @@ def test_an_empty_baseline_is_a_clear_error_and_never_written(tmp_path, capsys):
     assert not baseline.exists()
 
 
-def test_a_run_directory_summary_records_its_items_and_their_hashes(tmp_path):
-    run_dir = tmp_path / "run"
-    store = RunStore(run_dir)
+def run_directory(path, items: list[dict] = ITEMS) -> str:
+    """A finished run directory as the harness leaves it: config and result rows."""
+    store = RunStore(path)
     store.create(
         {
-            "run_id": "run",
+            "run_id": path.name,
             "settings": {"codecs": ["opus"], "max_seconds": None},
             "metrics": {"pesq_wb": DIRECTIONS["pesq_wb"]},
-            "dataset": {"items": [{**item, "path": "x.wav", "tags": []} for item in ITEMS]},
+            "dataset": {"items": [{**item, "path": "x.wav", "tags": []} for item in items]},
         }
     )
     store.append(rows("opus", 6.0, "pesq_wb", [2.0, 2.2, 2.4]))
+    return str(path)
+
+
+def test_a_run_directory_summary_records_its_items_and_their_hashes(tmp_path):
+    run_dir = run_directory(tmp_path / "run")
     summary = load_summary(run_dir)
     assert summary["version"] == 2 and summary["items"] == ITEMS
-    edited = json.loads((run_dir / "config.json").read_text())
-    edited["dataset"]["items"][0]["input_hash"] = "edited"
-    other = tmp_path / "other"
-    RunStore(other).create(edited)
-    RunStore(other).append(rows("opus", 6.0, "pesq_wb", [2.0, 2.2, 2.4]))
-    assert main(["compare", str(run_dir), str(run_dir)]) == EXIT_OK
-    assert main(["compare", str(run_dir), str(other)]) == EXIT_NOT_COMPARABLE
+    edited = [{**ITEMS[0], "input_hash": "edited"}, *ITEMS[1:]]
+    other = run_directory(tmp_path / "other", edited)
+    assert main(["compare", run_dir, run_dir]) == EXIT_OK
+    assert main(["compare", run_dir, other]) == EXIT_NOT_COMPARABLE
