@@ -524,7 +524,7 @@ def _display(rows: pd.DataFrame) -> pd.DataFrame:
 
 def not_comparable_report(problems: list[str], baseline: dict, new: dict) -> str:
     """The Markdown verdict for runs whose items differ: what differs, no means."""
-    summary = "The runs are over different items, so no mean was compared."
+    summary = "The runs scored different audio (items or crops), so no mean was compared."
     lines = _heading("⛔ not comparable", summary, baseline, new)
     lines += ["", "### What differs", "", *(f"- {problem}" for problem in problems)]
     return "\n".join(lines) + "\n"
