@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 unexpected internal error; 2 bad usage or input (unknown codec
 or metric, unsupported bitrate or NFE, bad dataset spec, missing run directory); 3 the
 run finished but some values could not be scored (NaN, counted in the table);
-4 ``bench compare`` found a regression; 130 interrupted.
+4 ``bench compare`` found a regression or a missing condition; 5 ``bench compare`` was
+given runs over different items (not comparable); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_FAILURES = 3
 EXIT_REGRESSION = 4
+EXIT_NOT_COMPARABLE = 5
 EXIT_INTERRUPTED = 130
 
 ASR_MODEL_HELP = "Whisper model for `wer`: a CTranslate2 model folder or a name (default: tiny.en)"
 EPILOG = (
     "exit codes: 0 ok; 1 internal error; 2 bad usage or input; "
-    "3 finished with unscored values (NaN); 4 regression (bench compare); 130 interrupted"
+    "3 finished with unscored values (NaN); 4 regression or missing condition (bench "
+    "compare); 5 not comparable: different items (bench compare); 130 interrupted"
 )
 
 
@@ -257,7 +260,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
-        help="compare a new run with a baseline; exit 4 on any regression",
+        help="compare a new run with a baseline; exit 4 on any regression or missing "
+        "condition, 5 when the runs' items differ",
         epilog=EPILOG,
     )
     compare.add_argument("baseline", metavar="BASELINE", help="run directory or summary.json")
@@ -499,11 +503,16 @@ def _report(arguments: argparse.Namespace) -> int:
 
 def _compare(arguments: argparse.Namespace) -> int:
     from bench.report.compare import (
+        comparability_problems,
         compare_summaries,
+        gate_fails,
         junit_xml,
         load_summary,
         load_tolerances,
         markdown_report,
+        not_comparable_junit,
+        not_comparable_report,
+        require_conditions,
         write_summary,
     )
 
@@ -514,6 +523,7 @@ def _compare(arguments: argparse.Namespace) -> int:
                 f"--update-baseline: expected a summary .json path, got the directory "
                 f"{arguments.baseline!r}"
             )
+        require_conditions(new, arguments.new)
         write_summary(new, arguments.baseline)
         print(
             f"baseline {arguments.baseline} now holds run {new['run_id']} "
@@ -521,16 +531,27 @@ def _compare(arguments: argparse.Namespace) -> int:
         )
         return EXIT_OK
     baseline = load_summary(arguments.baseline)
-    comparison = compare_summaries(baseline, new, load_tolerances(arguments.tolerance))
-    report = markdown_report(comparison, baseline, new)
+    require_conditions(baseline, arguments.baseline)
+    tolerances = load_tolerances(arguments.tolerance)
+    problems = comparability_problems(baseline, new)
+    if problems:
+        report, junit = (
+            not_comparable_report(problems, baseline, new),
+            not_comparable_junit(problems),
+        )
+        code = EXIT_NOT_COMPARABLE
+    else:
+        comparison = compare_summaries(baseline, new, tolerances)
+        report, junit = markdown_report(comparison, baseline, new), junit_xml(comparison)
+        code = EXIT_REGRESSION if gate_fails(comparison) else EXIT_OK
     print(report)
     if arguments.markdown:
         with open(arguments.markdown, "w", encoding="utf-8") as handle:
             handle.write(report)
     if arguments.junit:
         with open(arguments.junit, "wb") as handle:
-            handle.write(junit_xml(comparison))
-    return EXIT_REGRESSION if (comparison["status"] == "regression").any() else EXIT_OK
+            handle.write(junit)
+    return code
 
 
 def _loss_weights(text: str | None) -> dict[str, float]:

@@ -149,6 +149,9 @@ def test_committed_baseline_matches_the_ci_suite():
     assert baseline["settings"]["codecs"] == list(settings.codecs)
     assert baseline["settings"]["items"] == list(settings.items)
     assert baseline["settings"]["metrics"] == list(settings.metrics)
+    # The gate checks that a CI run scored the same audio, by each item's input hash.
+    assert {item["id"] for item in baseline["items"]} == set(settings.items)
+    assert all(item["input_hash"] for item in baseline["items"])
     conditions = {(row["codec"], row["bitrate"]) for row in baseline["conditions"]}
     assert ("opus", 6.0) in conditions and ("mp3", 64.0) in conditions
     assert all(row["failed"] == 0 for row in baseline["conditions"])
