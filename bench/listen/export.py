@@ -530,6 +530,21 @@ BASELINE_CONDITIONS = {
 }
 
 
+def _read_package(package: Path, name: str) -> dict | list:
+    path = package / name
+    if not path.is_file():
+        raise ValueError(f"--package: expected an exported package with {path}")
+    return json.loads(path.read_text())
+
+
+def package_trials(package: str | Path) -> dict[str, set[str]]:
+    """The package's trials (item ids, as webMUSHRA names its pages) and their conditions."""
+    trials: dict[str, set[str]] = {}
+    for row in _read_package(Path(package), "manifest.json"):
+        trials.setdefault(row["item"], set()).add(row["condition"])
+    return trials
+
+
 def package_objective_means(package: str | Path) -> pd.DataFrame | None:
     """The run's objective metric means per condition of ``package``, over its items only.
 
@@ -537,11 +552,7 @@ def package_objective_means(package: str | Path) -> pd.DataFrame | None:
     low-pass conditions, if it had them, stand for the hidden reference and the anchors.
     ``None`` when the run directory the package was built from is no longer there.
     """
-    package = Path(package)
-    description_path = package / "package.json"
-    if not description_path.is_file():
-        raise ValueError(f"--package: expected an exported package with {description_path}")
-    description = json.loads(description_path.read_text())
+    description = _read_package(Path(package), "package.json")
     run_dir = Path(description["run_dir"])
     if not (run_dir / "config.json").is_file():
         return None

@@ -331,3 +331,22 @@ def test_an_out_that_is_a_file_is_refused(odd_run, tmp_path, capsys):
     assert main(["listen", "export", str(odd_run), "--out", str(out)]) == EXIT_USAGE
     assert f"--out {out} already holds files" in capsys.readouterr().err
     assert out.read_text() == "x"
+
+
+def test_analyze_refuses_ratings_for_a_trial_the_package_does_not_have(package, tmp_path, capsys):
+    """One rating on a trial that was never played moved a condition's mean; now the
+    ratings are checked against the package's trials and conditions."""
+    table = manifest(package)
+    rows = [
+        {"listener": f"L{index}", "trial": row.item, "condition": row.condition, "score": score}
+        for index in range(4)
+        for row in table.itertuples()
+        for score in [98.0 if row.condition == "reference" else 50.0]
+    ]
+    stray = {"listener": "L0", "trial": "not_in_package", "condition": "opus_6kbps", "score": 0}
+    pd.DataFrame([*rows, stray]).to_csv(tmp_path / "ratings.csv", index=False)
+    command = ["listen", "analyze", str(tmp_path / "ratings.csv"), "--package", str(package)]
+    assert main([*command, "--out", str(tmp_path / "out")]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "got 1 rating(s) for trial(s) it does not have: 'not_in_package'" in error
+    assert not (tmp_path / "out" / "summary.csv").exists()
