@@ -288,13 +288,17 @@ def export_package(run_dir: str | Path, out: str | Path, settings: ExportSetting
     run_dir, out = Path(run_dir), Path(out)
     _check_new_package(out)
     try:
+        config = RunStore(run_dir).read_config()
+    except FileNotFoundError as error:  # a usage error: the folder named is not a run
+        raise ValueError(str(error)) from error
+    try:
         out.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     except OSError as error:
         raise ValueError(f"--out {out}: cannot create the package there: {error}") from error
     try:
         # The package is built under its own name, which webmushra.yaml and the zip hold.
-        _build_package(run_dir, building / out.name, settings)
+        _build_package(run_dir, config, building / out.name, settings)
         archive = shutil.make_archive(
             str(building / out.name), "zip", root_dir=building, base_dir=out.name
         )
@@ -311,9 +315,8 @@ def export_package(run_dir: str | Path, out: str | Path, settings: ExportSetting
         shutil.rmtree(building, ignore_errors=True)
 
 
-def _build_package(run_dir: Path, out: Path, settings: ExportSettings) -> None:
+def _build_package(run_dir: Path, config: dict, out: Path, settings: ExportSettings) -> None:
     """Write every file of the package to the new folder ``out``."""
-    config = RunStore(run_dir).read_config()
     frame = results_frame(run_dir)
     if frame.empty:
         raise ValueError(f"{run_dir}: the run has no results to build a listening test from")

@@ -325,6 +325,13 @@ def test_export_settings_that_cannot_work_are_refused_up_front(
     assert not out.exists()
 
 
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "pkg"
+    assert main(["listen", "export", str(tmp_path), "--out", str(out)]) == EXIT_USAGE
+    assert f"expected a run directory with config.json, got {tmp_path}" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
 def test_an_out_that_is_a_file_is_refused(odd_run, tmp_path, capsys):
     out = tmp_path / "file"
     out.write_text("x")
