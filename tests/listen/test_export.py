@@ -357,3 +357,24 @@ def test_analyze_refuses_ratings_for_a_trial_the_package_does_not_have(package, 
     error = capsys.readouterr().err
     assert "got 1 rating(s) for trial(s) it does not have: 'not_in_package'" in error
     assert not (tmp_path / "out" / "summary.csv").exists()
+
+
+def test_a_run_with_no_playable_item_says_why_for_each(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_tone(data / "narrowband.wav", 2.0, 8_000, 1, 300)
+    write_tone(data / "quarter_second.wav", 0.25, 16_000, 1, 700)
+    settings = SweepSettings(
+        codecs=("opus",),
+        codec_bitrates={"opus": (6.0,)},
+        data=f"folder:{data}",
+        metrics=("mel_distance",),
+        workers=1,
+        listening_items=0,
+    )
+    run_sweep(settings, run_dir=tmp_path / "run", cache_dir=None, progress=False)
+    out = tmp_path / "pkg"
+    assert main(["listen", "export", str(tmp_path / "run"), "--out", str(out)]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "no scored item of the run can be played in a listening test" in error
+    assert "narrowband: sample rate 8000 Hz" in error and "quarter_second: 0.25 s long" in error
+    assert not out.exists() and sorted(path.name for path in tmp_path.iterdir()) == ["data", "run"]
