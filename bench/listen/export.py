@@ -327,7 +327,7 @@ def _build_package(run_dir: Path, config: dict, out: Path, settings: ExportSetti
     skipped = _unplayable_items(
         list(scores["item"]), items, run_settings.get("max_seconds"), settings.max_seconds
     )
-    if len(skipped) == len(scores):
+    if skipped and len(skipped) == len(scores):
         raise ValueError(
             "no scored item of the run can be played in a listening test: "
             + "; ".join(f"{item_id}: {reason}" for item_id, reason in skipped.items())
