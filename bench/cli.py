@@ -658,6 +658,7 @@ def _listen(arguments: argparse.Namespace) -> int:
         ExportSettings,
         export_package,
         package_objective_means,
+        package_trials,
     )
 
     if arguments.listen_command == "export":
@@ -680,6 +681,7 @@ def _listen(arguments: argparse.Namespace) -> int:
         objective=package_objective_means(package),
         correction=arguments.correction,
         exclude_trials=(TRAINING_PAGE,),
+        trials=package_trials(package),
     )
     print(result.summary.to_markdown(index=False))
     print(f"\nanalysis: {out}")

@@ -17,6 +17,7 @@ columns ``listener, trial, condition, score``. The analysis follows BS.1534-3:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +129,52 @@ def _validated(ratings: pd.DataFrame, source: str) -> pd.DataFrame:
             f"({first['listener']!r}, {first['trial']!r}, {first['condition']!r})"
         )
     return ratings.reset_index(drop=True)
+
+
+def _named(values: Collection[str], limit: int = 5) -> str:
+    """Up to ``limit`` values, quoted, and how many more there are."""
+    ordered = sorted(values)
+    shown = ", ".join(repr(value) for value in ordered[:limit])
+    return shown + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
+
+
+def check_trials(
+    ratings: pd.DataFrame, trials: Mapping[str, Collection[str]] | None = None, source: str = ""
+) -> None:
+    """Refuse ratings that do not fit the test: unknown trials or conditions, gaps.
+
+    ``trials`` maps each trial of the test (an exported package) to its conditions; a
+    rating for any other trial or condition would count in the means as if it had been
+    played. Without it, a trial's conditions are those any listener rated in it. Either
+    way every listener who rated a trial must have rated each of its conditions: MUSHRA
+    pages submit all of them together, so a gap means a damaged or merged results file.
+    """
+    prefix = f"{source}: " if source else ""
+    if trials is not None:
+        unknown = set(ratings["trial"]) - set(trials)
+        if unknown:
+            rows = int(ratings["trial"].isin(unknown).sum())
+            raise ValueError(
+                f"{prefix}expected ratings for the package's trials {_named(trials)}; got "
+                f"{rows} rating(s) for trial(s) it does not have: {_named(unknown)}"
+            )
+        expected = {trial: set(conditions) for trial, conditions in trials.items()}
+        for trial, group in ratings.groupby("trial"):
+            unknown = set(group["condition"]) - expected[trial]
+            if unknown:
+                raise ValueError(
+                    f"{prefix}expected the conditions {_named(expected[trial], 20)} in trial "
+                    f"{trial!r}; got ratings for condition(s) it does not have: {_named(unknown)}"
+                )
+    else:
+        expected = ratings.groupby("trial")["condition"].agg(set).to_dict()
+    for (listener, trial), group in ratings.groupby(["listener", "trial"]):
+        missing = expected[trial] - set(group["condition"])
+        if missing:
+            raise ValueError(
+                f"{prefix}expected listener {listener!r} to rate every condition of trial "
+                f"{trial!r}; missing {_named(missing, 20)}"
+            )
 
 
 def post_screen(
@@ -365,10 +412,12 @@ def analyze(
     objective: pd.DataFrame | None = None,
     correction: str = "holm",
     exclude_trials: tuple[str, ...] = (),
+    trials: Mapping[str, Collection[str]] | None = None,
 ) -> AnalysisResult:
-    """Read, post-screen, summarise, test, correlate (with ``objective``) and plot.
+    """Read, check, post-screen, summarise, test, correlate (with ``objective``) and plot.
 
-    ``exclude_trials`` are pages whose ratings do not count, such as a training page.
+    ``exclude_trials`` are pages whose ratings do not count, such as a training page;
+    ``trials`` are the test's trials and their conditions (see :func:`check_trials`).
 
     Writes ``screening.csv``, ``summary.csv``, ``summary.md``, ``pairwise.csv``,
     ``correlations.csv`` (only with ``objective``) and ``ratings.png`` to ``out_dir``.
@@ -379,6 +428,7 @@ def analyze(
     out_dir.mkdir(parents=True, exist_ok=True)
     ratings = read_ratings(ratings_path)
     ratings = ratings[~ratings["trial"].isin(exclude_trials)].reset_index(drop=True)
+    check_trials(ratings, trials, source=str(ratings_path))
     screening = post_screen(ratings)
     if screening.kept.empty:
         raise ValueError(

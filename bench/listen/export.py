@@ -13,7 +13,10 @@ and is zipped beside its folder.
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,13 +29,16 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from bench import audio as bench_audio
 from bench.codecs.base import Codec
 from bench.listen.stimuli import (
+    LOUDNESS_BLOCK_SECONDS,
     align_to_reference,
     anchors,
     cut_excerpt,
     excerpt_bounds,
+    listening_channels,
     listening_rate,
     normalise_loudness,
     select_items,
+    unplayable_reason,
 )
 from bench.provenance import backend_versions, git_state
 from bench.registry import create_codec
@@ -62,6 +68,17 @@ class ExportSettings:
     max_seconds: float = 10.0
     selection_metric: str | None = None
     test_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.items < 1:
+            raise ValueError(f"--items: expected at least 1, got {self.items}")
+        if not math.isfinite(self.max_seconds) or self.max_seconds < LOUDNESS_BLOCK_SECONDS:
+            raise ValueError(
+                f"--max-seconds: expected at least {LOUDNESS_BLOCK_SECONDS:g} (one BS.1770 "
+                f"loudness block), got {self.max_seconds}"
+            )
+        if not math.isfinite(self.target_lufs):
+            raise ValueError(f"--loudness: expected a finite LUFS value, got {self.target_lufs}")
 
 
 @dataclass
@@ -138,6 +155,28 @@ def _item_scores(frame: pd.DataFrame, items: dict, metric: str | None) -> tuple[
     return pd.DataFrame(rows).dropna(subset=["value"]), metric
 
 
+def _unplayable_items(
+    item_ids: list[str], items: dict, run_max_seconds: float | None, max_seconds: float
+) -> dict[str, str]:
+    """Items that cannot make a MUSHRA trial, with the reason; read from the file headers.
+
+    The excerpt is at most the run's crop and the export's ``max_seconds`` long.
+    """
+    reasons = {}
+    for item_id in item_ids:
+        path = items[item_id]["path"]
+        try:
+            info = soundfile.info(path)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+            reasons[item_id] = f"cannot read {path}: {error}"
+            continue
+        seconds = min(info.frames / info.samplerate, run_max_seconds or math.inf, max_seconds)
+        reason = unplayable_reason(info.samplerate, seconds)
+        if reason is not None:
+            reasons[item_id] = reason
+    return reasons
+
+
 def _check_unchanged(item: dict) -> None:
     """Refuse an item whose file differs from the audio the run scored (its SHA-256)."""
     path = Path(item["path"])
@@ -167,6 +206,8 @@ class Trial:
     files: dict[str, str]
     rows: list[dict]
     lowered_by_db: float
+    # How the item's reference was changed to play it (downmix, resampling, crop, clipping).
+    notes: tuple[str, ...]
 
 
 def _build_trial(
@@ -181,7 +222,8 @@ def _build_trial(
     _check_unchanged(item)  # only the items exported are read, so only they are hashed
     loaded = bench_audio.load_audio(item["path"])
     rate = listening_rate(loaded.sample_rate)
-    reference, _ = bench_audio.prepare(loaded, rate, loaded.audio.shape[0], run_max_seconds)
+    channels = listening_channels(loaded.audio.shape[0])
+    reference, notes = bench_audio.prepare(loaded, rate, channels, run_max_seconds)
     signals = {HIDDEN_REFERENCE: reference, **anchors(reference, rate)}
     facts = {name: {"codec": name, "shift_samples": 0} for name in signals}
     for condition in conditions:
@@ -226,36 +268,91 @@ def _build_trial(
                 "excerpt_start_s": start / rate,
                 "excerpt_stop_s": stop / rate,
                 "sample_rate": rate,
+                "item_notes": "; ".join(notes),
             }
         )
-    return Trial(item["id"], files, rows, loudness.lowered_by_db)
+    return Trial(item["id"], files, rows, loudness.lowered_by_db, notes)
+
+
+def _check_new_package(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} already holds files; pass a new folder")
 
 
 def export_package(run_dir: str | Path, out: str | Path, settings: ExportSettings) -> Path:
-    """Build the package folder ``out`` and ``out.zip``; returns the zip's path."""
+    """Build the package folder ``out`` and ``out.zip``; returns the zip's path.
+
+    Both are built under a temporary name beside ``out`` and renamed into place at the
+    end, so a failed export leaves no package behind and can simply be run again.
+    """
     run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"--out {out} already holds files; pass a new folder")
-    config = RunStore(run_dir).read_config()
+    _check_new_package(out)
+    try:
+        config = RunStore(run_dir).read_config()
+    except FileNotFoundError as error:  # a usage error: the folder named is not a run
+        raise ValueError(str(error)) from error
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as error:
+        raise ValueError(f"--out {out}: cannot create the package there: {error}") from error
+    try:
+        # The package is built under its own name, which webmushra.yaml and the zip hold.
+        _build_package(run_dir, config, building / out.name, settings)
+        archive = shutil.make_archive(
+            str(building / out.name), "zip", root_dir=building, base_dir=out.name
+        )
+        _check_new_package(out)
+        try:
+            # The folder first: renaming onto a folder another export just filled fails
+            # here, before this export replaces that one's zip.
+            os.rename(building / out.name, out)
+        except OSError as error:
+            raise ValueError(f"--out {out}: cannot move the package into place: {error}") from error
+        os.replace(archive, f"{out}.zip")
+        return Path(f"{out}.zip")
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _build_package(run_dir: Path, config: dict, out: Path, settings: ExportSettings) -> None:
+    """Write every file of the package to the new folder ``out``."""
     frame = results_frame(run_dir)
     if frame.empty:
         raise ValueError(f"{run_dir}: the run has no results to build a listening test from")
     conditions = _choose_conditions(run_conditions(frame), settings.conditions)
     items = {item["id"]: item for item in config["dataset"]["items"]}
     scores, metric = _item_scores(frame, items, settings.selection_metric)
-    chosen, selection_note = select_items(scores, settings.items)
     run_settings = config["settings"]
+    skipped = _unplayable_items(
+        list(scores["item"]), items, run_settings.get("max_seconds"), settings.max_seconds
+    )
+    if skipped and len(skipped) == len(scores):
+        raise ValueError(
+            "no scored item of the run can be played in a listening test: "
+            + "; ".join(f"{item_id}: {reason}" for item_id, reason in skipped.items())
+        )
+    chosen, selection_note = select_items(scores[~scores["item"].isin(skipped)], settings.items)
     codec_options = run_settings.get("codec_options", {})
     codecs = {
         name: create_codec(name, **codec_options.get(name, {}))
         for name in {condition.codec for condition in conditions}
     }
-    trials = [
-        _build_trial(
-            items[item_id], conditions, codecs, run_settings.get("max_seconds"), settings, out
-        )
-        for item_id in chosen
-    ]
+    out.mkdir()
+    trials = []
+    for item_id in chosen:
+        item = items[item_id]
+        try:
+            trials.append(
+                _build_trial(
+                    item, conditions, codecs, run_settings.get("max_seconds"), settings, out
+                )
+            )
+        except ValueError as error:
+            raise ValueError(f"item {item_id!r} ({item['path']}): {error}") from error
+        except Exception as error:
+            error.add_note(f"while exporting item {item_id!r} ({item['path']})")
+            raise
     test_id = settings.test_id or f"codec_bench_{config['run_id']}"
     _write_manifest(out, [row for trial in trials for row in trial.rows])
     _write_webmushra_config(out, test_id, trials)
@@ -273,13 +370,13 @@ def export_package(run_dir: str | Path, out: str | Path, settings: ExportSetting
         "selection_metric": metric,
         "selection": selection_note,
         "items": chosen,
+        "skipped_items": skipped,
+        "item_notes": {trial.item: list(trial.notes) for trial in trials if trial.notes},
         "conditions": [condition.label for condition in conditions],
         "target_lufs": settings.target_lufs,
     }
     write_atomically(out / "package.json", json.dumps(description, indent=2).encode())
     _write_readme(out, description, trials)
-    archive = shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name)
-    return Path(archive)
 
 
 def _write_manifest(out: Path, manifest: list[dict]) -> None:
@@ -380,6 +477,13 @@ def _write_readme(out: Path, description: dict, trials: list[Trial]) -> None:
             + ", ".join(f"{trial.item} by {trial.lowered_by_db:.1f} dB" for trial in lowered)
             + " so that no stimulus clips (every stimulus of a trial keeps the same loudness)"
         )
+    item_lines = [
+        f"- `{item}`: {'; '.join(notes)}." for item, notes in description["item_notes"].items()
+    ]
+    item_lines += [
+        f"- Left out `{item}`: {reason}." for item, reason in description["skipped_items"].items()
+    ]
+    item_notes = "\n".join(item_lines)
     text = f"""# MUSHRA listening test `{description["test_id"]}`
 
 Built by `bench listen export` from run `{description["run_id"]}` ({description["run_dir"]}).
@@ -390,6 +494,7 @@ ITU-R BS.1534-3 (MUSHRA): each trial holds the reference, a hidden reference, th
 
 {len(description["items"])} items: {", ".join(description["items"])}.
 {description["selection"]}
+{item_notes}
 
 ## Processing (see manifest.csv for every file)
 
@@ -428,6 +533,21 @@ BASELINE_CONDITIONS = {
 }
 
 
+def _read_package(package: Path, name: str) -> dict | list:
+    path = package / name
+    if not path.is_file():
+        raise ValueError(f"--package: expected an exported package with {path}")
+    return json.loads(path.read_text())
+
+
+def package_trials(package: str | Path) -> dict[str, set[str]]:
+    """The package's trials (item ids, as webMUSHRA names its pages) and their conditions."""
+    trials: dict[str, set[str]] = {}
+    for row in _read_package(Path(package), "manifest.json"):
+        trials.setdefault(row["item"], set()).add(row["condition"])
+    return trials
+
+
 def package_objective_means(package: str | Path) -> pd.DataFrame | None:
     """The run's objective metric means per condition of ``package``, over its items only.
 
@@ -435,11 +555,7 @@ def package_objective_means(package: str | Path) -> pd.DataFrame | None:
     low-pass conditions, if it had them, stand for the hidden reference and the anchors.
     ``None`` when the run directory the package was built from is no longer there.
     """
-    package = Path(package)
-    description_path = package / "package.json"
-    if not description_path.is_file():
-        raise ValueError(f"--package: expected an exported package with {description_path}")
-    description = json.loads(description_path.read_text())
+    description = _read_package(Path(package), "package.json")
     run_dir = Path(description["run_dir"])
     if not (run_dir / "config.json").is_file():
         return None

@@ -28,6 +28,12 @@ ANCHOR_CODECS: dict[str, type[Codec]] = {"anchor35": Lowpass3k5Codec, "anchor70"
 
 EXCERPT_SEARCH_STEP_SECONDS = 0.25
 
+LOUDNESS_BLOCK_SECONDS = 0.4
+"""The gating block of BS.1770 loudness: a shorter stimulus cannot be levelled."""
+
+MAX_LISTENING_CHANNELS = 2
+"""Stimuli are mono or stereo; references with more channels are downmixed to mono."""
+
 
 @dataclass(frozen=True)
 class LoudnessResult:
@@ -63,6 +69,41 @@ def listening_rate(reference_rate: int) -> int:
     """
     _check_rate(reference_rate)
     return min(LISTENING_RATE, int(reference_rate))
+
+
+def listening_channels(channels: int) -> int:
+    """The channel count to play a reference with ``channels`` at: its own, up to stereo.
+
+    More channels are downmixed to mono (the harness's downmix, as mono codecs get them):
+    a headphone test has no layout for them, and BS.1770 loudness as pyloudnorm measures it
+    takes at most the five channels of a 5.0 layout.
+    """
+    if channels < 1:
+        raise ValueError(f"expected at least one channel, got {channels}")
+    return channels if channels <= MAX_LISTENING_CHANNELS else 1
+
+
+def unplayable_reason(sample_rate: int, seconds: float) -> str | None:
+    """Why a reference of this rate and excerpt length cannot make a MUSHRA trial, or None.
+
+    Both anchors must exist at the listening rate (a 7 kHz low-pass needs content above
+    7 kHz; upsampling would only make it equal the reference), and the excerpt must be at
+    least one BS.1770 loudness block long.
+    """
+    rate = listening_rate(sample_rate)
+    for name, codec_class in ANCHOR_CODECS.items():
+        try:
+            codec_class(sample_rate=rate)
+        except ValueError as error:
+            return (
+                f"sample rate {sample_rate} Hz is too low for the {name} low-pass anchor: {error}"
+            )
+    if seconds < LOUDNESS_BLOCK_SECONDS:
+        return (
+            f"{seconds:.3g} s long, shorter than the {LOUDNESS_BLOCK_SECONDS:g} s block "
+            "that BS.1770 loudness is measured in, so it cannot be levelled with the others"
+        )
+    return None
 
 
 def align_to_reference(

@@ -265,3 +265,55 @@ def test_analyze_writes_every_file(ratings_csv: Path, tmp_path: Path) -> None:
     without_objective = analyze(ratings_csv, tmp_path / "plain")
     assert without_objective.correlations is None
     assert not (tmp_path / "plain" / "correlations.csv").exists()
+
+
+PACKAGE_TRIALS = {trial: {"reference", "anchor70", *CODEC_MEANS} for trial in TRIALS}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"listener": "L0", "trial": "item9", "condition": "codec_a", "score": 0.0},
+            r"ratings\.csv: expected ratings for the package's trials 'item0', .*; "
+            r"got 1 rating\(s\) for trial\(s\) it does not have: 'item9'",
+        ),
+        (
+            {"listener": "L0", "trial": "item3", "condition": "codec_z", "score": 0.0},
+            r"expected the conditions 'anchor35', .* in trial 'item3'; "
+            r"got ratings for condition\(s\) it does not have: 'codec_z'",
+        ),
+    ],
+)
+def test_ratings_for_what_the_package_does_not_have_are_refused(
+    tmp_path: Path, extra: dict, message: str
+) -> None:
+    """One stray rating would count in a condition's mean (or add a condition) as if it
+    had been played; it is refused, naming the trial or condition."""
+    ratings = pd.concat([synthetic_ratings(), pd.DataFrame([extra])], ignore_index=True)
+    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    with pytest.raises(ValueError, match=message):
+        analyze(tmp_path / "ratings.csv", tmp_path / "out", trials=PACKAGE_TRIALS)
+    assert not (tmp_path / "out" / "summary.csv").exists()
+
+
+@pytest.mark.parametrize("trials", [PACKAGE_TRIALS, None], ids=["package", "ratings"])
+def test_a_listener_missing_conditions_of_a_trial_is_refused(tmp_path: Path, trials) -> None:
+    ratings = synthetic_ratings()
+    gap = (
+        (ratings["listener"] == "L4")
+        & (ratings["trial"] == "item2")
+        & ratings["condition"].isin(["codec_b", "anchor35"])
+    )
+    ratings[~gap].to_csv(tmp_path / "ratings.csv", index=False)
+    with pytest.raises(
+        ValueError,
+        match="expected listener 'L4' to rate every condition of trial 'item2'; "
+        "missing 'anchor35', 'codec_b'",
+    ):
+        analyze(tmp_path / "ratings.csv", tmp_path / "out", trials=trials)
+
+
+def test_ratings_that_fit_the_package_are_analysed(ratings_csv: Path, tmp_path: Path) -> None:
+    checked = analyze(ratings_csv, tmp_path / "checked", trials=PACKAGE_TRIALS).summary
+    pd.testing.assert_frame_equal(checked, analyze(ratings_csv, tmp_path / "plain").summary)

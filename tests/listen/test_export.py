@@ -6,7 +6,9 @@ on ratings for that package joins the run's objective metrics."""
 from __future__ import annotations
 
 import json
+import re
 import zipfile
+from pathlib import Path
 
 import browser
 import numpy as np
@@ -15,10 +17,11 @@ import pyloudnorm
 import pytest
 import soundfile
 import yaml
+from helpers import write_tone
 from scipy import signal, stats
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
-from bench.listen.export import package_objective_means
+from bench.listen.export import ExportSettings, export_package, package_objective_means
 from bench.sweep import SweepSettings, run_sweep
 
 ITEMS = "cards_005,librivox_0880,flite_slt_2,music_chords"
@@ -205,3 +208,173 @@ def test_bad_requests_say_what_was_expected(package, tmp_path, capsys):
     assert main(arguments) == EXIT_USAGE
     assert "opus_6kbps" in capsys.readouterr().err
     assert main(["listen", "analyze", "x.csv", "--package", str(tmp_path)]) == EXIT_USAGE
+
+
+@pytest.fixture(scope="module")
+def odd_run(tmp_path_factory):
+    """A run over two ordinary items and three odd ones: 8 kHz, six channels, 0.25 s."""
+    folder = tmp_path_factory.mktemp("odd")
+    data = folder / "data"
+    write_tone(data / "plain_mono.wav", 2.0, 16_000, 1, 440)
+    write_tone(data / "plain_stereo.wav", 2.0, 44_100, 2, 660)
+    write_tone(data / "narrowband.wav", 2.0, 8_000, 1, 300)
+    write_tone(data / "six_channels.wav", 2.0, 48_000, 6, 500)
+    write_tone(data / "quarter_second.wav", 0.25, 16_000, 1, 700)
+    settings = SweepSettings(
+        codecs=("identity", "lowpass3k5", "lowpass7k", "opus"),
+        codec_bitrates={"opus": (6.0,)},
+        data=f"folder:{data}",
+        metrics=("mel_distance",),
+        workers=1,
+        listening_items=0,
+    )
+    run_sweep(settings, run_dir=folder / "run", cache_dir=None, progress=False)
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def odd_package(odd_run):
+    out = odd_run.parent / "pkg"
+    export_package(odd_run, out, ExportSettings(items=10))
+    return out
+
+
+def test_an_8_khz_item_is_left_out_with_the_reason(odd_package):
+    description = json.loads((odd_package / "package.json").read_text())
+    assert "narrowband" not in description["items"]
+    reason = description["skipped_items"]["narrowband"]
+    assert "8000 Hz is too low for the anchor35 low-pass anchor" in reason
+    assert f"Left out `narrowband`: {reason}" in (odd_package / "README.md").read_text()
+    assert "narrowband" not in set(manifest(odd_package)["item"])
+
+
+def test_a_quarter_second_item_is_left_out_with_the_reason(odd_package):
+    description = json.loads((odd_package / "package.json").read_text())
+    assert "quarter_second" not in description["items"]
+    reason = description["skipped_items"]["quarter_second"]
+    assert reason.startswith("0.25 s long, shorter than the 0.4 s block")
+    assert f"Left out `quarter_second`: {reason}" in (odd_package / "README.md").read_text()
+
+
+def test_a_six_channel_item_is_downmixed_to_mono_and_says_so(odd_package):
+    description = json.loads((odd_package / "package.json").read_text())
+    assert {"six_channels", "plain_mono", "plain_stereo"} == set(description["items"])
+    note = "downmixed 6 channels to mono (mean)"
+    assert description["item_notes"]["six_channels"] == [note]
+    assert f"- `six_channels`: {note}." in (odd_package / "README.md").read_text()
+    table = manifest(odd_package)
+    trial = table[table["item"] == "six_channels"]
+    assert set(trial["condition"]) == CONDITIONS - {"opus_12kbps"}
+    assert (trial["item_notes"] == note).all()
+    for file in trial["file"]:
+        audio, rate = soundfile.read(odd_package / file, always_2d=True)
+        assert audio.shape[1] == 1 and rate == 48_000
+        assert abs(pyloudnorm.Meter(rate).integrated_loudness(audio) + 23.0) < 0.5
+    # Mono and stereo references keep their channels and rates.
+    stereo = table[table["item"] == "plain_stereo"]
+    assert soundfile.info(odd_package / stereo["file"].iloc[0]).channels == 2
+    assert stereo["item_notes"].isna().all()
+
+
+def test_a_failure_mid_export_leaves_no_package_and_a_rerun_works(odd_run, odd_package, capsys):
+    """An item whose file changed after the run stops the export at that item: nothing of
+    the package stays behind, the error names the item, and once the file is back the same
+    command builds the package."""
+    description = json.loads((odd_package / "package.json").read_text())
+    config = json.loads((odd_run / "config.json").read_text())
+    paths = {item["id"]: Path(item["path"]) for item in config["dataset"]["items"]}
+    last = paths[description["items"][-1]]  # the trials before it are written by then
+    original = last.read_bytes()
+    out = odd_run.parent / "failed"
+    command = ["listen", "export", str(odd_run), "--out", str(out)]
+    try:
+        write_tone(last, 2.0, 16_000, 1, 880)
+        assert main(command) == EXIT_USAGE
+    finally:
+        last.write_bytes(original)
+    error = capsys.readouterr().err
+    assert f"item '{description['items'][-1]}' ({last})" in error and "changed" in error
+    assert not out.exists() and not Path(f"{out}.zip").exists()
+    assert not list(odd_run.parent.glob(".failed*"))
+
+    assert main(command) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "Left out `narrowband`: sample rate 8000 Hz" in printed
+    assert "Left out `quarter_second`: 0.25 s long" in printed
+    assert (out / "package.json").is_file()
+    names = zipfile.ZipFile(f"{out}.zip").namelist()
+    assert "failed/package.json" in names
+    assert not list(odd_run.parent.glob(".failed*"))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--max-seconds", "0.3", r"--max-seconds: expected at least 0\.4.*got 0\.3"),
+        ("--max-seconds", "nan", "--max-seconds: expected at least 0.4.*got nan"),
+        ("--loudness", "nan", "--loudness: expected a finite LUFS value, got nan"),
+        ("--items", "0", "--items: expected at least 1, got 0"),
+    ],
+)
+def test_export_settings_that_cannot_work_are_refused_up_front(
+    odd_run, tmp_path, capsys, option, value, message
+):
+    out = tmp_path / "pkg"
+    assert main(["listen", "export", str(odd_run), "--out", str(out), option, value]) == EXIT_USAGE
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "pkg"
+    assert main(["listen", "export", str(tmp_path), "--out", str(out)]) == EXIT_USAGE
+    assert f"expected a run directory with config.json, got {tmp_path}" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_an_out_that_is_a_file_is_refused(odd_run, tmp_path, capsys):
+    out = tmp_path / "file"
+    out.write_text("x")
+    assert main(["listen", "export", str(odd_run), "--out", str(out)]) == EXIT_USAGE
+    assert f"--out {out} already holds files" in capsys.readouterr().err
+    assert out.read_text() == "x"
+
+
+def test_analyze_refuses_ratings_for_a_trial_the_package_does_not_have(package, tmp_path, capsys):
+    """One rating on a trial that was never played moved a condition's mean; now the
+    ratings are checked against the package's trials and conditions."""
+    table = manifest(package)
+    rows = [
+        {"listener": f"L{index}", "trial": row.item, "condition": row.condition, "score": score}
+        for index in range(4)
+        for row in table.itertuples()
+        for score in [98.0 if row.condition == "reference" else 50.0]
+    ]
+    stray = {"listener": "L0", "trial": "not_in_package", "condition": "opus_6kbps", "score": 0}
+    pd.DataFrame([*rows, stray]).to_csv(tmp_path / "ratings.csv", index=False)
+    command = ["listen", "analyze", str(tmp_path / "ratings.csv"), "--package", str(package)]
+    assert main([*command, "--out", str(tmp_path / "out")]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "got 1 rating(s) for trial(s) it does not have: 'not_in_package'" in error
+    assert not (tmp_path / "out" / "summary.csv").exists()
+
+
+def test_a_run_with_no_playable_item_says_why_for_each(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_tone(data / "narrowband.wav", 2.0, 8_000, 1, 300)
+    write_tone(data / "quarter_second.wav", 0.25, 16_000, 1, 700)
+    settings = SweepSettings(
+        codecs=("opus",),
+        codec_bitrates={"opus": (6.0,)},
+        data=f"folder:{data}",
+        metrics=("mel_distance",),
+        workers=1,
+        listening_items=0,
+    )
+    run_sweep(settings, run_dir=tmp_path / "run", cache_dir=None, progress=False)
+    out = tmp_path / "pkg"
+    assert main(["listen", "export", str(tmp_path / "run"), "--out", str(out)]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "no scored item of the run can be played in a listening test" in error
+    assert "narrowband: sample rate 8000 Hz" in error and "quarter_second: 0.25 s long" in error
+    assert not out.exists() and sorted(path.name for path in tmp_path.iterdir()) == ["data", "run"]

@@ -17,9 +17,11 @@ from bench.listen.stimuli import (
     anchors,
     cut_excerpt,
     excerpt_bounds,
+    listening_channels,
     listening_rate,
     normalise_loudness,
     select_items,
+    unplayable_reason,
 )
 
 SPEECH_RATE = 16_000
@@ -46,6 +48,20 @@ def test_listening_rate_is_48k_unless_the_reference_is_lower():
     assert listening_rate(96_000) == LISTENING_RATE == 48_000
     with pytest.raises(ValueError, match="positive sample rate"):
         listening_rate(0)
+
+
+def test_a_trial_needs_both_anchors_and_one_loudness_block():
+    assert "too low for the anchor35 low-pass anchor" in unplayable_reason(8_000, 2.0)
+    assert "too low for the anchor70 low-pass anchor" in unplayable_reason(11_025, 2.0)
+    assert unplayable_reason(16_000, 2.0) is None
+    assert unplayable_reason(16_000, 0.4) is None
+    assert "0.399 s long" in unplayable_reason(96_000, 0.399)
+
+
+def test_stimuli_are_mono_or_stereo():
+    assert [listening_channels(count) for count in (1, 2, 3, 6)] == [1, 2, 1, 1]
+    with pytest.raises(ValueError, match="at least one channel, got 0"):
+        listening_channels(0)
 
 
 @pytest.mark.parametrize("delay", [37, -23])
