@@ -389,11 +389,8 @@ def _run(arguments: argparse.Namespace) -> int:
             print(f"note: {name}: {description['model_note']}")
     # Entries that failed their digest check (corrupt, truncated, an older format) were
     # recomputed; say so, since a cache that needed repair may need a look.
-    repaired = (
-        f", {summary.bad_cache_entries} bad cache entries recomputed"
-        if summary.bad_cache_entries
-        else ""
-    )
+    bad = summary.bad_cache_entries
+    repaired = f", {bad} bad cache {'entry' if bad == 1 else 'entries'} recomputed" if bad else ""
     print(
         f"\nrun: {summary.run_dir}  ({summary.tasks_total} tasks (item x condition): "
         f"{summary.tasks_computed} computed, {summary.tasks_from_cache} from cache, "

@@ -582,9 +582,17 @@ def _build_tasks(
 def _completed_tasks(store: RunStore) -> dict[tuple, set[str]]:
     """The metric families already recorded for each task of a run."""
     done: dict[tuple, set[str]] = {}
-    for row in store.rows():
-        identity = task_identity(row["codec"], row["bitrate"], row["nfe"], row["seed"], row["item"])
-        done.setdefault(identity, set()).add(row["metric_family"])
+    for number, row in enumerate(store.rows(), start=1):
+        try:
+            identity = task_identity(
+                row["codec"], row["bitrate"], row["nfe"], row["seed"], row["item"]
+            )
+            done.setdefault(identity, set()).add(row["metric_family"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{store.results_path}: line {number}: expected a result row, got one with a "
+                f"missing or malformed field ({type(error).__name__}: {error})"
+            ) from None
     return done
 
 

@@ -175,3 +175,18 @@ def test_a_run_directory_is_held_by_one_process_at_a_time(tmp_path):
                 pass
     with store.locked():  # released when the holder is done
         pass
+
+
+def test_a_row_without_its_fields_and_a_broken_config_are_named_on_resume(tmp_path, folder):
+    run_dir = _killed_run(folder, None)
+    store = RunStore(run_dir)
+    with open(store.results_path, "a") as handle:
+        handle.write('{"item": "tone1"}\n')
+    with pytest.raises(ValueError, match=r"results.jsonl: line 2: expected a result row"):
+        run_sweep(resume=run_dir, progress=False)
+    store.config_path.write_text("{}")
+    with pytest.raises(ValueError, match="expected a run's configuration with its settings"):
+        run_sweep(resume=run_dir, progress=False)
+    store.config_path.write_text('{"settings": ')
+    with pytest.raises(ValueError, match=r"config.json: expected the run's JSON configuration"):
+        run_sweep(resume=run_dir, progress=False)
