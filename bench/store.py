@@ -29,7 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+# Entries with digests live apart from the digest-less ones of earlier versions, so that an
+# older bench sharing the cache neither reads these nor has its own entries deleted.
+CACHE_LAYOUT = "v2"
 CONFIG_FILE = "config.json"
+DECODED_SUFFIXES = (".json", ".npy", ".bin")
 LISTENING_DIR = "listening"
 DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "codec-bench"))
 LOCK_FILE = ".lock"
@@ -240,7 +244,7 @@ class Cache:
         self.discarded: set[str] = set()
 
     def _path(self, kind: str, key: str, suffix: str) -> Path:
-        return self.root / kind / key[:2] / f"{key}{suffix}"
+        return self.root / CACHE_LAYOUT / kind / key[:2] / f"{key}{suffix}"
 
     def _discard(self, kind: str, key: str, suffixes: tuple[str, ...]) -> None:
         self.discarded.add(f"{kind}/{key}")
@@ -312,9 +316,6 @@ class Cache:
 
     def put_metric(self, key: str, entry: dict) -> None:
         write_atomically(self._path("metrics", key, ".json"), _seal(entry))
-
-
-DECODED_SUFFIXES = (".json", ".npy", ".bin")
 
 
 def _digest(data: bytes) -> str:

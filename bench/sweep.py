@@ -703,7 +703,7 @@ def run_sweep(
         CODECS.check(name)
     bind_metrics(settings.metrics, settings.metric_options)
     if cache_dir is not None:
-        writable_folder(cache_dir, "--cache")
+        writable_folder(cache_dir, "--cache" if resume is None else "the run's cache_dir")
 
     # The lock is taken after the pool has forked its workers, so only this process holds it.
     with contextlib.ExitStack() as held, _worker_pool(settings.workers, cache_dir) as pool:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import write_tone
 
-from bench.store import Cache, RunStore
+from bench.store import CACHE_LAYOUT, Cache, RunStore
 from bench.sweep import SweepSettings, run_sweep
 
 
@@ -44,7 +44,7 @@ def _failures(summary) -> list[str]:
 
 
 def _entries(cache: Path, kind: str, suffix: str) -> list[Path]:
-    return sorted((cache / kind).glob(f"*/*{suffix}"))
+    return sorted((cache / CACHE_LAYOUT / kind).glob(f"*/*{suffix}"))
 
 
 def test_an_edited_cached_metric_value_is_recomputed_not_served(tmp_path, folder):
@@ -98,7 +98,7 @@ def test_a_truncated_metric_entry_is_a_miss_not_an_error(tmp_path, folder):
 
 def test_entries_without_a_digest_and_damaged_payloads_are_misses(tmp_path):
     cache = Cache(tmp_path)
-    old_format = tmp_path / "metrics" / "ab" / "ab12.json"
+    old_format = tmp_path / CACHE_LAYOUT / "metrics" / "ab" / "ab12.json"
     old_format.parent.mkdir(parents=True)
     old_format.write_text(json.dumps({"values": {"si_sdr": 3.0}, "failure": None, "seconds": 0}))
     assert cache.get_metric("ab12") is None
@@ -109,7 +109,7 @@ def test_entries_without_a_digest_and_damaged_payloads_are_misses(tmp_path):
     decoded, meta = cache.get_decoded("cd34")
     assert np.array_equal(decoded, audio) and meta == {"sample_rate": 16000}
     assert cache.payload("cd34") == b"payload"
-    (tmp_path / "decoded" / "cd" / "cd34.bin").write_bytes(b"paYload")
+    (tmp_path / CACHE_LAYOUT / "decoded" / "cd" / "cd34.bin").write_bytes(b"paYload")
     assert cache.payload("cd34") is None
     assert cache.get_decoded("cd34") is None  # the whole entry went with its bad payload
     assert cache.discarded == {"metrics/ab12", "decoded/cd34"}
