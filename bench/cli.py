@@ -391,10 +391,14 @@ def _run(arguments: argparse.Namespace) -> int:
     for name, description in RunStore(summary.run_dir).read_config()["codecs"].items():
         if description.get("model_note"):
             print(f"note: {name}: {description['model_note']}")
+    # Entries that failed their digest check (corrupt, truncated, an older format) were
+    # recomputed; say so, since a cache that needed repair may need a look.
+    bad = summary.bad_cache_entries
+    repaired = f", {bad} bad cache {'entry' if bad == 1 else 'entries'} recomputed" if bad else ""
     print(
         f"\nrun: {summary.run_dir}  ({summary.tasks_total} tasks (item x condition): "
         f"{summary.tasks_computed} computed, {summary.tasks_from_cache} from cache, "
-        f"{summary.tasks_resumed} already done; {summary.wall_seconds:.1f} s)"
+        f"{summary.tasks_resumed} already done{repaired}; {summary.wall_seconds:.1f} s)"
     )
     return EXIT_FAILURES if summary.failures else EXIT_OK
 

@@ -7,10 +7,16 @@ a torn last line is cut off when the run is resumed. The cache stores decoded au
 (with its payload and timings) under a hash of everything that determines it, and
 metric values under that hash plus the metric's name and versions. Writes go to a
 temporary file first and are renamed into place, so readers never see half a file.
+Every cache entry carries a SHA-256 digest of its bytes and is checked on read: an
+entry that fails the check (edited, truncated, flipped bits, an older format) is a miss,
+discarded and counted, never served. A run holds an exclusive lock on its directory,
+so that two processes never append to one ``results.jsonl``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -23,9 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+# Entries with digests live apart from the digest-less ones of earlier versions, so that an
+# older bench sharing the cache neither reads these nor has its own entries deleted.
+CACHE_LAYOUT = "v2"
 CONFIG_FILE = "config.json"
+DECODED_SUFFIXES = (".json", ".npy", ".bin")
 LISTENING_DIR = "listening"
 DEFAULT_CACHE_DIR = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "codec-bench"))
+LOCK_FILE = ".lock"
 RESULTS_FILE = "results.jsonl"
 
 
@@ -50,6 +61,26 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def writable_folder(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a folder that exists (created if missing) and takes new files.
+
+    Raises ``ValueError`` naming ``option`` otherwise, before a run spends any time. The
+    write is tried for real: permission bits alone say nothing when running as root.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".bench-write-check."):
+            pass
+    except OSError as error:
+        kind = "a file" if folder.is_file() else "not writable"
+        raise ValueError(
+            f"{option}: expected a folder that can be written, got {str(folder)!r} ({kind}: "
+            f"{error.strerror or error})"
+        ) from None
+    return folder
 
 
 def _safe_name(text: str) -> str:
@@ -96,16 +127,51 @@ class RunStore:
     def create(self, config: dict) -> None:
         if self.config_path.exists():
             raise FileExistsError(f"run directory already holds a run: {self.run_dir}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.run_dir, "run directory")
         write_atomically(self.config_path, json.dumps(config, indent=2).encode() + b"\n")
         self.results_path.touch()
 
     def read_config(self) -> dict:
-        if not self.config_path.exists():
-            raise FileNotFoundError(
-                f"expected a run directory with {CONFIG_FILE}, got {self.run_dir}"
+        """The run's ``config.json``; ``ValueError`` naming the folder if it is not a run."""
+        if not self.config_path.is_file():
+            raise ValueError(f"expected a run directory with {CONFIG_FILE}, got {self.run_dir}")
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"{self.config_path}: expected the run's JSON configuration, got invalid JSON "
+                f"({error})"
+            ) from None
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"{self.config_path}: expected a JSON object, got {type(config).__name__}"
             )
-        return json.loads(self.config_path.read_text())
+        return config
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory exclusively for the block.
+
+        ``ValueError`` naming the holder's pid if another process holds it. The lock is
+        the kernel's (``flock``), so it is released when its holder exits, however it
+        exits; the pid in the file is only there to name the holder.
+        """
+        lock_path = self.run_dir / LOCK_FILE
+        with open(lock_path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise ValueError(
+                    f"{self.run_dir} is in use by another bench process (pid {holder}); "
+                    "wait for it to finish or stop it, then resume"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
 
     def repair(self) -> int:
         """Cut a torn last line left by a killed writer; returns the bytes removed."""
@@ -130,14 +196,30 @@ class RunStore:
             os.fsync(handle.fileno())
 
     def rows(self) -> Iterator[dict]:
-        """Every complete row; a torn last line (from a kill) is skipped."""
+        """Every complete row; a torn last line (from a kill) is skipped.
+
+        Raises ``ValueError`` naming the file and line for a complete line that is not a
+        JSON object: that is damage, not a kill, and no row after it can be trusted.
+        """
         if not self.results_path.exists():
             return
-        with open(self.results_path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
+        with open(self.results_path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.endswith(b"\n"):
                     return
-                yield json.loads(line)
+                try:
+                    row = json.loads(line)
+                except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                    raise ValueError(
+                        f"{self.results_path}: line {number}: expected a JSON result row, got "
+                        f"invalid JSON ({error})"
+                    ) from None
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"{self.results_path}: line {number}: expected a JSON object, got "
+                        f"{type(row).__name__}"
+                    )
+                yield row
 
 
 def _strict_json(row: dict) -> dict:
@@ -149,42 +231,116 @@ def _strict_json(row: dict) -> dict:
 
 
 class Cache:
-    """Content-addressed decoded audio and metric values, shareable between runs."""
+    """Content-addressed decoded audio and metric values, shareable between runs.
+
+    Each read checks the entry against the SHA-256 digests written with it. A bad entry
+    is deleted and its key recorded in ``discarded``; the read returns ``None``, a miss,
+    so the caller recomputes the value and the write replaces the entry.
+    """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        # Keys of the entries that failed their check, as "decoded/KEY" or "metrics/KEY".
+        self.discarded: set[str] = set()
 
     def _path(self, kind: str, key: str, suffix: str) -> Path:
-        return self.root / kind / key[:2] / f"{key}{suffix}"
+        return self.root / CACHE_LAYOUT / kind / key[:2] / f"{key}{suffix}"
+
+    def _discard(self, kind: str, key: str, suffixes: tuple[str, ...]) -> None:
+        self.discarded.add(f"{kind}/{key}")
+        for suffix in suffixes:
+            self._path(kind, key, suffix).unlink(missing_ok=True)
+
+    def _read_sealed(self, kind: str, key: str, suffixes: tuple[str, ...]) -> dict | None:
+        """The JSON document at ``kind/key.json`` if its digest holds, else ``None``.
+
+        A missing file is a plain miss; anything else wrong discards the whole entry
+        (``suffixes`` are its files).
+        """
+        try:
+            data = self._path(kind, key, ".json").read_bytes()
+        except FileNotFoundError:
+            return None
+        document = _unseal(data)
+        if document is None:
+            self._discard(kind, key, suffixes)
+        return document
+
+    def _decoded_file(self, key: str, suffix: str, digest: str) -> bytes | None:
+        """The bytes of one file of a decoded entry if they match ``digest``."""
+        try:
+            data = self._path("decoded", key, suffix).read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data is None or _digest(data) != digest:
+            self._discard("decoded", key, DECODED_SUFFIXES)
+            return None
+        return data
 
     def get_decoded(self, key: str) -> tuple[np.ndarray, dict] | None:
         """The decoded audio ``(channels, samples)`` and its metadata, or ``None``."""
-        meta_path = self._path("decoded", key, ".json")
-        audio_path = self._path("decoded", key, ".npy")
         # The metadata is written last, so its presence means the entry is complete.
-        if not meta_path.exists():
+        document = self._read_sealed("decoded", key, DECODED_SUFFIXES)
+        if document is None:
             return None
-        return np.load(audio_path), json.loads(meta_path.read_text())
+        data = self._decoded_file(key, ".npy", document["audio_sha256"])
+        if data is None:
+            return None
+        return np.load(io.BytesIO(data), allow_pickle=False), document["meta"]
 
     def decoded_meta(self, key: str) -> dict | None:
-        meta_path = self._path("decoded", key, ".json")
-        return json.loads(meta_path.read_text()) if meta_path.exists() else None
+        """The metadata of a decoded entry (its audio is checked when read)."""
+        document = self._read_sealed("decoded", key, DECODED_SUFFIXES)
+        return None if document is None else document["meta"]
 
     def put_decoded(self, key: str, audio: np.ndarray, payload: bytes, meta: dict) -> None:
         buffer = _npy_bytes(np.ascontiguousarray(audio, dtype=np.float32))
         write_atomically(self._path("decoded", key, ".npy"), buffer)
         write_atomically(self._path("decoded", key, ".bin"), payload)
-        write_atomically(self._path("decoded", key, ".json"), json.dumps(meta).encode())
+        document = {
+            "meta": meta,
+            "audio_sha256": _digest(buffer),
+            "payload_sha256": _digest(payload),
+        }
+        write_atomically(self._path("decoded", key, ".json"), _seal(document))
 
-    def payload(self, key: str) -> bytes:
-        return self._path("decoded", key, ".bin").read_bytes()
+    def payload(self, key: str) -> bytes | None:
+        """The codec's payload of a decoded entry, or ``None`` if missing or bad."""
+        document = self._read_sealed("decoded", key, DECODED_SUFFIXES)
+        if document is None:
+            return None
+        return self._decoded_file(key, ".bin", document["payload_sha256"])
 
     def get_metric(self, key: str) -> dict | None:
-        path = self._path("metrics", key, ".json")
-        return json.loads(path.read_text()) if path.exists() else None
+        return self._read_sealed("metrics", key, (".json",))
 
     def put_metric(self, key: str, entry: dict) -> None:
-        write_atomically(self._path("metrics", key, ".json"), json.dumps(entry).encode())
+        write_atomically(self._path("metrics", key, ".json"), _seal(entry))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _seal(document: dict) -> bytes:
+    """A cache file: the SHA-256 of the JSON body on the first line, then the body."""
+    body = json.dumps(document).encode()
+    return _digest(body).encode() + b"\n" + body
+
+
+def _unseal(data: bytes) -> dict | None:
+    """The document of a sealed cache file, or ``None`` if the digest does not hold.
+
+    Files from before digests (a bare JSON body) fail the check too: a miss.
+    """
+    digest, newline, body = data.partition(b"\n")
+    if not newline or digest.decode("ascii", "replace") != _digest(body):
+        return None
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a digest that holds over a body we did not write: not ours either
+    return document if isinstance(document, dict) else None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -31,7 +31,7 @@ from bench.parallel import THREADS_PER_WORKER, pinned_threads, process_pool
 from bench.provenance import backend_versions, device_fingerprint, git_state
 from bench.registry import CODECS, create_codec
 from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric
-from bench.store import DEFAULT_CACHE_DIR, Cache, RunStore, content_key
+from bench.store import DEFAULT_CACHE_DIR, Cache, RunStore, content_key, writable_folder
 
 # Bump when the preparation of inputs (loading, resampling, cropping) changes, so that
 # cached decodes made from the old inputs are not reused.
@@ -160,6 +160,8 @@ class TaskResult:
     rows: list[dict]
     codec_seconds: float = 0.0
     metric_seconds: float = 0.0
+    # Cache entries that failed their check and were recomputed (see Cache.discarded).
+    discarded_cache_entries: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -175,6 +177,8 @@ class RunSummary:
     wall_seconds: float
     codec_seconds: float
     metric_seconds: float
+    # Cache entries that failed their digest check (corrupt or an older format), recomputed.
+    bad_cache_entries: int = 0
 
 
 def parse_list(text: str, kind: type, option: str) -> tuple:
@@ -333,9 +337,11 @@ class Evaluator:
         if meta is None:
             return None
         if task.listening_path is not None and not os.path.exists(task.listening_path):
-            audio, _ = self.cache.get_decoded(task.decoded_key)
+            decoded = self.cache.get_decoded(task.decoded_key)
+            if decoded is None:
+                return None
             bench_audio.save_listening_copy(
-                task.listening_path, torch.from_numpy(audio), meta["sample_rate"]
+                task.listening_path, torch.from_numpy(decoded[0]), meta["sample_rate"]
             )
         base = {**_base_row(task), **_coding_fields(meta, from_cache=True)}
         rows = []
@@ -405,8 +411,20 @@ class Evaluator:
             self._last_input = (key, prepared)
         return self._last_input[1]
 
+    def take_discarded(self) -> set[str]:
+        """The cache entries found bad since the last call (they are recomputed)."""
+        if self.cache is None:
+            return set()
+        discarded, self.cache.discarded = self.cache.discarded, set()
+        return discarded
+
     def evaluate(self, task: Task) -> TaskResult:
         """Run one task; every failure becomes NaN rows with a reason, never an exception."""
+        result = self._evaluate(task)
+        result.discarded_cache_entries = self.take_discarded()
+        return result
+
+    def _evaluate(self, task: Task) -> TaskResult:
         base = _base_row(task)
         metrics = self.metrics(task)
         codec = self.codec(task.condition.codec, task.codec_options)
@@ -564,9 +582,17 @@ def _build_tasks(
 def _completed_tasks(store: RunStore) -> dict[tuple, set[str]]:
     """The metric families already recorded for each task of a run."""
     done: dict[tuple, set[str]] = {}
-    for row in store.rows():
-        identity = task_identity(row["codec"], row["bitrate"], row["nfe"], row["seed"], row["item"])
-        done.setdefault(identity, set()).add(row["metric_family"])
+    for number, row in enumerate(store.rows(), start=1):
+        try:
+            identity = task_identity(
+                row["codec"], row["bitrate"], row["nfe"], row["seed"], row["item"]
+            )
+            done.setdefault(identity, set()).add(row["metric_family"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{store.results_path}: line {number}: expected a result row, got one with a "
+                f"missing or malformed field ({type(error).__name__}: {error})"
+            ) from None
     return done
 
 
@@ -666,20 +692,21 @@ def run_sweep(
     """
     started = time.perf_counter()
     store = None
+    recorded_hashes = None
     if resume is not None:
         store = RunStore(resume)
-        config = store.read_config()
-        settings = SweepSettings.from_json(config["settings"])
         # A resumed run reads and writes the cache its first part used (or none).
-        cache_dir = config["cache_dir"]
-        store.repair()
+        settings, cache_dir, recorded_hashes = _resumed_run(store)
     elif settings is None:
         raise ValueError("expected sweep settings or a run directory to resume")
     for name in settings.codecs:
         CODECS.check(name)
     bind_metrics(settings.metrics, settings.metric_options)
+    if cache_dir is not None:
+        writable_folder(cache_dir, "--cache" if resume is None else "the run's cache_dir")
 
-    with _worker_pool(settings.workers, cache_dir) as pool:
+    # The lock is taken after the pool has forked its workers, so only this process holds it.
+    with contextlib.ExitStack() as held, _worker_pool(settings.workers, cache_dir) as pool:
         codecs = {
             name: create_codec(name, **settings.codec_options.get(name, {}))
             for name in settings.codecs
@@ -693,6 +720,10 @@ def run_sweep(
             item_ids=settings.items,
         )
         hashes = _input_hashes(dataset.items)
+        if recorded_hashes is not None:
+            held.enter_context(store.locked())
+            _check_inputs_unchanged(store, recorded_hashes, hashes)
+            store.repair()
         if store is None:
             config_hash = content_key(
                 {
@@ -701,10 +732,13 @@ def run_sweep(
                     "items": hashes,
                 }
             )
-            store = RunStore(run_dir or _new_run_dir(Path(out_root), config_hash))
+            store = RunStore(
+                run_dir or _new_run_dir(writable_folder(out_root, "--out"), config_hash)
+            )
             store.create(
                 _provenance(store, config_hash, settings, cache_dir, codecs, dataset, hashes)
             )
+            held.enter_context(store.locked())
         tasks = _build_tasks(conditions, dataset, codecs, hashes, settings, store)
         _write_references(
             store,
@@ -717,6 +751,49 @@ def run_sweep(
     return summary
 
 
+def _resumed_run(store: RunStore) -> tuple[SweepSettings, str | None, dict[str, str | None]]:
+    """The settings, cache folder and input hashes a run recorded, to continue it."""
+    config = store.read_config()
+    try:
+        settings = SweepSettings.from_json(config["settings"])
+        recorded = {item["id"]: item["input_hash"] for item in config["dataset"]["items"]}
+        return settings, config["cache_dir"], recorded
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"{store.config_path}: expected a run's configuration with its settings, cache_dir "
+            f"and dataset items, got one without {error}"
+        ) from None
+
+
+def _check_inputs_unchanged(
+    store: RunStore, recorded: dict[str, str | None], current: dict[str, str | None]
+) -> None:
+    """Refuse to resume over inputs that differ from those the run started with.
+
+    The finished rows were scored on the recorded files; scoring the rest on new ones
+    would mix two datasets under one config.json.
+    """
+    changes = {
+        "changed or unreadable": [
+            item for item in recorded.keys() & current.keys() if recorded[item] != current[item]
+        ],
+        "new": list(current.keys() - recorded.keys()),
+        "gone": list(recorded.keys() - current.keys()),
+    }
+    found = [f"{what}: {_some(items)}" for what, items in changes.items() if items]
+    if found:
+        raise ValueError(
+            f"--resume {store.run_dir}: the input files differ from those the run started with "
+            f"({'; '.join(found)}); start a new run to score them"
+        )
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(name) for name in names[:shown]) + more
+
+
 def _execute(
     tasks: list[Task],
     store: RunStore,
@@ -727,6 +804,9 @@ def _execute(
     """Skip finished tasks, serve cached ones, compute the rest; record as they finish."""
     done = _completed_tasks(store)
     summary = RunSummary(store.run_dir, len(tasks), 0, 0, 0, 0, 0.0, 0.0, 0.0)
+    # A key, not a count per read: the parent's cache look-up and the worker that then
+    # recomputes the task may both meet the same bad entry.
+    discarded_cache_entries: set[str] = set()
     bar = tqdm(
         total=len(tasks), desc="bench run", unit="item", disable=not progress, dynamic_ncols=True
     )
@@ -740,6 +820,7 @@ def _execute(
         summary.failures += sum(1 for row in rows if row["failure"] is not None)
         summary.codec_seconds += result.codec_seconds
         summary.metric_seconds += result.metric_seconds
+        discarded_cache_entries.update(result.discarded_cache_entries)
         bar.update(1)
 
     pending: list[Task] = []
@@ -750,6 +831,7 @@ def _execute(
                 bar.update(1)
                 continue
             cached = evaluator.cached_result(task)
+            discarded_cache_entries.update(evaluator.take_discarded())
             if cached is None:
                 pending.append(task)
             else:
@@ -764,4 +846,5 @@ def _execute(
             futures = {pool.submit(_evaluate_in_worker, task): task for task in pending}
             for future in as_completed(futures):
                 record(futures[future], future.result())
+    summary.bad_cache_entries = len(discarded_cache_entries)
     return summary

@@ -85,3 +85,58 @@ def test_suite_fixes_the_sweep(tmp_path, capsys):
     assert main(["run", "--suite", "cii", "--out", str(tmp_path)]) == EXIT_USAGE
     assert "unknown suite 'cii'; did you mean 'ci'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "nothing ran"
+
+
+def _quantizer_run(tmp_path, *more: str) -> list[str]:
+    write_tone(tmp_path / "data" / "a.wav")
+    return [
+        "run",
+        "--codec",
+        "test-quantizer",
+        "--data",
+        f"folder:{tmp_path / 'data'}",
+        "--metrics",
+        "mel_distance,si_sdr,kbps_actual",
+        "--workers",
+        "1",
+        "--no-report",
+        "--quiet",
+        *more,
+    ]
+
+
+def test_paths_that_cannot_hold_a_run_or_a_cache_exit_2_without_a_traceback(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # A path under a regular file cannot be created, even by root (who ignores permission bits).
+    cases = {
+        "--out": (["--out", str(a_file), "--no-cache"], "--out: expected a folder"),
+        "--out under a file": (["--out", str(a_file / "runs"), "--no-cache"], "--out: expected"),
+        "--run-dir": (["--run-dir", str(a_file), "--no-cache"], "run directory: expected"),
+        "--cache": (["--cache", str(a_file), "--out", str(empty)], "--cache: expected a folder"),
+    }
+    for name, (options, message) in cases.items():
+        assert main(_quantizer_run(tmp_path, *options)) == EXIT_USAGE, name
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error, (name, error)
+    assert main(["run", "--resume", str(empty)]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "expected a run directory with config.json" in error and "Traceback" not in error
+    assert not any(empty.iterdir()), "nothing was written"
+
+
+def test_a_damaged_results_line_is_named_wherever_results_are_read(tmp_path, capsys):
+    assert main(_quantizer_run(tmp_path, "--out", str(tmp_path / "runs"), "--no-cache")) == EXIT_OK
+    run_dir = next((tmp_path / "runs").iterdir())
+    results = run_dir / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    lines[1] = lines[1][:14] + "\x01" + lines[1][15:]  # as in the issue: a control character
+    results.write_text("".join(lines))
+    for command in (["report", str(run_dir)], ["compare", str(run_dir), str(run_dir)]):
+        assert main(command) == EXIT_USAGE, command
+        assert f"{results}: line 2: expected a JSON result row" in capsys.readouterr().err
+    assert main(["run", "--resume", str(run_dir), "--quiet"]) == EXIT_USAGE
+    assert f"{results}: line 2" in capsys.readouterr().err

@@ -110,3 +110,59 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path):
     assert reference.returncode == 0
     reference_rows = list(RunStore(next((tmp_path / "reference").iterdir())).rows())
     assert _deterministic(rows) == _deterministic(reference_rows)
+
+
+@pytest.mark.slow
+def test_a_second_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path):
+    for index in range(ITEMS):
+        write_tone(
+            tmp_path / "data" / f"tone{index:02d}.wav", seconds=0.5, frequency=200 + 37 * index
+        )
+    env = install_plugin(tmp_path / "plugin")
+    run_dir = tmp_path / "run"
+    killed = _bench(
+        [
+            "run",
+            "--codec",
+            "slow-quantizer",
+            "--data",
+            f"folder:{tmp_path / 'data'}",
+            "--metrics",
+            METRICS,
+            "--workers",
+            "2",
+            "--quiet",
+            "--no-cache",
+            "--run-dir",
+            str(run_dir),
+        ],
+        env,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _row_count(run_dir / "results.jsonl") < 3:
+        time.sleep(0.005)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+
+    first = _bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
+    lock = run_dir / ".lock"
+    while time.monotonic() < deadline and first.poll() is None:
+        if lock.read_text().strip() == str(first.pid):
+            break
+        time.sleep(0.005)
+    # Paused while it holds the run, so that the second resume surely meets it there.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        assert first.poll() is None, f"the first resume ended too soon: {first.communicate()}"
+        second = _bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
+        _, stderr = second.communicate(timeout=300)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    assert second.returncode == 2, stderr
+    assert f"in use by another bench process (pid {first.pid})" in stderr
+    assert "Traceback" not in stderr
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+
+    keys = [(row["item"], row["metric"]) for row in RunStore(run_dir).rows()]
+    assert len(keys) == len(set(keys)) == ITEMS * len(METRICS.split(","))
