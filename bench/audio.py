@@ -148,7 +148,7 @@ def convert_channels(audio: torch.Tensor, channels: int) -> tuple[torch.Tensor, 
         return audio.mean(dim=0, keepdim=True), f"downmixed {have} channels to mono (mean)"
     if have == 1:
         return audio.expand(channels, -1).clone(), f"upmixed mono to {channels} channels"
-    raise ValueError(f"cannot convert {have} channels to {channels}; expected mono or {channels}")
+    raise AudioError(f"cannot convert {have} channels to {channels}; expected mono or {channels}")
 
 
 def prepare(

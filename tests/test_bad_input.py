@@ -12,6 +12,7 @@ from helpers import write_tone
 
 from bench.cli import EXIT_FAILURES, main
 from bench.store import RunStore
+from bench.sweep import SweepSettings, run_sweep
 
 # The harness's behaviour is under test here, so the cheap signal metrics suffice.
 METRICS = "mel_distance,si_sdr,kbps_actual,rtf_encode,rtf_decode"
@@ -98,3 +99,20 @@ def test_bad_inputs_fail_alone_with_reasons(tmp_path, capsys):
         assert all(row["value"] is None for row in by_item[item].values())
     # The table counts failures next to the means, and lists the reasons.
     assert "failed" in printed and "no such file" in printed
+
+
+def test_a_six_channel_item_for_a_stereo_codec_fails_alone_with_the_reason(tmp_path):
+    # It once raised out of the run ("cannot convert 6 channels to 2") and stopped it.
+    write_tone(tmp_path / "data" / "good.wav", channels=2)
+    write_tone(tmp_path / "data" / "surround.wav", channels=6)
+    settings = SweepSettings(
+        codecs=("identity",),
+        codec_options={"identity": {"sample_rate": 16000, "channels": 2}},
+        data=f"folder:{tmp_path / 'data'}",
+        metrics=("si_sdr",),
+        workers=1,
+    )
+    summary = run_sweep(settings, out_root=tmp_path / "runs", cache_dir=None, progress=False)
+    rows = {row["item"]: row for row in RunStore(summary.run_dir).rows()}
+    assert rows["good"]["failure"] is None and math.isfinite(rows["good"]["value"])
+    assert "cannot convert 6 channels to 2" in rows["surround"]["failure"]
