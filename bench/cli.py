@@ -24,7 +24,9 @@ EXIT_FAILURES = 3
 EXIT_REGRESSION = 4
 EXIT_INTERRUPTED = 130
 
-ASR_MODEL_HELP = "Whisper model for `wer`: a CTranslate2 model folder or a name (default: tiny.en)"
+ASR_MODEL_HELP = (
+    "Whisper model for `wer` and `cer`: a CTranslate2 model folder or a name (default: tiny.en)"
+)
 EPILOG = (
     "exit codes: 0 ok; 1 internal error; 2 bad usage or input; "
     "3 finished with unscored values (NaN); 4 regression (bench compare); 130 interrupted"
@@ -274,7 +276,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _metric_options(arguments: argparse.Namespace) -> dict[str, dict[str, str]]:
-    return {"wer": {"model": arguments.asr_model}} if arguments.asr_model else {}
+    """``--asr-model`` as the option of each requested ASR metric (all when none are named)."""
+    from bench.metrics.asr import METRIC_NAMES
+
+    if not arguments.asr_model:
+        return {}
+    requested = _names(arguments.metrics) if arguments.metrics else METRIC_NAMES
+    asr_metrics = [name for name in METRIC_NAMES if name in requested]
+    if not asr_metrics:
+        raise ValueError(
+            f"--asr-model applies to {' and '.join(METRIC_NAMES)}, which are not among the "
+            f"requested metrics: {arguments.metrics}"
+        )
+    return {name: {"model": arguments.asr_model} for name in asr_metrics}
 
 
 # Options a suite fixes, with their defaults: giving one alongside --suite is an error.
