@@ -66,6 +66,7 @@ DECODING = {
 NORMALISER = EnglishTextNormalizer()
 TRANSCRIPT_NOTE = "against the item's transcript"
 DWER_NOTE = "dWER: against the ASR transcript of the reference"
+DCER_NOTE = "dCER: against the ASR transcript of the reference"
 # Transcripts of the last few signals, so that wer and cer on one item (and a dWER
 # reference across the conditions of one item) transcribe each signal once.
 TRANSCRIPT_MEMO_SIZE = 8
@@ -193,30 +194,35 @@ def _transcribe(model: AsrModel, audio: torch.Tensor) -> str:
     return transcript
 
 
-def _error_rate(
-    reference: torch.Tensor,
-    degraded: torch.Tensor,
-    item: Item,
-    model: str,
-    measure: Callable[[str, str], tuple[int, int]],
-    counted: tuple[str, str],
-) -> Score:
-    """``measure(truth, hypothesis) -> (edits, reference length)`` as a :class:`Score`.
+@dataclass(frozen=True)
+class ErrorRate:
+    """One error rate over the normalised texts: how it counts edits, the names of its
+    counts, and the note of its differential form (against the reference's transcript)."""
 
-    The truth is the item's normalised transcript, or without one Whisper's transcript of
-    ``reference`` (a dWER/dCER). An empty normalised truth cannot be scored.
-    """
-    resolved = resolve_model(model)
-    if item.transcript:
-        truth, note = NORMALISER(item.transcript), TRANSCRIPT_NOTE
-        empty = "the item's transcript is empty after text normalisation"
-    else:
-        truth, note = _transcribe(resolved, reference), DWER_NOTE
-        empty = "no words recognised in the reference audio, so there is no dWER reference"
-    if not truth:
-        raise CannotScore(empty)
-    edits, length = measure(truth, _transcribe(resolved, degraded))
-    return Score(edits / length, note, dict(zip(counted, (edits, length), strict=True)))
+    measure: Callable[[str, str], tuple[int, int]]  # (truth, hypothesis) -> (edits, length)
+    counts: Ratio
+    differential_note: str
+
+    def score(
+        self, reference: torch.Tensor, degraded: torch.Tensor, item: Item, model: str
+    ) -> Score:
+        """The rate of Whisper's transcript of ``degraded`` as a :class:`Score` with counts.
+
+        The truth is the item's normalised transcript, or without one Whisper's transcript
+        of ``reference``. An empty normalised truth cannot be scored.
+        """
+        resolved = resolve_model(model)
+        if item.transcript:
+            truth, note = NORMALISER(item.transcript), TRANSCRIPT_NOTE
+            empty = "the item's transcript is empty after text normalisation"
+        else:
+            truth, note = _transcribe(resolved, reference), self.differential_note
+            empty = "no words recognised in the reference audio, so there is no ASR reference"
+        if not truth:
+            raise CannotScore(empty)
+        edits, length = self.measure(truth, _transcribe(resolved, degraded))
+        counts = {self.counts.numerator: edits, self.counts.denominator: length}
+        return Score(edits / length, note, counts)
 
 
 def _word_edits(truth: str, hypothesis: str) -> tuple[int, int]:
@@ -231,8 +237,8 @@ def _character_edits(truth: str, hypothesis: str) -> tuple[int, int]:
     return edits, characters.substitutions + characters.deletions + characters.hits
 
 
-WER_COUNTS = Ratio(numerator="edits", denominator="reference_words")
-CER_COUNTS = Ratio(numerator="edits", denominator="reference_characters")
+WORD_ERRORS = ErrorRate(_word_edits, Ratio("edits", "reference_words"), DWER_NOTE)
+CHARACTER_ERRORS = ErrorRate(_character_edits, Ratio("edits", "reference_characters"), DCER_NOTE)
 
 
 def wer(
@@ -249,8 +255,7 @@ def wer(
     normaliser. The WER is (substitutions + deletions + insertions) / reference words,
     so it can exceed 1; the score's counts are those edits and reference words.
     """
-    counted = (WER_COUNTS.numerator, WER_COUNTS.denominator)
-    return _error_rate(reference, degraded, item, model, _word_edits, counted)
+    return WORD_ERRORS.score(reference, degraded, item, model)
 
 
 def cer(
@@ -262,8 +267,7 @@ def cer(
 ) -> Score:
     """Character error rate, as :func:`wer` but over the characters of the normalised
     texts (spaces included, as jiwer counts them); lower is better."""
-    counted = (CER_COUNTS.numerator, CER_COUNTS.denominator)
-    return _error_rate(reference, degraded, item, model, _character_edits, counted)
+    return CHARACTER_ERRORS.score(reference, degraded, item, model)
 
 
 def setup(model: str = DEFAULT_MODEL) -> None:
@@ -290,7 +294,7 @@ ASR_DESCRIPTION = (
 )
 
 
-def _register(name: str, function: Callable[..., Score], aggregation: Ratio, unit: str) -> None:
+def _register(name: str, function: Callable[..., Score], rate: ErrorRate, unit: str) -> None:
     register_metric(
         MetricSpec(
             name=name,
@@ -307,12 +311,12 @@ def _register(name: str, function: Callable[..., Score], aggregation: Ratio, uni
             setup=setup,
             describe_backend=describe_backend,
             optional_transcript=True,
-            aggregation=aggregation,
+            aggregation=rate.counts,
         )
     )
 
 
-_register("wer", wer, WER_COUNTS, "word")
-_register("cer", cer, CER_COUNTS, "character")
+_register("wer", wer, WORD_ERRORS, "word")
+_register("cer", cer, CHARACTER_ERRORS, "character")
 # The metrics that take the ASR model option (`--asr-model`).
 METRIC_NAMES = ("wer", "cer")

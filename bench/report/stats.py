@@ -226,7 +226,7 @@ def _aggregate(group: pd.DataFrame, ratio: dict | None) -> tuple[str, float, flo
 
 
 def _ratio_aggregate(ratio: dict) -> str:
-    return f"ratio of sums over items: {ratio['numerator']} / {ratio['denominator']}"
+    return f"total {ratio['numerator']} / total {ratio['denominator']} over items"
 
 
 def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:

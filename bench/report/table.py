@@ -45,7 +45,7 @@ def aggregation_note(summary: pd.DataFrame) -> str:
         return note
     pooled = summary[summary["aggregate"] != MEAN_AGGREGATE].drop_duplicates("metric")
     for metric, aggregate in zip(pooled["metric"], pooled["aggregate"], strict=True):
-        note += f"; {metric}: {aggregate}, not a mean of items"
+        note += f"; {metric}: {aggregate}"
     return note
 
 
