@@ -205,13 +205,15 @@ def score_metric(
 
 @dataclass
 class PairScores:
-    """The scores of one reference/degraded pair, as `bench score` prints them."""
+    """The scores of one reference/degraded pair, as `bench score` prints them, with the
+    counts of its ratio metrics (see :attr:`MetricOutcome.counts`)."""
 
     reference: str
     degraded: str
     values: dict[str, float | None]
     failures: dict[str, str]
     notes: list[str]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return {
@@ -220,6 +222,7 @@ class PairScores:
             "values": self.values,
             "failures": self.failures,
             "notes": self.notes,
+            "counts": self.counts,
         }
 
 
@@ -274,6 +277,8 @@ def score_pair(
                 result.failures[name] = outcome.failure
         if outcome.note:
             result.notes.append(f"{metric.name}: {outcome.note}")
+        if outcome.counts is not None:
+            result.counts[metric.name] = outcome.counts
     return result
 
 

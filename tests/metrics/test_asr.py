@@ -184,3 +184,30 @@ def test_asr_model_applies_to_each_requested_asr_metric(tmp_path, speech, capsys
     assert set(failures) == {"cer"} and "is neither a bundled model" in failures["cer"]
     assert main([*arguments, "--metrics", "si_sdr"]) == EXIT_USAGE
     assert "--asr-model applies to wer and cer" in capsys.readouterr().err
+
+
+def test_bench_score_pools_wer_over_a_folder_of_pairs_as_jiwer_does(tmp_path, capsys):
+    references, degradeds = tmp_path / "ref", tmp_path / "deg"
+    references.mkdir()
+    degradeds.mkdir()
+    truths, hypotheses = [], []
+    model = asr.resolve_model(asr.DEFAULT_MODEL)
+    # A 2-word command beside a 22-word sentence, both under noise.
+    items = load_dataset("embedded", item_ids=("cards_004", "librivox_0870")).items
+    # In the order `bench score` pairs the files: by relative path.
+    for item in sorted(items, key=lambda item: item.path.name):
+        loaded = audio.load_audio(item.path)
+        noisy = _noisy(loaded.audio, 0)
+        shutil.copy(item.path, references / item.path.name)
+        (references / item.path.name).with_suffix(".txt").write_text(item.transcript)
+        audio.save_listening_copy(degradeds / f"{item.path.stem}.flac", noisy, loaded.sample_rate)
+        degraded = audio.load_audio(degradeds / f"{item.path.stem}.flac")
+        truths.append(asr.NORMALISER(item.transcript))
+        hypotheses.append(asr._transcribe(model, degraded.audio))
+    assert main(["score", str(references), str(degradeds), "--metrics", "wer", "--json"]) in (0, 3)
+    printed = json.loads(capsys.readouterr().out)
+    per_pair = [pair["values"]["wer"] for pair in printed["pairs"]]
+    expected = [jiwer.wer(t, h) for t, h in zip(truths, hypotheses, strict=True)]
+    assert per_pair == pytest.approx(expected)
+    assert printed["mean"]["wer"] == pytest.approx(jiwer.wer(truths, hypotheses))
+    assert printed["mean"]["wer"] != pytest.approx(sum(per_pair) / 2)
