@@ -20,7 +20,7 @@ from bench import audio
 from bench.cli import EXIT_FAILURES, EXIT_USAGE, main
 from bench.data import load_dataset
 from bench.data.item import Item
-from bench.metrics import MetricSpec, Score, asr
+from bench.metrics import MetricSpec, Ratio, Score, asr, get_metric
 from bench.scoring import CROPPED_TRANSCRIPT_NOTE, BoundMetric, bind_metrics, score_metric
 from bench.store import RunStore
 from bench.sweep import SweepSettings, run_sweep
@@ -166,6 +166,13 @@ def test_one_file_with_and_without_a_transcript_shares_decodes_but_not_values(tm
     assert {row["decoded_key"] for row in without} == {
         row["decoded_key"] for row in with_transcript
     }
+    # Served from the cache, the rows keep their counts for the report to pool.
+    again = _asr_run(tmp_path, "again", items=(ITEM,), cache=cache)
+    fields = ("metric", "value", "metric_note", "metric_counts")
+    assert [[row[field] for field in fields] for row in again] == [
+        [row[field] for field in fields] for row in with_transcript
+    ]
+    assert all(row["metric_counts"]["edits"] >= 0 for row in again)
 
 
 def test_bench_metrics_lists_cer_beside_wer(capsys):
@@ -173,6 +180,12 @@ def test_bench_metrics_lists_cer_beside_wer(capsys):
     listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
     assert "wer" in listed and "cer" in listed
     assert listed["cer"].split()[1] == "lower"
+    wer, cer = get_metric("wer"), get_metric("cer")
+    assert (wer.aggregation, cer.aggregation) == (
+        Ratio("edits", "reference_words"),
+        Ratio("edits", "reference_characters"),
+    )
+    assert wer.uses_transcript and cer.uses_transcript and cer.options == ("model",)
 
 
 def test_asr_model_applies_to_each_requested_asr_metric(tmp_path, speech, capsys):
