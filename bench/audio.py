@@ -151,6 +151,11 @@ def convert_channels(audio: torch.Tensor, channels: int) -> tuple[torch.Tensor, 
     raise AudioError(f"cannot convert {have} channels to {channels}; expected mono or {channels}")
 
 
+def crops(duration_seconds: float, max_seconds: float | None) -> bool:
+    """Whether :func:`prepare` crops audio of ``duration_seconds`` to ``max_seconds``."""
+    return max_seconds is not None and duration_seconds > max_seconds
+
+
 def prepare(
     loaded: LoadedAudio,
     sample_rate: int,
@@ -163,7 +168,7 @@ def prepare(
     """
     notes = list(loaded.notes)
     audio = loaded.audio
-    if max_seconds is not None and loaded.duration_seconds > max_seconds:
+    if crops(loaded.duration_seconds, max_seconds):
         audio = audio[:, : int(round(max_seconds * loaded.sample_rate))]
         notes.append(f"cropped to the first {max_seconds:g} s")
     audio, channel_note = convert_channels(audio, channels)

@@ -26,7 +26,9 @@ EXIT_REGRESSION = 4
 EXIT_NOT_COMPARABLE = 5
 EXIT_INTERRUPTED = 130
 
-ASR_MODEL_HELP = "Whisper model for `wer`: a CTranslate2 model folder or a name (default: tiny.en)"
+ASR_MODEL_HELP = (
+    "Whisper model for `wer` and `cer`: a CTranslate2 model folder or a name (default: tiny.en)"
+)
 EPILOG = (
     "exit codes: 0 ok; 1 internal error; 2 bad usage or input; "
     "3 finished with unscored values (NaN); 4 regression or missing condition (bench "
@@ -278,7 +280,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _metric_options(arguments: argparse.Namespace) -> dict[str, dict[str, str]]:
-    return {"wer": {"model": arguments.asr_model}} if arguments.asr_model else {}
+    """``--asr-model`` as the option of each requested ASR metric (all when none are named)."""
+    from bench.metrics.asr import METRIC_NAMES
+
+    if not arguments.asr_model:
+        return {}
+    requested = _names(arguments.metrics) if arguments.metrics else METRIC_NAMES
+    asr_metrics = [name for name in METRIC_NAMES if name in requested]
+    if not asr_metrics:
+        raise ValueError(
+            f"--asr-model applies to {' and '.join(METRIC_NAMES)}, which are not among the "
+            f"requested metrics: {arguments.metrics}"
+        )
+    return {name: {"model": arguments.asr_model} for name in asr_metrics}
 
 
 # Options a suite fixes, with their defaults: giving one alongside --suite is an error.
@@ -423,7 +437,8 @@ def _score(arguments: argparse.Namespace) -> int:
         else:
             print(
                 json.dumps(
-                    {"pairs": [pair.as_json() for pair in pairs], "mean": _means(pairs)}, indent=2
+                    {"pairs": [pair.as_json() for pair in pairs], "mean": _means(pairs, metrics)},
+                    indent=2,
                 )
             )
         return EXIT_FAILURES if failures else EXIT_OK
@@ -436,17 +451,29 @@ def _score(arguments: argparse.Namespace) -> int:
             print(f"  note: {note}")
     if len(pairs) > 1:
         print(f"mean over {len(pairs)} pairs (failures excluded):")
-        for name, value in _means(pairs).items():
-            print(f"  {name:<20} {value:.4f}" if value is not None else f"  {name:<20} nan")
+        ratios = {metric.name: metric.spec.aggregation for metric in metrics}
+        for name, value in _means(pairs, metrics).items():
+            shown = f"{value:.4f}" if value is not None else "nan"
+            ratio = ratios.get(name)
+            pooled = f" (total {ratio.numerator} / total {ratio.denominator})" if ratio else ""
+            print(f"  {name:<20} {shown}{pooled}")
     return EXIT_FAILURES if failures else EXIT_OK
 
 
-def _means(pairs: list) -> dict[str, float | None]:
-    """Mean of each metric over the pairs that scored it (``None`` if none did)."""
+def _means(pairs: list, metrics: tuple) -> dict[str, float | None]:
+    """Each metric over the pairs that scored it (``None`` if none did): the mean, or for a
+    ratio metric (WER) the ratio of its counts summed over the pairs."""
+    ratios = {metric.name: metric.spec.aggregation for metric in metrics}
     means = {}
     for name in dict.fromkeys(name for pair in pairs for name in pair.values):
         values = [value for pair in pairs if (value := pair.values.get(name)) is not None]
-        means[name] = statistics.fmean(values) if values else None
+        ratio = ratios.get(name)
+        if ratio is not None and values:
+            counts = [pair.counts[name] for pair in pairs if pair.values.get(name) is not None]
+            numerator = sum(count[ratio.numerator] for count in counts)
+            means[name] = numerator / sum(count[ratio.denominator] for count in counts)
+        else:
+            means[name] = statistics.fmean(values) if values else None
     return means
 
 

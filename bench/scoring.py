@@ -8,6 +8,7 @@ reason instead of an exception or a substitute value.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -38,19 +39,25 @@ class BoundMetric:
     def backend_version(self) -> str:
         return self.spec.backend_version_for(self.options)
 
-    def cache_key(self, decoded_key: str) -> str:
-        """Keys a value by the decoded audio and everything that defines the metric."""
-        return content_key(
-            {
-                "decoded": decoded_key,
-                "metric": self.spec.name,
-                "version": self.spec.version,
-                "backend": self.spec.backend,
-                "backend_version": self.backend_version,
-                "sample_rate": self.spec.sample_rate,
-                "options": self.options,
-            }
-        )
+    def cache_key(self, decoded_key: str, item: Item) -> str:
+        """Keys a value by the decoded audio and everything that defines the metric.
+
+        The decoded key covers the input and its cropping; a metric that reads transcripts
+        is keyed by the item's too, so one file with and without a transcript (a WER and a
+        dWER) never share a value.
+        """
+        key = {
+            "decoded": decoded_key,
+            "metric": self.spec.name,
+            "version": self.spec.version,
+            "backend": self.spec.backend,
+            "backend_version": self.backend_version,
+            "sample_rate": self.spec.sample_rate,
+            "options": self.options,
+        }
+        if self.spec.uses_transcript:
+            key["transcript"] = item.transcript
+        return content_key(key)
 
 
 def bind_metrics(
@@ -73,13 +80,15 @@ def bind_metrics(
 
 @dataclass
 class MetricOutcome:
-    """One metric's result on one item: values (NaN on failure), reason, note, seconds."""
+    """One metric's result on one item: values (NaN on failure), reason, note, seconds,
+    and a ratio metric's counts (:attr:`Score.counts`)."""
 
     values: dict[str, float]
     failure: str | None
     note: str | None
     seconds: float
     cacheable: bool = True
+    counts: dict[str, int] | None = None
 
     def to_cache(self) -> dict:
         return {
@@ -87,11 +96,18 @@ class MetricOutcome:
             "failure": self.failure,
             "note": self.note,
             "seconds": self.seconds,
+            "counts": self.counts,
         }
 
     @classmethod
     def from_cache(cls, entry: dict) -> MetricOutcome:
-        return cls(entry["values"], entry["failure"], entry.get("note"), entry["seconds"])
+        return cls(
+            entry["values"],
+            entry["failure"],
+            entry.get("note"),
+            entry["seconds"],
+            counts=entry.get("counts"),
+        )
 
     @classmethod
     def failed(cls, metric: BoundMetric, reason: str, cacheable: bool = True) -> MetricOutcome:
@@ -99,6 +115,10 @@ class MetricOutcome:
 
 
 _SET_UP: set[tuple] = set()
+CROPPED_TRANSCRIPT_NOTE = (
+    "the item was cropped (--max-seconds) and its transcript is of the whole file, "
+    "so it does not apply"
+)
 
 
 def ensure_set_up(metric: BoundMetric) -> None:
@@ -107,6 +127,15 @@ def ensure_set_up(metric: BoundMetric) -> None:
     if metric.spec.setup is not None and key not in _SET_UP:
         metric.spec.setup(**metric.options)
     _SET_UP.add(key)
+
+
+def _check_counts(spec: MetricSpec, counts: dict[str, int] | None) -> None:
+    """A ratio metric must report the counts its aggregation pools; raise ``TypeError``."""
+    if spec.aggregation is None:
+        return
+    wanted = (spec.aggregation.numerator, spec.aggregation.denominator)
+    if counts is None or any(not isinstance(counts.get(name), int) for name in wanted):
+        raise TypeError(f"a ratio metric must report integer counts {wanted}, got {counts!r}")
 
 
 def _values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, float]:
@@ -122,14 +151,23 @@ def score_metric(
     degraded: torch.Tensor,
     sample_rate: int,
     resampled: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    cropped: bool = False,
 ) -> MetricOutcome:
     """Score one audio metric on ``(channels, samples)`` signals at ``sample_rate``.
 
     ``resampled`` memoises both signals per rate across the metrics of one item.
+    ``cropped`` says the signals are a crop of the item's file: its transcript, which is
+    of the whole file, then does not apply (WER becomes a dWER; a metric that needs a
+    transcript gives NaN), and the row's note says so.
     """
     spec = metric.spec
+    transcript_note = None
+    if cropped and item.transcript and spec.uses_transcript:
+        item = dataclasses.replace(item, transcript=None)
+        transcript_note = CROPPED_TRANSCRIPT_NOTE
     if spec.needs_transcript and not item.transcript:
-        return MetricOutcome.failed(metric, "no transcript for this item")
+        return MetricOutcome.failed(metric, transcript_note or "no transcript for this item")
     try:
         ensure_set_up(metric)
     except Exception as error:  # noqa: BLE001 - a broken backend fails its metric only
@@ -146,18 +184,20 @@ def score_metric(
             bench_audio.resample(degraded, sample_rate, rate),
         )
     metric_reference, metric_degraded = resampled[rate]
-    note = None
+    note, counts = None, None
     try:
         result = spec.function(metric_reference, metric_degraded, rate, item, **metric.options)
         if isinstance(result, Score):
-            result, note = result.value, result.note
-        outcome = MetricOutcome(_values(spec, result), None, note, 0.0)
+            result, note, counts = result.value, result.note, result.counts
+        _check_counts(spec, counts)
+        outcome = MetricOutcome(_values(spec, result), None, note, 0.0, counts=counts)
     except CannotScore as reason:
         outcome = MetricOutcome.failed(metric, str(reason))
     except Exception as error:  # noqa: BLE001 - one broken metric must not stop the run
         # Unexpected errors may be transient (memory, a backend hiccup): not cached.
         outcome = MetricOutcome.failed(metric, f"{type(error).__name__}: {error}", False)
     outcome.seconds = time.perf_counter() - start
+    outcome.note = "; ".join(part for part in (outcome.note, transcript_note) if part) or None
     if outcome.failure is None and any(not math.isfinite(v) for v in outcome.values.values()):
         outcome.failure = "the metric returned a non-finite value"
     return outcome
@@ -165,13 +205,15 @@ def score_metric(
 
 @dataclass
 class PairScores:
-    """The scores of one reference/degraded pair, as `bench score` prints them."""
+    """The scores of one reference/degraded pair, as `bench score` prints them, with the
+    counts of its ratio metrics (see :attr:`MetricOutcome.counts`)."""
 
     reference: str
     degraded: str
     values: dict[str, float | None]
     failures: dict[str, str]
     notes: list[str]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return {
@@ -180,6 +222,7 @@ class PairScores:
             "values": self.values,
             "failures": self.failures,
             "notes": self.notes,
+            "counts": self.counts,
         }
 
 
@@ -234,6 +277,8 @@ def score_pair(
                 result.failures[name] = outcome.failure
         if outcome.note:
             result.notes.append(f"{metric.name}: {outcome.note}")
+        if outcome.counts is not None:
+            result.counts[metric.name] = outcome.counts
     return result
 
 

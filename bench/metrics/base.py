@@ -41,10 +41,26 @@ class CodingStats:
 @dataclass(frozen=True)
 class Score:
     """A metric's value with a note on how it was obtained, recorded in the result row
-    (e.g. whether a WER was scored against the transcript or an ASR reference)."""
+    (e.g. whether a WER was scored against the transcript or an ASR reference).
+
+    ``counts`` are the item's counts behind a ratio metric's value (e.g. WER's edits and
+    reference words), recorded in the row so reports can pool them over items.
+    """
 
     value: float | dict[str, float]
     note: str
+    counts: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """How a ratio metric is aggregated: the value of an item is ``numerator /
+    denominator`` of the counts it reports (:attr:`Score.counts`), and a condition's value
+    is the ratio of the counts summed over items, so an item weighs by its denominator
+    (a corpus WER: a 60-word paragraph counts 30 times as much as a 2-word command)."""
+
+    numerator: str
+    denominator: str
 
 
 AudioMetricFunction = Callable[..., "float | dict[str, float] | Score"]
@@ -66,6 +82,11 @@ class MetricSpec:
     ``setup(**options)`` builds per-process state once, before anything is timed; and
     ``describe_backend(**options)`` gives the backend version for those options (e.g.
     including a model's sha256), which replaces ``backend_version`` when set.
+
+    ``optional_transcript`` marks a metric that uses the item's transcript when it has one
+    and scores without it otherwise (WER falls back to a dWER). ``aggregation`` is how
+    reports combine items: ``None`` averages their values; a :class:`Ratio` pools the
+    counts each item reports (a single-valued metric only).
     """
 
     name: str
@@ -84,6 +105,13 @@ class MetricSpec:
     options: tuple[str, ...] = ()
     setup: Callable[..., None] | None = field(default=None, repr=False)
     describe_backend: Callable[..., str] | None = field(default=None, repr=False)
+    optional_transcript: bool = False
+    aggregation: Ratio | None = None
+
+    @property
+    def uses_transcript(self) -> bool:
+        """Whether the item's transcript can change the metric's value."""
+        return self.needs_transcript or self.optional_transcript
 
     def applies_to(self, tags: frozenset[str]) -> bool:
         """Whether the metric is valid for an item with these tags (untagged: yes)."""

@@ -31,7 +31,7 @@ from bench.report.plots import (
 )
 from bench.report.published import published_beside
 from bench.report.stats import ConditionKey, metric_directions, results_frame
-from bench.report.table import html_table, tag_summaries, write_tables
+from bench.report.table import aggregation_note, html_table, tag_summaries, write_tables
 from bench.store import LISTENING_DIR, RunStore, condition_slug
 
 REPORT_DIR = "report"
@@ -103,7 +103,7 @@ def _tables(summaries: dict[str, pd.DataFrame], out: Path) -> list[ReportTable]:
         what = f"items tagged {tag!r}" if tag else "all items"
         tables.append(
             ReportTable(
-                caption=f"Summary over {what}: mean [95% bootstrap CI over items]; "
+                caption=f"Summary over {what}: {aggregation_note(summary)}; "
                 "best per bitrate in bold; ↑ higher is better, ↓ lower is better",
                 html=html_table(summary),
                 downloads=tuple(

@@ -81,6 +81,7 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "visqol_speech": Tolerance(absolute=0.05),
     "visqol_audio": Tolerance(absolute=0.05),
     "wer": Tolerance(absolute=0.01),  # one word in a hundred
+    "cer": Tolerance(absolute=0.01),  # one character in a hundred
     "speaker_similarity": Tolerance(absolute=0.01),
     "dnsmos": Tolerance(absolute=0.05),
     "kbps_actual": Tolerance(relative=0.01),

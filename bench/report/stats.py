@@ -3,6 +3,9 @@ confidence intervals, and paired comparisons between two conditions on the same 
 
 Items, not rows, are the unit of resampling: values of one item under several seeds are
 averaged first, so seeds narrow an item's noise without pretending to be more items.
+A ratio metric (one whose spec declares a :class:`bench.metrics.Ratio`, e.g. WER: edits
+over reference words) is summarised by the ratio of its counts summed over items, as the
+field reports a corpus WER, with the bootstrap resampling items and recomputing the ratio.
 Intervals are BCa bootstrap intervals (Efron 1987) from ``scipy.stats.bootstrap``; the
 paired test is the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) or a paired
 bootstrap of the mean difference. Resampling uses a fixed seed, so a report rebuilt from
@@ -36,6 +39,7 @@ SUMMARY_COLUMNS = [
     "metric",
     "higher_is_better",
     "unit",
+    "aggregate",
     "mean",
     "ci_low",
     "ci_high",
@@ -46,6 +50,8 @@ SUMMARY_COLUMNS = [
     "rtf_decode",
 ]
 PAIRED_METHODS = ("wilcoxon", "bootstrap")
+# The "aggregate" of a summary row: what its "mean" column holds.
+MEAN_AGGREGATE = "mean over items"
 
 
 def results_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -67,14 +73,20 @@ def results_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def metric_directions(run_dir: str | os.PathLike) -> dict[str, dict]:
-    """``{metric family: {"higher_is_better", "unit"}}`` as recorded in the run's config.
+    """``{metric family: {"higher_is_better", "unit", "aggregation"}}`` as recorded in the
+    run's config; ``aggregation`` is a ratio metric's ``{"numerator", "denominator"}``
+    (the names of its counts), else ``None``.
 
     Read from the run, not the registry, so a report rebuilt where a plug-in metric is
-    not installed still knows which way is better.
+    not installed still knows which way is better and how to pool it.
     """
     config = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
     return {
-        name: {"higher_is_better": meta["higher_is_better"], "unit": meta.get("unit", "")}
+        name: {
+            "higher_is_better": meta["higher_is_better"],
+            "unit": meta.get("unit", ""),
+            "aggregation": meta.get("aggregation"),
+        }
         for name, meta in config.get("metrics", {}).items()
     }
 
@@ -94,21 +106,57 @@ def bootstrap_mean_ci(
     if np.ptp(values) == 0:
         # Every resample has the same mean; BCa's acceleration is undefined here.
         return float(values[0]), float(values[0])
-    interval = _bootstrap(values, confidence, seed).confidence_interval
+    return _interval((values,), np.mean, confidence, seed)
+
+
+def ratio_of_sums(numerators: np.ndarray, denominators: np.ndarray, axis: int = -1) -> float:
+    """``sum(numerators) / sum(denominators)``, e.g. a corpus WER from per-item counts."""
+    return np.sum(numerators, axis=axis) / np.sum(denominators, axis=axis)
+
+
+def bootstrap_ratio_ci(
+    numerators: np.ndarray,
+    denominators: np.ndarray,
+    *,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """The BCa bootstrap interval of :func:`ratio_of_sums`, resampling items: an item's
+    numerator and denominator are drawn together (NaN, NaN below two items)."""
+    numerators = np.round(np.asarray(numerators, dtype=float), ROUND_DECIMALS)
+    denominators = np.round(np.asarray(denominators, dtype=float), ROUND_DECIMALS)
+    if numerators.size < 2:
+        return np.nan, np.nan
+    ratios = numerators / denominators
+    if np.ptp(ratios) == 0:
+        # Every item has the same ratio, so every resample pools to it.
+        return float(ratios[0]), float(ratios[0])
+    return _interval((numerators, denominators), ratio_of_sums, confidence, seed)
+
+
+def _interval(
+    samples: tuple[np.ndarray, ...], statistic, confidence: float, seed: int
+) -> tuple[float, float]:
+    interval = _bootstrap(samples, statistic, confidence, seed).confidence_interval
     if not (np.isfinite(interval.low) and np.isfinite(interval.high)):
-        # BCa is undefined when nearly every resample has the same mean (values equal but
-        # for rounding); the percentile interval is then the honest answer.
-        interval = _bootstrap(values, confidence, seed, "percentile").confidence_interval
+        # BCa is undefined when nearly every resample has the same statistic (values equal
+        # but for rounding); the percentile interval is then the honest answer.
+        interval = _bootstrap(samples, statistic, confidence, seed, "percentile")
+        interval = interval.confidence_interval
     return float(interval.low), float(interval.high)
 
 
-def _bootstrap(values: np.ndarray, confidence: float, seed: int, method: str = "BCa"):
+def _bootstrap(
+    samples: tuple[np.ndarray, ...], statistic, confidence: float, seed: int, method: str = "BCa"
+):
+    """``scipy.stats.bootstrap`` of ``statistic``; several samples are resampled as pairs."""
     with warnings.catch_warnings():
         # Few distinct values make BCa warn; the interval it returns is still the estimate.
         warnings.simplefilter("ignore")
         return scipy_stats.bootstrap(
-            (values,),
-            np.mean,
+            samples,
+            statistic,
+            paired=len(samples) > 1,
             confidence_level=confidence,
             n_resamples=RESAMPLES,
             method=method,
@@ -116,19 +164,69 @@ def _bootstrap(values: np.ndarray, confidence: float, seed: int, method: str = "
         )
 
 
-def item_means(frame: pd.DataFrame) -> pd.DataFrame:
-    """One value per (condition, metric, item): the mean over seeds of its scored values.
+def item_means(frame: pd.DataFrame, columns: tuple[str, ...] = ("value",)) -> pd.DataFrame:
+    """One value per (condition, metric, item): the mean over seeds of its scored values
+    (of each of ``columns``).
 
     Sorted by item id within each group: rows arrive in the order workers finished, and
     the bootstrap's seeded resampling must see the items in one fixed order for two runs
     with equal values to print equal intervals.
     """
     means = (
-        frame.groupby([*CONDITION_COLUMNS, "metric", "item"], dropna=False, sort=False)["value"]
+        frame.groupby([*CONDITION_COLUMNS, "metric", "item"], dropna=False, sort=False)[
+            list(columns)
+        ]
         .mean()
         .reset_index()
     )
     return means.sort_values("item", kind="stable").reset_index(drop=True)
+
+
+def _with_ratio_counts(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:
+    """``frame`` plus ``numerator`` and ``denominator`` columns: a ratio metric's counts on
+    its scored rows (see :func:`metric_directions`), NaN elsewhere.
+
+    Raises ``ValueError`` for a scored row of a ratio metric without its counts.
+    """
+    numerators = pd.Series(np.nan, index=frame.index)
+    denominators = pd.Series(np.nan, index=frame.index)
+    counts = frame["metric_counts"] if "metric_counts" in frame else pd.Series(None, frame.index)
+    families = frame["metric"].str.split(".", n=1).str[0]
+    for family, direction in directions.items():
+        ratio = direction.get("aggregation")
+        scored = (families == family) & np.isfinite(frame["value"])
+        if not ratio or not scored.any():
+            continue
+        wanted = (ratio["numerator"], ratio["denominator"])
+        for index, entry in counts[scored].items():
+            if not isinstance(entry, dict) or any(name not in entry for name in wanted):
+                row = frame.loc[index]
+                raise ValueError(
+                    f"metric {row['metric']!r} is pooled as {wanted[0]} / {wanted[1]}, but the "
+                    f"scored row of item {row['item']!r} ({row['codec']} {row['bitrate']:g} "
+                    f"kbps) has counts {entry!r}"
+                )
+            numerators[index], denominators[index] = entry[wanted[0]], entry[wanted[1]]
+    return frame.assign(numerator=numerators, denominator=denominators)
+
+
+def _aggregate(group: pd.DataFrame, ratio: dict | None) -> tuple[str, float, float, float]:
+    """``(aggregate, value, ci_low, ci_high)`` of one condition's per-item rows: the mean
+    of the scored values, or for a ratio metric the ratio of their summed counts."""
+    scored = group[np.isfinite(group["value"])]
+    if scored.empty:
+        return MEAN_AGGREGATE if ratio is None else _ratio_aggregate(ratio), np.nan, np.nan, np.nan
+    if ratio is None:
+        values = scored["value"].to_numpy(dtype=float)
+        return MEAN_AGGREGATE, float(values.mean()), *bootstrap_mean_ci(values)
+    numerators = scored["numerator"].to_numpy(dtype=float)
+    denominators = scored["denominator"].to_numpy(dtype=float)
+    value = float(ratio_of_sums(numerators, denominators))
+    return _ratio_aggregate(ratio), value, *bootstrap_ratio_ci(numerators, denominators)
+
+
+def _ratio_aggregate(ratio: dict) -> str:
+    return f"total {ratio['numerator']} / total {ratio['denominator']} over items"
 
 
 def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:
@@ -142,16 +240,17 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
     if frame.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     coding = _coding_summary(frame)
-    per_item = item_means(frame)
+    counted = _with_ratio_counts(frame, directions)
+    per_item = item_means(counted, ("value", "numerator", "denominator"))
     records = []
     for (codec, bitrate, nfe, metric), group in per_item.groupby(
         [*CONDITION_COLUMNS, "metric"], dropna=False, sort=False
     ):
         values = group["value"].to_numpy(dtype=float)
         scored = values[np.isfinite(values)]
-        low, high = bootstrap_mean_ci(scored)
         family = metric.split(".", 1)[0]
         direction = directions.get(family, {"higher_is_better": True, "unit": ""})
+        aggregate, value, low, high = _aggregate(group, direction.get("aggregation"))
         records.append(
             {
                 "codec": codec,
@@ -160,7 +259,8 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
                 "metric": metric,
                 "higher_is_better": bool(direction["higher_is_better"]),
                 "unit": direction.get("unit", ""),
-                "mean": float(scored.mean()) if scored.size else np.nan,
+                "aggregate": aggregate,
+                "mean": value,
                 "ci_low": low,
                 "ci_high": high,
                 "n": int(scored.size),
@@ -309,7 +409,9 @@ def _paired_test(differences: np.ndarray, method: str) -> tuple[float, float, st
     name = f"paired bootstrap of the mean difference, BCa, {RESAMPLES} resamples"
     if differences.size < 2 or np.ptp(differences) == 0:
         return np.nan, np.nan, name
-    distribution = _bootstrap(differences, CONFIDENCE, BOOTSTRAP_SEED).bootstrap_distribution
+    distribution = _bootstrap(
+        (differences,), np.mean, CONFIDENCE, BOOTSTRAP_SEED
+    ).bootstrap_distribution
     tail = min(np.mean(distribution <= 0), np.mean(distribution >= 0))
     return float(differences.mean()), float(min(1.0, 2 * tail)), name
 

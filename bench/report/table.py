@@ -1,4 +1,5 @@
-"""Summary tables: one row per codec x bitrate (x NFE), every metric as mean [95% CI].
+"""Summary tables: one row per codec x bitrate (x NFE), every metric as mean [95% CI]
+(a ratio metric such as WER as its ratio of sums over items, see ``bench.report.stats``).
 
 Cells say how many items failed (NaN, excluded from the mean), so a mean over fewer items
 is never mistaken for one over all of them. Headers carry the metric's direction
@@ -19,6 +20,7 @@ import pandas as pd
 
 from bench.report.stats import (
     CODING_METRICS,
+    MEAN_AGGREGATE,
     filter_by_tag,
     metric_directions,
     results_frame,
@@ -34,6 +36,17 @@ _LATEX_ARROWS = {True: r"$\uparrow$", False: r"$\downarrow$"}
 
 def _arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
+
+
+def aggregation_note(summary: pd.DataFrame) -> str:
+    """What the cells hold: a mean over items, or for a ratio metric its pooled ratio."""
+    note = "mean [95% bootstrap CI over items]"
+    if "aggregate" not in summary:
+        return note
+    pooled = summary[summary["aggregate"] != MEAN_AGGREGATE].drop_duplicates("metric")
+    for metric, aggregate in zip(pooled["metric"], pooled["aggregate"], strict=True):
+        note += f"; {metric}: {aggregate}"
+    return note
 
 
 def _decimals(means: pd.Series) -> int:
@@ -218,11 +231,12 @@ def format_summary(run_dir: str | os.PathLike) -> str:
     frame = results_frame(run_dir)
     if frame.empty:
         return "no results recorded yet"
-    lines = [markdown_table(summary_stats(frame, metric_directions(run_dir)))]
+    summary = summary_stats(frame, metric_directions(run_dir))
+    lines = [markdown_table(summary)]
     failures = int(frame["failure"].notna().sum())
     if failures:
         reasons = frame.loc[frame["failure"].notna(), "failure"].value_counts()
         lines.append(f"\n{failures} value(s) failed (NaN, excluded from means):")
         lines += [f"  {count} x {reason}" for reason, count in reasons.head(10).items()]
-    lines.append("\nmean [95% bootstrap CI over items]; best per bitrate in bold")
+    lines.append(f"\n{aggregation_note(summary)}; best per bitrate in bold")
     return "\n".join(lines)

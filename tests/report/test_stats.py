@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jiwer
 import numpy as np
 import pytest
 from helpers import DIRECTIONS, frame, rows
@@ -9,6 +10,7 @@ from helpers import DIRECTIONS, frame, rows
 from bench.report.stats import (
     ConditionKey,
     bootstrap_mean_ci,
+    bootstrap_ratio_ci,
     paired_comparison,
     run_tags,
     summary_stats,
@@ -166,3 +168,103 @@ def test_intervals_do_not_depend_on_row_order_or_last_bit_noise():
         two.loc[0, "ci_low"],
         two.loc[0, "ci_high"],
     )
+
+
+# Ratio metrics: WER and CER are pooled over items (a corpus WER), not averaged.
+
+WER_DIRECTIONS = {
+    **DIRECTIONS,
+    "wer": {
+        "higher_is_better": False,
+        "unit": "",
+        "aggregation": {"numerator": "edits", "denominator": "reference_words"},
+    },
+}
+# Utterances of very different lengths: a 2-word command beside long paragraphs.
+TRUTHS = [
+    "turn left",
+    "the quick brown fox jumps over the lazy dog " * 6,
+    "stop",
+    "she sells sea shells by the sea shore and the shells she sells are surely sea shells",
+    "call me tomorrow at noon please",
+]
+HYPOTHESES = [
+    "turn light",
+    "the quick brown fox jumps over the lazy dog " * 5 + "the quick brown box",
+    "shop",
+    "she sells sea shells by the sea shore and the shells she sells are surely sea shells",
+    "call me tomorrow noon",
+]
+
+
+def _asr_rows(codec: str, truths: list[str], hypotheses: list[str], seed: int = 0) -> list[dict]:
+    """WER rows as the metric writes them: the value and the item's edit counts."""
+    values = [jiwer.wer(t, h) for t, h in zip(truths, hypotheses, strict=True)]
+    result = rows(codec, 6.0, "wer", values)
+    for row, truth, hypothesis in zip(result, truths, hypotheses, strict=True):
+        words = jiwer.process_words(truth, hypothesis)
+        row["seed"] = seed
+        row["metric_counts"] = {
+            "edits": words.substitutions + words.deletions + words.insertions,
+            "reference_words": words.substitutions + words.deletions + words.hits,
+        }
+    return result
+
+
+def test_corpus_wer_pools_edits_over_utterances_as_jiwer_does():
+    summary = summary_stats(frame(_asr_rows("opus", TRUTHS, HYPOTHESES)), WER_DIRECTIONS)
+    wer = summary.set_index("metric").loc["wer"]
+    # jiwer's own corpus-level WER over the lists: total edits / total reference words.
+    corpus = jiwer.wer(TRUTHS, HYPOTHESES)
+    per_utterance = np.mean([jiwer.wer(t, h) for t, h in zip(TRUTHS, HYPOTHESES, strict=True)])
+    assert wer["mean"] == pytest.approx(corpus)
+    assert corpus == pytest.approx(10 / 80) and per_utterance == pytest.approx(0.389, abs=1e-3)
+    assert wer["aggregate"] == "total edits / total reference_words over items"
+    assert wer["n"] == 5 and wer["failed"] == 0
+    assert wer["ci_low"] < corpus < wer["ci_high"]
+
+
+def test_the_corpus_wer_interval_resamples_utterances_and_recomputes_the_ratio():
+    rng = np.random.default_rng(3)
+    words = rng.integers(2, 60, 40)
+    edits = rng.binomial(words, 0.2)
+    low, high = bootstrap_ratio_ci(edits, words)
+    # A plain percentile bootstrap of the same statistic, written out: items drawn with
+    # their counts, the ratio recomputed. BCa differs from it by a little skew correction.
+    draws = rng.integers(0, 40, (20_000, 40))
+    ratios = edits[draws].sum(axis=1) / words[draws].sum(axis=1)
+    reference_low, reference_high = np.percentile(ratios, [2.5, 97.5])
+    assert low == pytest.approx(reference_low, abs=0.01)
+    assert high == pytest.approx(reference_high, abs=0.01)
+    assert low < edits.sum() / words.sum() < high
+    assert all(np.isnan(bootstrap_ratio_ci(edits[:1], words[:1])))
+    assert bootstrap_ratio_ci(np.array([1, 3]), np.array([2, 6])) == (0.5, 0.5)
+
+
+def test_corpus_wer_keeps_failed_items_out_and_averages_seeds_per_item():
+    seeds = [
+        _asr_rows("opus", TRUTHS, HYPOTHESES, seed=0),
+        _asr_rows("opus", TRUTHS, [*HYPOTHESES[:4], "call me tomorrow at noon please"], seed=1),
+    ]
+    failed = {**seeds[1][0], "item": "item9", "value": np.nan, "metric_counts": None}
+    failed["failure"] = "no words recognised in the reference audio"
+    summary = summary_stats(frame(*seeds, [failed]), WER_DIRECTIONS).set_index("metric")
+    # item4 has 2 edits under seed 0 and none under seed 1: 1 edit on average.
+    assert summary.loc["wer", "mean"] == pytest.approx(9 / 80)
+    assert (summary.loc["wer", "n"], summary.loc["wer", "failed"]) == (5, 1)
+
+
+def test_a_scored_ratio_row_without_its_counts_is_refused_by_name():
+    data = _asr_rows("opus", TRUTHS, HYPOTHESES)
+    data[2]["metric_counts"] = None
+    with pytest.raises(ValueError, match="'wer' is pooled as edits / reference_words.*'item2'"):
+        summary_stats(frame(data), WER_DIRECTIONS)
+
+
+def test_a_metric_without_a_declared_ratio_is_still_a_mean_of_items():
+    # A run recorded before ratio metrics existed: its config declares no aggregation.
+    data = frame(_asr_rows("opus", TRUTHS, HYPOTHESES))
+    directions = {**DIRECTIONS, "wer": {"higher_is_better": False, "unit": ""}}
+    wer = summary_stats(data, directions).set_index("metric").loc["wer"]
+    assert wer["mean"] == pytest.approx(data["value"].mean())
+    assert wer["aggregate"] == "mean over items"
