@@ -30,6 +30,7 @@ import pandas as pd
 from bench.report.stats import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
+    MEAN_AGGREGATE,
     RESAMPLES,
     metric_directions,
     results_frame,
@@ -292,6 +293,16 @@ def comparability_problems(baseline: dict, new: dict) -> list[str]:
         problems.append(
             f"{len(changed)} item(s) whose input audio differs (input hash): {_listed(changed)}"
         )
+    # A metric aggregated another way (WER as a mean of utterances, then as corpus WER)
+    # has a mean that measures something else: comparing would report the definition's
+    # change as the codec's.
+    old_aggregates, new_aggregates = _aggregates(baseline), _aggregates(new)
+    for metric in sorted(old_aggregates.keys() & new_aggregates.keys()):
+        if old_aggregates[metric] != new_aggregates[metric]:
+            problems.append(
+                f"{metric} is aggregated differently: {old_aggregates[metric]} in the "
+                f"baseline, {new_aggregates[metric]} now"
+            )
     old_crop = (baseline.get("settings") or {}).get("max_seconds")
     new_crop = (new.get("settings") or {}).get("max_seconds")
     if old_crop != new_crop:
@@ -299,6 +310,14 @@ def comparability_problems(baseline: dict, new: dict) -> list[str]:
             f"items cropped differently: --max-seconds {old_crop} in the baseline, {new_crop} now"
         )
     return problems
+
+
+def _aggregates(document: dict) -> dict[str, str]:
+    """What each metric's means are (``mean`` or a ratio of totals), per metric."""
+    return {
+        condition["metric"]: condition.get("aggregate", MEAN_AGGREGATE)
+        for condition in document["conditions"]
+    }
 
 
 def write_summary(document: dict, path: str | os.PathLike) -> None:

@@ -465,3 +465,14 @@ def test_a_run_directory_summary_records_its_items_and_their_hashes(tmp_path):
     other = run_directory(tmp_path / "other", edited)
     assert main(["compare", run_dir, run_dir]) == EXIT_OK
     assert main(["compare", run_dir, other]) == EXIT_NOT_COMPARABLE
+
+
+def test_a_metric_aggregated_another_way_is_not_comparable(tmp_path, capsys):
+    """WER became corpus WER (total edits over total words): a baseline of per-utterance
+    means would report the new definition as the codec's improvement."""
+    new = json.loads(json.dumps(BASELINE))
+    for condition in new["conditions"]:
+        if condition["metric"] == "pesq_wb":
+            condition["aggregate"] = "total edits / total reference_words"
+    assert compare(tmp_path, BASELINE, new) == EXIT_NOT_COMPARABLE
+    assert "pesq_wb is aggregated differently" in capsys.readouterr().out
