@@ -580,6 +580,23 @@ def _new_run_dir(out_root: Path, config_hash: str) -> Path:
     return run_dir
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run whose directory exists; ``run_dir`` is the run to resume."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(f"interrupted run {run_dir}")
+        self.run_dir = run_dir
+
+
+@contextlib.contextmanager
+def _resumable(store: RunStore) -> Iterator[None]:
+    """Turn Ctrl-C in the block into :class:`RunInterrupted` naming the store's run."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(store.run_dir) from interrupt
+
+
 @contextlib.contextmanager
 def _worker_pool(
     workers: int, cache_dir: str | os.PathLike | None
@@ -589,14 +606,10 @@ def _worker_pool(
         yield None
         return
     # Created before this process runs any torch operation: see bench.parallel.
-    pool = process_pool(workers, _init_worker, (str(cache_dir) if cache_dir is not None else None,))
-    try:
+    with process_pool(
+        workers, _init_worker, (str(cache_dir) if cache_dir is not None else None,)
+    ) as pool:
         yield pool
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
 
 
 def _provenance(
@@ -705,14 +718,15 @@ def run_sweep(
             store.create(
                 _provenance(store, config_hash, settings, cache_dir, codecs, dataset, hashes)
             )
-        tasks = _build_tasks(conditions, dataset, codecs, hashes, settings, store)
-        _write_references(
-            store,
-            listening_selection(dataset.items, settings.listening_items),
-            settings.max_seconds,
-        )
-        cache = Cache(cache_dir) if cache_dir is not None else None
-        summary = _execute(tasks, store, Evaluator(cache), pool, progress)
+        with _resumable(store):
+            tasks = _build_tasks(conditions, dataset, codecs, hashes, settings, store)
+            _write_references(
+                store,
+                listening_selection(dataset.items, settings.listening_items),
+                settings.max_seconds,
+            )
+            cache = Cache(cache_dir) if cache_dir is not None else None
+            summary = _execute(tasks, store, Evaluator(cache), pool, progress)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
