@@ -1,12 +1,18 @@
-"""Worker pools stay usable after the parent has run multi-threaded torch work."""
+"""Worker pools stay usable after the parent has run multi-threaded torch work, and their
+processes do not outlive the parent."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
-from helpers import REPO_ROOT
+import pytest
+from helpers import REPO_ROOT, process_alive
 
 SCRIPT = textwrap.dedent(
     """
@@ -81,3 +87,42 @@ def test_forked_workers_are_pinned_and_do_not_hang():
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "ok"
+
+
+# The portable fallback of exit_with_parent, taken on Linux by posing as macOS.
+ORPHAN_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    from bench.parallel import exit_with_parent
+
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        sys.platform = "darwin"
+        exit_with_parent(parent)
+        time.sleep(600)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through /proc")
+def test_without_prctl_a_child_still_exits_when_its_parent_is_killed():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while process_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphaned = process_alive(child)
+    if orphaned:
+        os.kill(child, signal.SIGKILL)
+    assert not orphaned, "the child outlived its killed parent"
