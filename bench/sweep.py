@@ -731,6 +731,20 @@ def run_sweep(
     return summary
 
 
+PROGRESS_LABEL = "bench run"
+
+
+def _metrics_with_set_up(tasks: list[Task], evaluator: Evaluator) -> list[str]:
+    """The metrics of ``tasks`` that load models or compile kernels before their first score."""
+    names = {
+        metric.name
+        for task in tasks
+        for metric in evaluator.metrics(task)
+        if metric.spec.setup is not None
+    }
+    return sorted(names)
+
+
 def _execute(
     tasks: list[Task],
     store: RunStore,
@@ -742,10 +756,12 @@ def _execute(
     done = _completed_tasks(store)
     summary = RunSummary(store.run_dir, len(tasks), 0, 0, 0, 0, 0.0, 0.0, 0.0)
     bar = tqdm(
-        total=len(tasks), desc="bench run", unit="item", disable=not progress, dynamic_ncols=True
+        total=len(tasks), desc=PROGRESS_LABEL, unit="item", disable=not progress, dynamic_ncols=True
     )
 
     def record(task: Task, result: TaskResult) -> None:
+        # A finished task shows the workers are past their set-up.
+        bar.set_description(PROGRESS_LABEL, refresh=False)
         already = done.get(task.identity, set())
         rows = [row for row in result.rows if row["metric_family"] not in already]
         for row in rows:
@@ -770,6 +786,10 @@ def _execute(
                 summary.tasks_from_cache += 1
                 record(task, cached)
         summary.tasks_computed = len(pending)
+        loading = _metrics_with_set_up(pending, evaluator)
+        if loading:
+            # Loading models and compiling kernels can keep the bar at 0 % for a minute.
+            bar.set_description(f"{PROGRESS_LABEL}: loading {', '.join(loading)} (once per worker)")
         if pool is None:
             with pinned_threads():
                 for task in pending:

@@ -3,6 +3,7 @@ processes do not outlive the parent."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, process_alive
+from helpers import REPO_ROOT, process_alive, write_tone
 
 SCRIPT = textwrap.dedent(
     """
@@ -126,3 +127,67 @@ def test_without_prctl_a_child_still_exits_when_its_parent_is_killed():
     if orphaned:
         os.kill(child, signal.SIGKILL)
     assert not orphaned, "the child outlived its killed parent"
+
+
+# A sweep whose workers report what they hold after their tasks: the modules of the heavy
+# metric backends and the metrics whose set-up (model loading, kernel compilation) ran.
+LOADED_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    import bench.scoring
+    import bench.sweep
+
+    HEAVY = sys.argv[2].split(",")
+    folder, evaluate = Path(sys.argv[1]), bench.sweep._evaluate_in_worker
+
+    def evaluate_and_report(task):
+        result = evaluate(task)
+        loaded = {
+            "modules": [name for name in HEAVY if name in sys.modules],
+            "set_up": sorted(name for name, _ in bench.scoring._SET_UP),
+        }
+        (folder / f"worker-{os.getpid()}.json").write_text(json.dumps(loaded))
+        return result
+
+    bench.sweep._evaluate_in_worker = evaluate_and_report
+    settings = bench.sweep.SweepSettings(
+        codecs=("identity",), data=f"folder:{folder / 'data'}", metrics=("si_sdr",), workers=2
+    )
+    bench.sweep.run_sweep(settings, out_root=folder / "runs", cache_dir=None, progress=False)
+    """
+)
+# What the model-based metrics import: Whisper, ViSQOL, DNSMOS, Resemblyzer and friends.
+HEAVY_MODULES = (
+    "faster_whisper",
+    "ctranslate2",
+    "visqol",
+    "numba",
+    "ai_edge_litert",
+    "onnxruntime",
+    "speechmos",
+    "resemblyzer",
+    "librosa",
+    "pesq",
+    "pystoi",
+)
+
+
+def test_an_si_sdr_worker_loads_no_model_and_imports_no_heavy_backend(tmp_path):
+    for index in range(4):
+        write_tone(tmp_path / "data" / f"tone{index}.wav", frequency=300 + 50 * index)
+    completed = subprocess.run(
+        [sys.executable, "-c", LOADED_SCRIPT, str(tmp_path), ",".join(HEAVY_MODULES)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    reports = [json.loads(path.read_text()) for path in tmp_path.glob("worker-*.json")]
+    assert len(reports) == 2, "expected a report from each of the two workers"
+    # si_sdr has no set-up of its own; no other metric's ran.
+    assert reports == [{"modules": [], "set_up": ["si_sdr"]}] * 2
