@@ -760,7 +760,7 @@ def _execute(
     )
 
     def record(task: Task, result: TaskResult) -> None:
-        # A finished task shows the workers are past their set-up.
+        # Once tasks finish, loading no longer holds the bar back.
         bar.set_description(PROGRESS_LABEL, refresh=False)
         already = done.get(task.identity, set())
         rows = [row for row in result.rows if row["metric_family"] not in already]

@@ -191,3 +191,23 @@ def test_an_si_sdr_worker_loads_no_model_and_imports_no_heavy_backend(tmp_path):
     assert len(reports) == 2, "expected a report from each of the two workers"
     # si_sdr has no set-up of its own; no other metric's ran.
     assert reports == [{"modules": [], "set_up": ["si_sdr"]}] * 2
+
+
+def test_the_progress_bar_names_the_models_the_workers_load(tmp_path):
+    write_tone(tmp_path / "data" / "tone.wav")
+    command = [sys.executable, "-m", "bench.cli", "run", "--codec", "identity", "--no-report"]
+    command += ["--data", f"folder:{tmp_path / 'data'}", "--metrics", "si_sdr,dnsmos"]
+    command += ["--workers", "1", "--no-cache", "--out", str(tmp_path / "runs")]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    expected = "bench run: loading dnsmos (once per worker)"
+    shown = ""
+    try:
+        # The bar redraws with carriage returns: read until the description shows up.
+        while expected not in shown and (character := process.stderr.read(1)):
+            shown += character
+    finally:
+        process.kill()
+        process.wait()
+    assert expected in shown, shown
