@@ -72,7 +72,7 @@ def test_workers_exit_when_the_run_is_killed(tmp_path):
     process = _slow_run(tmp_path, ITEMS, install_plugin(tmp_path / "plugin"))
     _wait_for(lambda: _first_rows(tmp_path / "runs"), process, "a first row")
     workers = child_pids(process.pid)
-    assert len(workers) == 2, workers
+    assert len(workers) >= 2, f"expected the two workers among the run's children: {workers}"
     os.kill(process.pid, signal.SIGKILL)  # the parent alone, as the OOM killer does
     process.wait()
     deadline = time.monotonic() + 30
@@ -81,7 +81,7 @@ def test_workers_exit_when_the_run_is_killed(tmp_path):
     orphans = [pid for pid in workers if process_alive(pid)]
     for pid in orphans:
         os.kill(pid, signal.SIGKILL)
-    assert not orphans, "workers outlived their killed parent"
+    assert not orphans, "processes of the run outlived it"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds workers through /proc")
