@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import traceback
@@ -733,11 +734,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[arguments.command]()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        # bench.sweep.RunInterrupted names the run once its directory exists.
+        run_dir = getattr(interrupt, "run_dir", None)
         how = {
-            "run": "`bench run --resume RUN_DIR`",
+            "run": f"`bench run --resume {shlex.quote(str(run_dir))}`" if run_dir else None,
             "train": "the same `bench train` command with --resume (the state was saved)",
-        }.get(arguments.command, "the same command")
+        }.get(arguments.command) or "the same command"
         print(f"interrupted; continue with {how}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ValueError as error:  # bad usage or input, with what was expected

@@ -619,6 +619,23 @@ def _new_run_dir(out_root: Path, config_hash: str) -> Path:
     return run_dir
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run whose directory exists; ``run_dir`` is the run to resume."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(f"interrupted run {run_dir}")
+        self.run_dir = run_dir
+
+
+@contextlib.contextmanager
+def _resumable(store: RunStore) -> Iterator[None]:
+    """Turn Ctrl-C in the block into :class:`RunInterrupted` naming the store's run."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(store.run_dir) from interrupt
+
+
 @contextlib.contextmanager
 def _worker_pool(
     workers: int, cache_dir: str | os.PathLike | None
@@ -628,14 +645,10 @@ def _worker_pool(
         yield None
         return
     # Created before this process runs any torch operation: see bench.parallel.
-    pool = process_pool(workers, _init_worker, (str(cache_dir) if cache_dir is not None else None,))
-    try:
+    with process_pool(
+        workers, _init_worker, (str(cache_dir) if cache_dir is not None else None,)
+    ) as pool:
         yield pool
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
 
 
 def _provenance(
@@ -752,14 +765,15 @@ def run_sweep(
                 _provenance(store, config_hash, settings, cache_dir, codecs, dataset, hashes)
             )
             held.enter_context(store.locked())
-        tasks = _build_tasks(conditions, dataset, codecs, hashes, settings, store)
-        _write_references(
-            store,
-            listening_selection(dataset.items, settings.listening_items),
-            settings.max_seconds,
-        )
-        cache = Cache(cache_dir) if cache_dir is not None else None
-        summary = _execute(tasks, store, Evaluator(cache), pool, progress)
+        with _resumable(store):
+            tasks = _build_tasks(conditions, dataset, codecs, hashes, settings, store)
+            _write_references(
+                store,
+                listening_selection(dataset.items, settings.listening_items),
+                settings.max_seconds,
+            )
+            cache = Cache(cache_dir) if cache_dir is not None else None
+            summary = _execute(tasks, store, Evaluator(cache), pool, progress)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
@@ -807,6 +821,20 @@ def _some(names: list[str], shown: int = 5) -> str:
     return ", ".join(repr(name) for name in names[:shown]) + more
 
 
+PROGRESS_LABEL = "bench run"
+
+
+def _metrics_with_set_up(tasks: list[Task], evaluator: Evaluator) -> list[str]:
+    """The metrics of ``tasks`` that load models or compile kernels before their first score."""
+    names = {
+        metric.name
+        for task in tasks
+        for metric in evaluator.metrics(task)
+        if metric.spec.setup is not None
+    }
+    return sorted(names)
+
+
 def _execute(
     tasks: list[Task],
     store: RunStore,
@@ -821,10 +849,12 @@ def _execute(
     # recomputes the task may both meet the same bad entry.
     discarded_cache_entries: set[str] = set()
     bar = tqdm(
-        total=len(tasks), desc="bench run", unit="item", disable=not progress, dynamic_ncols=True
+        total=len(tasks), desc=PROGRESS_LABEL, unit="item", disable=not progress, dynamic_ncols=True
     )
 
     def record(task: Task, result: TaskResult) -> None:
+        # Once tasks finish, loading no longer holds the bar back.
+        bar.set_description(PROGRESS_LABEL, refresh=False)
         already = done.get(task.identity, set())
         rows = [row for row in result.rows if row["metric_family"] not in already]
         for row in rows:
@@ -851,6 +881,10 @@ def _execute(
                 summary.tasks_from_cache += 1
                 record(task, cached)
         summary.tasks_computed = len(pending)
+        loading = _metrics_with_set_up(pending, evaluator)
+        if loading:
+            # Loading models and compiling kernels can keep the bar at 0 % for a minute.
+            bar.set_description(f"{PROGRESS_LABEL}: loading {', '.join(loading)} (once per worker)")
         if pool is None:
             with pinned_threads():
                 for task in pending:

@@ -58,13 +58,46 @@ class QuantizingCodec(Codec):
 
 
 class SlowQuantizingCodec(QuantizingCodec):
-    """The quantising codec with a fixed 40 ms decode, so a run lasts long enough to kill."""
+    """The quantising codec with a fixed 40 ms decode, so a run lasts long enough to kill.
+
+    With ``BENCH_TEST_STALL_AFTER=N`` in the environment, every decode after an instance's
+    N-th (its warm-up counts) hangs for ten minutes, as a codec on a very long item does,
+    after writing a file named by its pid into ``BENCH_TEST_STALL_DIR``.
+    """
 
     name = "slow-quantizer"
+    decodes = 0
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+        self.decodes += 1
+        stall_after = os.environ.get("BENCH_TEST_STALL_AFTER")
+        if stall_after is not None and self.decodes > int(stall_after):
+            Path(os.environ["BENCH_TEST_STALL_DIR"], str(os.getpid())).touch()
+            time.sleep(600)
         time.sleep(0.04)
         return super()._decode(encoded, nfe, seed)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of the processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue  # the process ended while listed
+        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children
 
 
 def install_plugin(directory: Path) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """A real `bench run` killed with SIGKILL at a random point resumes without losing or
-repeating finished work."""
+repeating finished work; its workers die with it; Ctrl-C stops it at once and names the
+run to resume."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import install_plugin, write_tone
+from helpers import child_pids, install_plugin, process_alive, write_tone
 
 from bench.store import RunStore
 
@@ -40,6 +41,78 @@ def _row_count(path: Path) -> int:
 
 def _deterministic(rows: list[dict]) -> dict[tuple, float | None]:
     return {(row["item"], row["metric"]): row["value"] for row in rows}
+
+
+def _slow_run(tmp_path: Path, items: int, env: dict) -> subprocess.Popen:
+    """A real `bench run` of ``items`` tones through the slow plug-in codec, two workers."""
+    for index in range(items):
+        write_tone(
+            tmp_path / "data" / f"tone{index:02d}.wav", seconds=0.5, frequency=200 + 37 * index
+        )
+    arguments = ["run", "--codec", "slow-quantizer", "--data", f"folder:{tmp_path / 'data'}"]
+    arguments += ["--metrics", METRICS, "--workers", "2", "--quiet", "--no-report"]
+    arguments += ["--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]
+    return _bench(arguments, env)
+
+
+def _wait_for(condition, process: subprocess.Popen, what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} after {seconds} s"
+        time.sleep(0.01)
+
+
+def _first_rows(runs: Path) -> bool:
+    return any(_row_count(path) > 0 for path in runs.glob("*/results.jsonl"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds workers through /proc")
+def test_workers_exit_when_the_run_is_killed(tmp_path):
+    process = _slow_run(tmp_path, ITEMS, install_plugin(tmp_path / "plugin"))
+    _wait_for(lambda: _first_rows(tmp_path / "runs"), process, "a first row")
+    workers = child_pids(process.pid)
+    assert len(workers) >= 2, f"expected the two workers among the run's children: {workers}"
+    os.kill(process.pid, signal.SIGKILL)  # the parent alone, as the OOM killer does
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(map(process_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphans = [pid for pid in workers if process_alive(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "processes of the run outlived it"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds workers through /proc")
+def test_ctrl_c_stops_workers_mid_task_names_the_run_and_resume_completes(tmp_path):
+    stalled = tmp_path / "stalled"
+    stalled.mkdir()
+    # Each worker records three items, then hangs in its next decode.
+    env = install_plugin(tmp_path / "plugin")
+    stalling = {**env, "BENCH_TEST_STALL_AFTER": "4", "BENCH_TEST_STALL_DIR": str(stalled)}
+    process = _slow_run(tmp_path, 12, stalling)
+    _wait_for(lambda: len(list(stalled.iterdir())) == 2, process, "two hung workers")
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches every process
+    try:
+        # A behaviour bound, not a timing: waiting for the hung tasks would take ten minutes.
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        hung = [int(path.name) for path in stalled.iterdir()]
+        left = [pid for pid in [process.pid, *hung] if process_alive(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert not left, "the run or its hung workers were left running after Ctrl-C"
+    assert process.returncode == 130, stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert f"continue with `bench run --resume {run_dir}`" in stderr
+    assert _row_count(run_dir / "results.jsonl") > 0, "rows finished before Ctrl-C were lost"
+
+    resumed = _bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    keys = [(row["item"], row["metric"]) for row in RunStore(run_dir).rows()]
+    assert len(keys) == len(set(keys)) == 12 * len(METRICS.split(",")), "rows lost or repeated"
 
 
 @pytest.mark.slow
