@@ -136,12 +136,15 @@ def _values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, flo
 
 
 def is_silent(audio: torch.Tensor) -> bool:
-    """Whether every sample of ``audio`` is below :data:`SILENCE_PEAK` (zero at 16 bits)."""
+    """Whether every sample of ``audio`` is below :data:`SILENCE_PEAK` (zero at 16 bits).
+
+    No samples is not silence: the metrics say what is too short.
+    """
     # In numpy: a torch reduction would start torch's thread pool in the calling process
     # (see bench.metrics.speaker).
     samples = audio.detach().numpy()
     # The extremes, not np.abs: no copy of what may be a long file.
-    return bool(samples.max() < SILENCE_PEAK and samples.min() > -SILENCE_PEAK)
+    return samples.size > 0 and bool(samples.max() < SILENCE_PEAK and samples.min() > -SILENCE_PEAK)
 
 
 def score_metric(
@@ -157,12 +160,13 @@ def score_metric(
     ``resampled`` memoises both signals per rate across the metrics of one item. A
     silent degraded signal is NaN for every metric: silence is the worst possible output,
     and a metric's value for it (SI-SDR 0 dB, a WER of 1, a mel distance set by the
-    log floor) could beat a working codec.
+    log floor) could beat a working codec. Only where the reference is silent too is
+    silence the right output; the metric then decides what it can score.
     """
     spec = metric.spec
     if spec.needs_transcript and not item.transcript:
         return MetricOutcome.failed(metric, "no transcript for this item")
-    if is_silent(degraded):
+    if is_silent(degraded) and not (spec.needs_reference and is_silent(reference)):
         return MetricOutcome.failed(
             metric, "degraded is silent (every sample is zero at 16-bit resolution)"
         )
