@@ -135,6 +135,12 @@ def _build_parser() -> argparse.ArgumentParser:
     score.add_argument("--asr-model", help=ASR_MODEL_HELP)
     score.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     score.add_argument("--json", action="store_true", help="print one JSON object")
+    score.add_argument(
+        "--trim",
+        action="store_true",
+        help="score pairs whose lengths differ by more than 20 ms or 1 %% on their common "
+        "part (default: NaN with the reason)",
+    )
 
     listen = commands.add_parser(
         "listen",
@@ -430,21 +436,21 @@ def _score(arguments: argparse.Namespace) -> int:
         else tuple(name for name in metric_names() if get_metric(name).inputs == "audio")
     )
     metrics = bind_metrics(names, _metric_options(arguments))
-    pairs = score_paths(arguments.reference, arguments.degraded, metrics, arguments.workers)
+    pairs = score_paths(
+        arguments.reference, arguments.degraded, metrics, arguments.workers, arguments.trim
+    )
     failures = sum(len(pair.failures) for pair in pairs)
     if arguments.json:
         if len(pairs) == 1:
-            print(json.dumps(pairs[0].as_json(), indent=2))
+            document = pairs[0].as_json()
         else:
-            print(
-                json.dumps(
-                    {"pairs": [pair.as_json() for pair in pairs], "mean": _means(pairs, metrics)},
-                    indent=2,
-                )
-            )
+            document = {"pairs": [pair.as_json() for pair in pairs], "mean": _means(pairs, metrics)}
+        # allow_nan=False: a NaN that slipped through would be written as bare NaN,
+        # which is not JSON; failed values must be null with a reason.
+        print(json.dumps(document, indent=2, allow_nan=False))
         return EXIT_FAILURES if failures else EXIT_OK
     for pair in pairs:
-        print(f"{pair.reference} ~ {pair.degraded}")
+        print(f"{pair.reference or '(no reference)'} ~ {pair.degraded or '(no degraded)'}")
         for name, value in pair.values.items():
             shown = f"{value:.4f}" if value is not None else f"nan ({pair.failures[name]})"
             print(f"  {name:<20} {shown}")

@@ -1,9 +1,18 @@
 """Scoring a (reference, degraded) pair with registered metrics, for sweeps and `bench score`.
 
 Every metric call goes through :func:`score_metric`: its options are checked, its
-per-process set-up (model loading, JIT compilation) runs once and untimed, both signals
-are brought to the metric's rate by ``bench.audio``, and any failure becomes NaN with a
-reason instead of an exception or a substitute value.
+per-process set-up (model loading, JIT compilation) runs once and untimed, a silent
+degraded signal is refused, both signals are brought to the metric's rate by
+``bench.audio``, and any failure becomes NaN with a reason instead of an exception or a
+substitute value.
+
+Two files given to `bench score` may differ in length. Up to :func:`length_tolerance`
+(20 ms or 1 % of the reference, whichever is larger) the metrics that compare sample by
+sample score both trimmed to the shorter, and the metrics that align the pair themselves
+(``MetricSpec.aligns_signals``) or need no reference score the files as they are. A
+larger difference means the pair is not what it claims to be (a truncated decode, the
+wrong file): every full-reference metric is NaN with the reason, unless ``trim`` asks
+to score the common part.
 """
 
 from __future__ import annotations
@@ -22,6 +31,16 @@ from bench.data.item import Item
 from bench.metrics import CannotScore, MetricSpec, Score, get_metric, metric_names
 from bench.parallel import pinned_threads, process_pool
 from bench.store import content_key
+
+# The version of what the harness does around a metric call (which inputs it refuses:
+# version 2 refuses a silent degraded signal, which version 1 scored). It keys every
+# cached metric value, so that values computed under an older harness are not served.
+HARNESS_VERSION = 2
+# A degraded signal whose every sample is below half a 16-bit step is digital silence: it
+# would be stored as zeros. No codec output is worse, so no metric may score it.
+SILENCE_PEAK = 2.0**-16
+LENGTH_TOLERANCE_SECONDS = 0.020
+LENGTH_TOLERANCE_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,7 @@ class BoundMetric:
         """
         key = {
             "decoded": decoded_key,
+            "harness": HARNESS_VERSION,
             "metric": self.spec.name,
             "version": self.spec.version,
             "backend": self.spec.backend,
@@ -144,6 +164,18 @@ def _values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, flo
     return {spec.name: float(result)}
 
 
+def is_silent(audio: torch.Tensor) -> bool:
+    """Whether every sample of ``audio`` is below :data:`SILENCE_PEAK` (zero at 16 bits).
+
+    No samples is not silence: the metrics say what is too short.
+    """
+    # In numpy: a torch reduction would start torch's thread pool in the calling process
+    # (see bench.metrics.speaker).
+    samples = audio.detach().numpy()
+    # The extremes, not np.abs: no copy of what may be a long file.
+    return samples.size > 0 and bool(samples.max() < SILENCE_PEAK and samples.min() > -SILENCE_PEAK)
+
+
 def score_metric(
     metric: BoundMetric,
     item: Item,
@@ -160,6 +192,10 @@ def score_metric(
     ``cropped`` says the signals are a crop of the item's file: its transcript, which is
     of the whole file, then does not apply (WER becomes a dWER; a metric that needs a
     transcript gives NaN), and the row's note says so.
+    A silent degraded signal is NaN for every metric: silence is the worst possible output,
+    and a metric's value for it (SI-SDR 0 dB, a WER of 1, a mel distance set by the
+    log floor) could beat a working codec. Only where the reference is silent too is
+    silence the right output; the metric then decides what it can score.
     """
     spec = metric.spec
     transcript_note = None
@@ -168,6 +204,10 @@ def score_metric(
         transcript_note = CROPPED_TRANSCRIPT_NOTE
     if spec.needs_transcript and not item.transcript:
         return MetricOutcome.failed(metric, transcript_note or "no transcript for this item")
+    if is_silent(degraded) and not (spec.needs_reference and is_silent(reference)):
+        return MetricOutcome.failed(
+            metric, "degraded is silent (every sample is zero at 16-bit resolution)"
+        )
     try:
         ensure_set_up(metric)
     except Exception as error:  # noqa: BLE001 - a broken backend fails its metric only
@@ -206,10 +246,11 @@ def score_metric(
 @dataclass
 class PairScores:
     """The scores of one reference/degraded pair, as `bench score` prints them, with the
-    counts of its ratio metrics (see :attr:`MetricOutcome.counts`)."""
+    counts of its ratio metrics (see :attr:`MetricOutcome.counts`); ``None`` for the side
+    of an unpaired file that is missing."""
 
-    reference: str
-    degraded: str
+    reference: str | None
+    degraded: str | None
     values: dict[str, float | None]
     failures: dict[str, str]
     notes: list[str]
@@ -225,27 +266,53 @@ class PairScores:
             "counts": self.counts,
         }
 
+    def fail(self, metrics: tuple[BoundMetric, ...], reason: str) -> PairScores:
+        """Record every metric as NaN (``None``) for ``reason``."""
+        for metric in metrics:
+            self.values[metric.name] = None
+            self.failures[metric.name] = reason
+        return self
 
-def _aligned(
+
+def _converted(
     reference: bench_audio.LoadedAudio, degraded: bench_audio.LoadedAudio
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Bring the degraded signal to the reference's rate and channels; trim to the shorter."""
+) -> tuple[torch.Tensor, list[str]]:
+    """The degraded signal at the reference's rate and channel count, and every note on
+    how the two files were read and converted."""
     notes = [f"reference: {note}" for note in reference.notes]
     notes += [f"degraded: {note}" for note in degraded.notes]
     converted, prepare_notes = bench_audio.prepare(
         degraded, reference.sample_rate, reference.audio.shape[0]
     )
     notes += [f"degraded: {note}" for note in prepare_notes[len(degraded.notes) :]]
-    reference_audio = reference.audio
-    have, want = converted.shape[-1], reference_audio.shape[-1]
-    if have != want:
-        shorter = min(have, want)
-        notes.append(
-            f"lengths differ (reference {want}, degraded {have} samples at "
-            f"{reference.sample_rate} Hz): both trimmed to the shorter, {shorter}"
-        )
-        reference_audio, converted = reference_audio[:, :shorter], converted[:, :shorter]
-    return reference_audio, converted, notes
+    return converted, notes
+
+
+def length_tolerance(reference_samples: int, sample_rate: int) -> int:
+    """How many samples a degraded signal may differ from its reference in length and
+    still be scored as its pair: 20 ms or 1 % of the reference, whichever is larger."""
+    return max(
+        round(LENGTH_TOLERANCE_SECONDS * sample_rate),
+        int(LENGTH_TOLERANCE_FRACTION * reference_samples),
+    )
+
+
+def _takes_any_lengths(spec: MetricSpec) -> bool:
+    """Whether a metric scores a pair of different lengths as it is: it aligns the pair
+    itself (PESQ, ViSQOL), or it never reads the reference (DNSMOS)."""
+    return spec.aligns_signals or not spec.needs_reference
+
+
+def _length_note(metrics: tuple[BoundMetric, ...], lengths: str, shorter: int) -> str:
+    """How a pair of different lengths was scored, naming the metrics on each side."""
+    trimmed = [metric.name for metric in metrics if not _takes_any_lengths(metric.spec)]
+    whole = [metric.name for metric in metrics if _takes_any_lengths(metric.spec)]
+    parts = []
+    if trimmed:
+        parts.append(f"{', '.join(trimmed)} scored both trimmed to the shorter, {shorter}")
+    if whole:
+        parts.append(f"{', '.join(whole)} scored the files as they are")
+    return f"{lengths}: {'; '.join(parts)}"
 
 
 def score_pair(
@@ -253,24 +320,51 @@ def score_pair(
     degraded_path: str | os.PathLike,
     metrics: tuple[BoundMetric, ...],
     transcript: str | None = None,
+    trim: bool = False,
 ) -> PairScores:
-    """Score two files with audio metrics; never raises for bad audio (NaN plus reason)."""
+    """Score two files with audio metrics; never raises for bad audio (NaN plus reason).
+
+    Files of different lengths are scored as the module docstring says; ``trim`` scores
+    a pair beyond :func:`length_tolerance` on its common part instead of refusing it.
+    """
     result = PairScores(str(reference_path), str(degraded_path), {}, {}, [])
     try:
         reference = bench_audio.load_audio(reference_path)
         degraded = bench_audio.load_audio(degraded_path)
-        reference_audio, degraded_audio, result.notes = _aligned(reference, degraded)
+        degraded_audio, result.notes = _converted(reference, degraded)
     except bench_audio.AudioError as error:
-        for metric in metrics:
-            result.values[metric.name] = None
-            result.failures[metric.name] = f"input: {error}"
-        return result
-    item = Item(id=Path(degraded_path).stem, path=Path(degraded_path), transcript=transcript)
-    resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for metric in metrics:
-        outcome = score_metric(
-            metric, item, reference_audio, degraded_audio, reference.sample_rate, resampled
+        return result.fail(metrics, f"input: {error}")
+    rate = reference.sample_rate
+    whole = trimmed = (reference.audio, degraded_audio)
+    refusal = None
+    want, have = reference.audio.shape[-1], degraded_audio.shape[-1]
+    if want != have:
+        difference, tolerance = abs(want - have), length_tolerance(want, rate)
+        beyond = difference > tolerance
+        lengths = (
+            f"lengths differ: reference {want}, degraded {have} samples at {rate} Hz "
+            f"({1000 * difference / rate:.1f} ms, {100 * difference / want:.2f} %), "
+            f"{'beyond' if beyond else 'within'} the tolerance of {tolerance} samples "
+            "(20 ms or 1 % of the reference, whichever is larger)"
         )
+        if beyond and not trim:
+            refusal = f"{lengths}; check the pair, or pass --trim to score its common part"
+        else:
+            shorter = min(want, have)
+            trimmed = (reference.audio[:, :shorter], degraded_audio[:, :shorter])
+            result.notes.append(_length_note(metrics, lengths, shorter))
+    item = Item(id=Path(degraded_path).stem, path=Path(degraded_path), transcript=transcript)
+    # Each pair's signals are resampled once per rate, across the metrics that take it.
+    resampled_whole: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    resampled_trimmed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for metric in metrics:
+        if refusal and metric.spec.needs_reference:
+            outcome = MetricOutcome.failed(metric, refusal)
+        elif _takes_any_lengths(metric.spec):
+            outcome = score_metric(metric, item, *whole, rate, resampled_whole)
+        else:
+            memo = resampled_whole if trimmed is whole else resampled_trimmed
+            outcome = score_metric(metric, item, *trimmed, rate, memo)
         for name, value in outcome.values.items():
             result.values[name] = value if math.isfinite(value) else None
             if outcome.failure:
@@ -318,16 +412,17 @@ def _sidecar_transcript(path: Path) -> str | None:
     return sidecar.read_text().strip() or None if sidecar.is_file() else None
 
 
-def _score_one(job: tuple[Path | None, Path | None, tuple[BoundMetric, ...]]) -> PairScores:
-    reference, degraded, metrics = job
+def _score_one(
+    job: tuple[Path | None, Path | None, tuple[BoundMetric, ...], bool],
+) -> PairScores:
+    reference, degraded, metrics, trim = job
     if reference is None or degraded is None:
         missing = "reference" if reference is None else "degraded"
-        result = PairScores(str(reference), str(degraded), {}, {}, [])
-        for metric in metrics:
-            result.values[metric.name] = None
-            result.failures[metric.name] = f"input: no {missing} file to pair with"
-        return result
-    return score_pair(reference, degraded, metrics, _sidecar_transcript(reference))
+        # The missing side stays None, which JSON writes as null (str() gave "None").
+        paths = [str(path) if path is not None else None for path in (reference, degraded)]
+        result = PairScores(*paths, {}, {}, [])
+        return result.fail(metrics, f"input: no {missing} file to pair with")
+    return score_pair(reference, degraded, metrics, _sidecar_transcript(reference), trim)
 
 
 def score_paths(
@@ -335,11 +430,13 @@ def score_paths(
     degraded: str | os.PathLike,
     metrics: tuple[BoundMetric, ...],
     workers: int = 1,
+    trim: bool = False,
 ) -> list[PairScores]:
     """Score two files or two folders (see :func:`pair_paths`) with audio metrics.
 
     A reference's sidecar ``.txt`` is its transcript (for WER). Pairs are scored in a
-    process pool when ``workers > 1``; results keep the pairing order.
+    process pool when ``workers > 1``; results keep the pairing order. ``trim``: see
+    :func:`score_pair`.
     """
     coding = [metric.name for metric in metrics if metric.spec.inputs == "coding"]
     if coding:
@@ -347,7 +444,7 @@ def score_paths(
             f"{', '.join(coding)} measure a codec run and cannot score files; "
             "choose audio metrics (see `bench metrics`)"
         )
-    jobs = [(ref, deg, metrics) for ref, deg in pair_paths(reference, degraded)]
+    jobs = [(ref, deg, metrics, trim) for ref, deg in pair_paths(reference, degraded)]
     if workers == 1 or len(jobs) == 1:
         with pinned_threads():
             return [_score_one(job) for job in jobs]

@@ -77,6 +77,10 @@ class MetricSpec:
     ``needs_reference=False`` marks a non-intrusive (no-reference) metric. ``content``
     names the content classes the metric is valid for (``None``: any); it is not run on
     items tagged with other classes only, e.g. PESQ on music, which peers report anyway.
+    ``aligns_signals`` marks a full-reference metric that time-aligns the pair itself
+    (PESQ, ViSQOL): it takes both signals as they are, of different lengths too. The
+    others compare sample by sample, so a pair that differs in length is trimmed for them
+    (see ``bench.scoring``).
 
     ``options`` names the keyword options ``function`` accepts (e.g. ``model`` for WER);
     ``setup(**options)`` builds per-process state once, before anything is timed; and
@@ -102,6 +106,7 @@ class MetricSpec:
     version: int = 1
     description: str = ""
     content: frozenset[str] | None = None
+    aligns_signals: bool = False
     options: tuple[str, ...] = ()
     setup: Callable[..., None] | None = field(default=None, repr=False)
     describe_backend: Callable[..., str] | None = field(default=None, repr=False)

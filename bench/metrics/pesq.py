@@ -77,6 +77,7 @@ for _function, _sample_rate, _description in (
             higher_is_better=True,
             needs_reference=True,
             needs_transcript=False,
+            aligns_signals=True,
             content=SPEECH_ONLY,
             sample_rate=_sample_rate,
             backend=PESQ_BACKEND,

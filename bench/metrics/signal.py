@@ -117,7 +117,9 @@ def si_sdr(
     ``alpha = <d, r> / <r, r>`` and ``10 log10((|alpha r|^2 + eps) / (|d - alpha r|^2 + eps))``
     is returned, with ``eps`` the float64 machine epsilon so that a perfect
     reconstruction scores a large finite value instead of infinity. A silent reference
-    cannot be scored. Higher is better.
+    cannot be scored, nor a degraded signal with no energy after removing its mean (a
+    constant): there ``eps / eps`` would score 0 dB, better than a working low-rate codec.
+    Higher is better.
     """
     reference_array = reference.double().numpy()
     degraded_array = degraded.double().numpy()
@@ -126,6 +128,8 @@ def si_sdr(
     reference_energy = np.sum(reference_array**2, axis=-1, keepdims=True)
     if np.any(reference_energy == 0):
         raise CannotScore("reference is silent (zero energy after removing the mean)")
+    if np.any(np.sum(degraded_array**2, axis=-1) == 0):
+        raise CannotScore("degraded is silent (zero energy after removing the mean)")
     alpha = np.sum(degraded_array * reference_array, axis=-1, keepdims=True) / reference_energy
     target = alpha * reference_array
     noise = degraded_array - target
@@ -163,6 +167,7 @@ register_metric(
         backend="bench (numpy)",
         backend_version=f"{bench_version}/numpy {np.__version__}",
         unit="dB",
+        version=2,
         description="scale-invariant SDR (Le Roux et al. 2019) at the codec's rate",
     )
 )

@@ -93,7 +93,7 @@ def _visqol(
     """ViSQOL MOS-LQO of ``(channels, samples)`` signals, each averaged to mono.
 
     ViSQOL aligns the signals itself, so they may differ in length (the conformance cases
-    do; the harness always passes equal lengths).
+    do, and `bench score` passes such pairs as they are).
     """
     reference_mono = reference.double().mean(dim=0).numpy()
     degraded_mono = degraded.double().mean(dim=0).numpy()
@@ -168,6 +168,7 @@ register_metric(
         higher_is_better=True,
         needs_reference=True,
         needs_transcript=False,
+        aligns_signals=True,
         content=SPEECH_ONLY,
         sample_rate=SPEECH_SAMPLE_RATE,
         backend=VISQOL_BACKEND,
@@ -189,6 +190,7 @@ register_metric(
         higher_is_better=True,
         needs_reference=True,
         needs_transcript=False,
+        aligns_signals=True,
         sample_rate=AUDIO_SAMPLE_RATE,
         backend=VISQOL_BACKEND,
         backend_version=f"visqol-python {version('visqol-python')}, SVR model {SVR_MODEL}",

@@ -10,16 +10,20 @@ channel mixing, resampling and the backend call are all ours.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
 
 import pytest
+import soundfile
 
 from bench import audio
+from bench.cli import EXIT_FAILURES, EXIT_OK, main
 from bench.data.item import Item
+from bench.metrics import base as metrics_base
 from bench.metrics.visqol import SPEECH_MAPPERS
-from bench.scoring import BoundMetric, bind_metrics, score_metric, score_pair
+from bench.scoring import BoundMetric, bind_metrics, length_tolerance, score_metric, score_pair
 
 pytestmark = pytest.mark.conformance
 
@@ -78,8 +82,7 @@ def test_visqol_matches_the_cpp_conformance_values(case):
     metric = _visqol_metric(case)
     reference = audio.load_audio(_data("visqol", case["reference"]))
     degraded = audio.load_audio(_data("visqol", case["degraded"]))
-    # score_metric, not score_pair: score_pair trims the pair to the shorter file, and
-    # three cases compare files of different lengths, which ViSQOL aligns itself.
+    # Through score_metric, the sweep's path; `bench score` has its own test below.
     item = Item(id=case["name"], path=_data("visqol", case["degraded"]))
     outcome = score_metric(
         metric, item, reference.audio, degraded.audio, reference.sample_rate, resampled={}
@@ -87,6 +90,56 @@ def test_visqol_matches_the_cpp_conformance_values(case):
     assert outcome.failure is None
     tolerance = VISQOL_BACKEND_DEVIATIONS.get(case["name"], VISQOL_TOLERANCE[case["mode"]])
     assert outcome.values[metric.name] == pytest.approx(case["expected_moslqo"], abs=tolerance)
+
+
+def _unequal_length_cases() -> list:
+    """The ViSQOL cases whose degraded file differs in length from its reference."""
+    cases = []
+    for param in _visqol_cases():
+        case = param.values[0]
+        if case is not None:
+            lengths = [
+                soundfile.info(_data("visqol", case[side])).frames
+                for side in ("reference", "degraded")
+            ]
+            if lengths[0] == lengths[1]:
+                continue
+        cases.append(param)
+    return cases
+
+
+@pytest.mark.parametrize("case", _unequal_length_cases())
+def test_visqol_through_bench_score_gets_pairs_of_different_lengths_as_they_are(
+    case, monkeypatch, capsys
+):
+    """`bench score` itself, on every case whose files differ in length.
+
+    ViSQOL aligns the pair itself: trimming the longer file first moved "audio glock 48aac"
+    to 4.3336 (C++: 4.3325). Beyond the length tolerance the pair is refused, and
+    ``--trim`` scores it, still handing ViSQOL the files as they are.
+    """
+    metric = _visqol_metric(case)
+    # The case's configuration (rate, mapper) registered under the metric's own name, as
+    # `bench score` has no option for it.
+    configured = dataclasses.replace(
+        metric.spec, function=functools.partial(metric.spec.function, **metric.options)
+    )
+    monkeypatch.setitem(metrics_base._METRICS, metric.name, configured)
+    reference, degraded = (str(_data("visqol", case[side])) for side in ("reference", "degraded"))
+    command = ["score", reference, degraded, "--metrics", metric.name, "--json"]
+    reference_samples = soundfile.info(reference).frames
+    difference = abs(soundfile.info(degraded).frames - reference_samples)
+    if difference > length_tolerance(reference_samples, soundfile.info(reference).samplerate):
+        assert main(command) == EXIT_FAILURES
+        refused = json.loads(capsys.readouterr().out)
+        assert refused["values"] == {metric.name: None}
+        assert "beyond the tolerance" in refused["failures"][metric.name]
+        command.append("--trim")
+    assert main(command) == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
+    tolerance = VISQOL_BACKEND_DEVIATIONS.get(case["name"], VISQOL_TOLERANCE[case["mode"]])
+    assert printed["values"][metric.name] == pytest.approx(case["expected_moslqo"], abs=tolerance)
+    assert any(f"{metric.name} scored the files as they are" in note for note in printed["notes"])
 
 
 @pytest.fixture

@@ -44,6 +44,13 @@ def test_si_sdr_refuses_a_silent_reference():
         si_sdr(torch.zeros(1, 24000), _speechlike(), 24000)
 
 
+def test_si_sdr_refuses_a_constant_degraded_signal_instead_of_scoring_0_db():
+    # A constant is silence once the mean is removed: eps / eps made it 0 dB, better than
+    # real Opus at 6 kbps (-0.65 dB on librivox_0880).
+    with pytest.raises(CannotScore, match="degraded is silent"):
+        si_sdr(_speechlike(), torch.full((1, 24000), 0.1), 24000)
+
+
 def test_mel_distance_is_zero_for_identity_and_grows_with_noise():
     reference = _speechlike()
     assert mel_distance(reference, reference, 24000) == 0.0
