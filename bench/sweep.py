@@ -118,6 +118,7 @@ class SweepSettings:
                 **{
                     name: as_tuple(name, data.get(name))
                     for name in ("codecs", "bitrates", "nfes", "seeds", "metrics", "items")
+                    if name in data  # a suite file may leave out what has a default
                 },
                 "tags": as_tuple("tags", data.get("tags", ())),
                 "metric_options": data.get("metric_options", {}),
@@ -274,7 +275,8 @@ def _codec_bitrates(
     if not matched:
         raise ValueError(
             f"codec '{name}' supports none of the requested bitrates "
-            f"({format_kbps(requested)} kbps); supported: {format_kbps(codec.bitrates)}. "
+            f"({format_kbps(requested)} kbps); supported bitrates (kbps): "
+            f"{format_kbps(codec.bitrates)}. "
             f"Give it bitrates of its own, e.g. --codec {name}:{format_kbps(codec.bitrates[:1])}"
         )
     return tuple(matched), skipped
