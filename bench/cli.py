@@ -474,13 +474,14 @@ def _run(arguments: argparse.Namespace) -> int:
         if description.get("model_note"):
             print(f"note: {name}: {description['model_note']}")
     skipped_bitrates: dict[str, list[float]] = {}
+    supported: dict[str, list[float]] = {}
     for skipped in config.get("skipped_conditions", []):
         skipped_bitrates.setdefault(skipped["codec"], []).append(skipped["bitrate"])
+        supported[skipped["codec"]] = skipped["supported"]
     for codec, bitrates in skipped_bitrates.items():
-        supported = config["codecs"][codec]["bitrates"]
         print(
             f"note: skipped {codec} at {format_kbps(bitrates)} kbps: not among its bitrates "
-            f"({format_kbps(supported)})"
+            f"({format_kbps(supported[codec])})"
         )
     for skipped in config["dataset"].get("skipped", []):
         print(f"note: dataset: skipped a file: {skipped}")
