@@ -8,9 +8,11 @@ returned as a human-readable note so that it is recorded next to the results.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,27 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def require_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`AudioError` unless ``path`` is, after links, a regular file.
+
+    Reading a FIFO blocks until a writer comes and a device such as ``/dev/zero`` never
+    ends, so either would hang the run; a symbolic link loop is named as one.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise AudioError(f"symbolic link loop: {path}") from None
+        if error.errno == errno.ENOENT:
+            raise AudioError(f"no such file: {path}") from None
+        raise AudioError(f"cannot read {path}: {error.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise AudioError(f"expected an audio file, got a directory: {path}")
+    if not stat.S_ISREG(mode):
+        kind = "FIFO" if stat.S_ISFIFO(mode) else "device or socket"
+        raise AudioError(f"expected a regular file, got a {kind}: {path}")
+
+
 def check_samples(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
     """Validate samples ``(channels, samples)``: reject what cannot be scored, note the rest.
 
@@ -90,10 +113,7 @@ def load_audio(path: str | os.PathLike) -> LoadedAudio:
     non-finite or too-short file.
     """
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"no such file: {path}")
-    if path.is_dir():
-        raise AudioError(f"expected an audio file, got a directory: {path}")
+    require_regular_file(path)
     if path.stat().st_size == 0:
         raise AudioError(f"empty file (0 bytes): {path}")
     try:

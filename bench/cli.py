@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -68,6 +69,17 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _finite_float(text: str) -> float:
+    """An argparse type for numbers: ``float`` alone takes "nan" and "inf" as well."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="Benchmark neural and classic audio codecs.", epilog=EPILOG
@@ -84,8 +96,23 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run a named suite from bench/suites (e.g. ci); it fixes codecs, bitrates, "
         "items and metrics",
     )
-    run.add_argument("--codec", help="codec name(s), comma-separated (see `bench codecs`)")
-    run.add_argument("--bitrates", help="kbps, comma-separated (default: every bitrate)")
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="run the suite in FILE (TOML in the format of bench/suites/*.toml), from any path",
+    )
+    run.add_argument(
+        "--codec",
+        action="append",
+        help="codec name(s), comma-separated (see `bench codecs`); NAME:KBPS[,KBPS...] gives "
+        "one codec bitrates of its own; repeat --codec for more (--codec opus:6,12 "
+        "--codec encodec:1.5,3)",
+    )
+    run.add_argument(
+        "--bitrates",
+        help="kbps, comma-separated, for the codecs without their own; each codec runs those "
+        "it supports, the rest are skipped with a note (default: every bitrate)",
+    )
     run.add_argument("--nfe", help="NFE counts for iterative decoders, comma-separated")
     run.add_argument("--seed", default="0", help="seed(s), comma-separated (default: 0)")
     run.add_argument(
@@ -95,7 +122,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--items", help="use only these item ids, comma-separated")
     run.add_argument("--limit", type=int, help="use the first N items (after tag filters)")
-    run.add_argument("--max-seconds", type=float, help="crop every item to its first S seconds")
+    run.add_argument(
+        "--max-seconds", type=float, help="crop every item to its first S seconds (S >= 0.25)"
+    )
     run.add_argument("--tags", help="keep items with any of these tags, e.g. speech,music")
     run.add_argument("--exclude-tags", help="drop items with any of these tags")
     run.add_argument("--metrics", help="metric names, comma-separated (default: all)")
@@ -160,8 +189,10 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--metric", help="metric that spreads the items (default: mel_distance if scored)"
     )
-    export.add_argument("--loudness", type=float, default=-23.0, help="target LUFS (-23)")
-    export.add_argument("--max-seconds", type=float, default=10.0, help="excerpt length (10)")
+    export.add_argument("--loudness", type=_finite_float, default=-23.0, help="target LUFS (-23)")
+    export.add_argument(
+        "--max-seconds", type=_finite_float, default=10.0, help="excerpt length (10)"
+    )
     analyze = listen_commands.add_parser(
         "analyze",
         help="post-screen listeners, condition means with 95%% CIs, paired tests, correlations",
@@ -207,7 +238,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument(
-        "--segment-seconds", type=float, help="training segment length (default: 1, 5 with --lm)"
+        "--segment-seconds",
+        type=_finite_float,
+        help="training segment length (default: 1, 5 with --lm)",
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -231,8 +264,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="rvq or grvq (HiFi-Codec's group-residual VQ; default: the codec's own)",
     )
     train.add_argument("--bandwidth-sampling", default="paper", help="paper | uniform")
-    train.add_argument("--learning-rate", type=float, default=3e-4, help="Adam (paper: 3e-4)")
-    train.add_argument("--commitment-weight", type=float, default=1.0)
+    train.add_argument(
+        "--learning-rate", type=_finite_float, default=3e-4, help="Adam (paper: 3e-4)"
+    )
+    train.add_argument("--commitment-weight", type=_finite_float, default=1.0)
     train.add_argument(
         "--frequency-loss",
         default="paper",
@@ -259,9 +294,11 @@ def _build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--lm-layers", type=int, help="transformer layers (default: 5)")
     lm.add_argument("--lm-heads", type=int, help="attention heads (default: 8)")
     lm.add_argument(
-        "--lm-context-seconds", type=float, help="causal attention window (default: 3.5)"
+        "--lm-context-seconds", type=_finite_float, help="causal attention window (default: 3.5)"
     )
-    lm.add_argument("--lm-learning-rate", type=float, help="Adam learning rate (default: 1e-3)")
+    lm.add_argument(
+        "--lm-learning-rate", type=_finite_float, help="Adam learning rate (default: 1e-3)"
+    )
     # Options of the codec trainer that --lm would ignore (the codec is fixed by --checkpoint).
     train.set_defaults(
         codec_option_defaults={dest: train.get_default(dest) for dest in CODEC_TRAIN_OPTIONS}
@@ -321,14 +358,14 @@ SUITE_FIXED = {
 }
 
 
-def _codec_options(arguments: argparse.Namespace) -> dict[str, dict]:
+def _codec_options(arguments: argparse.Namespace, codecs: tuple[str, ...]) -> dict[str, dict]:
     """``--checkpoint`` and ``--entropy-coding`` for the codecs whose constructor takes them."""
     from bench.registry import CODECS, codec_options
 
     given = {"checkpoint": arguments.checkpoint, "entropy_coding": arguments.entropy_coding}
     given = {name: value for name, value in given.items() if value}
     options: dict[str, dict] = {}
-    for codec in _names(arguments.codec):
+    for codec in codecs:
         CODECS.check(codec)
         accepted = codec_options(codec)
         chosen = {name: value for name, value in given.items() if name in accepted}
@@ -338,30 +375,74 @@ def _codec_options(arguments: argparse.Namespace) -> dict[str, dict]:
         if not any(name in chosen for chosen in options.values()):
             raise ValueError(
                 f"--{name.replace('_', '-')}: expected a codec that takes it (e.g. encodec), "
-                f"got --codec {arguments.codec}"
+                f"got --codec {','.join(codecs)}"
             )
     return options
 
 
+def _codec_arguments(values: list[str]) -> tuple[tuple[str, ...], dict[str, tuple[float, ...]]]:
+    """The codecs of the ``--codec`` options, and the bitrates some of them were given.
+
+    Each ``--codec`` is either ``NAME[,NAME...]`` or ``NAME:KBPS[,KBPS...]``, one codec
+    with bitrates of its own; anything else (two names before a ':', a name after one)
+    is refused rather than guessed.
+    """
+    from bench.sweep import parse_list, refuse_duplicates
+
+    codecs: list[str] = []
+    own_bitrates: dict[str, tuple[float, ...]] = {}
+    for value in values:
+        name, colon, bitrates = value.partition(":")
+        if not colon:
+            codecs += parse_list(value, str, "--codec")
+            continue
+        name = name.strip()
+        if not name or "," in name:
+            raise ValueError(
+                f"--codec {value!r}: expected one codec before ':', as in --codec opus:6,12; "
+                "give each codec with bitrates of its own a --codec of its own"
+            )
+        try:
+            own_bitrates[name] = parse_list(bitrates, float, f"--codec {name}:KBPS")
+        except ValueError as error:
+            raise ValueError(
+                f"{error}; expected --codec NAME:KBPS[,KBPS...], one codec per --codec "
+                "(--codec opus:6,12 --codec encodec:1.5,3)"
+            ) from None
+        codecs.append(name)
+    refuse_duplicates(codecs, "--codec")
+    return tuple(codecs), own_bitrates
+
+
 def _settings_from_arguments(arguments: argparse.Namespace):
-    from bench.suites import load_suite
+    from bench.suites import load_suite, load_suite_file
     from bench.sweep import SweepSettings, parse_list
 
-    if arguments.suite:
+    if arguments.suite and arguments.config:
+        raise ValueError("--suite and --config: expected one of them, got both")
+    if arguments.suite or arguments.config:
+        source = f"--suite {arguments.suite}" if arguments.suite else f"--config {arguments.config}"
         clashing = [
             f"--{name.replace('_', '-')}"
             for name, default in SUITE_FIXED.items()
             if getattr(arguments, name) != default
         ]
         if clashing:
-            raise ValueError(
-                f"--suite {arguments.suite} fixes the sweep; expected no {', '.join(clashing)}"
-            )
-        return load_suite(arguments.suite, workers=arguments.workers)
+            raise ValueError(f"{source} fixes the sweep; expected no {', '.join(clashing)}")
+        if arguments.suite:
+            return load_suite(arguments.suite, workers=arguments.workers)
+        return load_suite_file(Path(arguments.config), workers=arguments.workers)
     if not arguments.codec:
         raise ValueError("--codec is required (or --resume RUN_DIR); see `bench codecs`")
+    codecs, codec_bitrates = _codec_arguments(arguments.codec)
+    if arguments.bitrates and set(codec_bitrates) == set(codecs):
+        raise ValueError(
+            f"--bitrates {arguments.bitrates}: applies to no codec, since every codec has "
+            "bitrates of its own (--codec NAME:KBPS); expected one or the other"
+        )
     return SweepSettings(
-        codecs=_names(arguments.codec),
+        codecs=codecs,
+        codec_bitrates=codec_bitrates,
         bitrates=parse_list(arguments.bitrates, float, "--bitrates")
         if arguments.bitrates
         else None,
@@ -370,11 +451,15 @@ def _settings_from_arguments(arguments: argparse.Namespace):
         data=arguments.data,
         limit=arguments.limit,
         max_seconds=arguments.max_seconds,
-        tags=_names(arguments.tags) if arguments.tags else (),
-        exclude_tags=_names(arguments.exclude_tags) if arguments.exclude_tags else (),
-        items=_names(arguments.items) if arguments.items else None,
-        codec_options=_codec_options(arguments),
-        metrics=_names(arguments.metrics) if arguments.metrics else None,
+        tags=parse_list(arguments.tags, str, "--tags") if arguments.tags else (),
+        exclude_tags=(
+            parse_list(arguments.exclude_tags, str, "--exclude-tags")
+            if arguments.exclude_tags
+            else ()
+        ),
+        items=parse_list(arguments.items, str, "--items") if arguments.items else None,
+        codec_options=_codec_options(arguments, codecs),
+        metrics=parse_list(arguments.metrics, str, "--metrics") if arguments.metrics else None,
         metric_options=_metric_options(arguments),
         workers=arguments.workers,
     )
@@ -383,7 +468,7 @@ def _settings_from_arguments(arguments: argparse.Namespace):
 def _run(arguments: argparse.Namespace) -> int:
     from bench.report.table import format_summary
     from bench.store import RunStore
-    from bench.sweep import DEFAULT_CACHE_DIR, run_sweep
+    from bench.sweep import DEFAULT_CACHE_DIR, format_kbps, run_sweep
 
     if arguments.limit is not None and arguments.limit < 1:
         raise ValueError(f"--limit: expected a positive count, got {arguments.limit}")
@@ -409,9 +494,22 @@ def _run(arguments: argparse.Namespace) -> int:
 
         build_report(summary.run_dir)
     print(format_summary(summary.run_dir))
-    for name, description in RunStore(summary.run_dir).read_config()["codecs"].items():
+    config = RunStore(summary.run_dir).read_config()
+    for name, description in config["codecs"].items():
         if description.get("model_note"):
             print(f"note: {name}: {description['model_note']}")
+    skipped_bitrates: dict[str, list[float]] = {}
+    supported: dict[str, list[float]] = {}
+    for skipped in config.get("skipped_conditions", []):
+        skipped_bitrates.setdefault(skipped["codec"], []).append(skipped["bitrate"])
+        supported[skipped["codec"]] = skipped["supported"]
+    for codec, bitrates in skipped_bitrates.items():
+        print(
+            f"note: skipped {codec} at {format_kbps(bitrates)} kbps: not among its bitrates "
+            f"({format_kbps(supported[codec])})"
+        )
+    for skipped in config["dataset"].get("skipped", []):
+        print(f"note: dataset: skipped a file: {skipped}")
     # Entries that failed their digest check (corrupt, truncated, an older format) were
     # recomputed; say so, since a cache that needed repair may need a look.
     bad = summary.bad_cache_entries
@@ -602,7 +700,10 @@ def _loss_weights(text: str | None) -> dict[str, float]:
             raise ValueError(
                 f"--weights: expected NAME=VALUE with NAME in {sorted(weights)}, got {part!r}"
             )
-        weights[name] = float(value)
+        try:
+            weights[name] = _finite_float(value)
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"--weights {part!r}: {error}") from None
     return weights
 
 

@@ -11,6 +11,7 @@ identical second run only reads the cache and adding a metric never re-decodes.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -73,8 +74,22 @@ class SweepSettings:
             raise ValueError("expected at least one codec, got none")
         if self.workers < 1:
             raise ValueError(f"expected --workers >= 1, got {self.workers}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"expected --max-seconds > 0, got {self.max_seconds}")
+        # A crop shorter than the shortest scorable input would be scored anyway (the
+        # length check runs on the whole file), with bitrates inflated by frame overhead.
+        shortest = bench_audio.MIN_DURATION_SECONDS
+        if self.max_seconds is not None and not (
+            math.isfinite(self.max_seconds) and self.max_seconds >= shortest
+        ):
+            raise ValueError(
+                f"expected --max-seconds to be a finite number of at least "
+                f"{shortest:g} s (the shortest input that can be "
+                f"scored), got {self.max_seconds!r}"
+            )
+        for name in ("codecs", "bitrates", "nfes", "seeds", "metrics", "items", "tags"):
+            refuse_duplicates(getattr(self, name) or (), name)
+        refuse_duplicates(self.exclude_tags, "exclude_tags")
+        for codec, bitrates in self.codec_bitrates.items():
+            refuse_duplicates(bitrates, f"the bitrates of {codec}")
         if not self.seeds:
             raise ValueError("expected at least one seed, got none")
         if self.listening_items < 0:
@@ -91,19 +106,23 @@ class SweepSettings:
 
     @classmethod
     def from_json(cls, data: dict) -> SweepSettings:
-        def as_tuple(value):
+        def as_tuple(name: str, value):
+            # tuple("opus") would be a sweep over the codecs "o", "p", "u" and "s".
+            if isinstance(value, str):
+                raise ValueError(f"{name}: expected a list, got the string {value!r}")
             return None if value is None else tuple(value)
 
         return cls(
             **{
                 **data,
                 **{
-                    name: as_tuple(data.get(name))
+                    name: as_tuple(name, data.get(name))
                     for name in ("codecs", "bitrates", "nfes", "seeds", "metrics", "items")
+                    if name in data  # a suite file may leave out what has a default
                 },
-                "tags": tuple(data.get("tags", ())),
+                "tags": as_tuple("tags", data.get("tags", ())),
                 "metric_options": data.get("metric_options", {}),
-                "exclude_tags": tuple(data.get("exclude_tags", ())),
+                "exclude_tags": as_tuple("exclude_tags", data.get("exclude_tags", ())),
                 "codec_options": data.get("codec_options", {}),
                 "codec_bitrates": {
                     name: tuple(float(bitrate) for bitrate in bitrates)
@@ -181,27 +200,96 @@ class RunSummary:
     bad_cache_entries: int = 0
 
 
+def refuse_duplicates(values: Iterable, option: str) -> None:
+    """Raise ``ValueError`` if a value repeats: each repeat would write duplicate rows."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{option}: expected each value once, got {value!r} more than once")
+        seen.add(value)
+
+
 def parse_list(text: str, kind: type, option: str) -> tuple:
-    """Parse ``"1.5,3,6"`` into a tuple of ``kind``; raise ``ValueError`` naming the option."""
+    """Parse ``"1.5,3,6"`` into a tuple of ``kind``; raise ``ValueError`` naming the option.
+
+    Numbers must be finite and no value may repeat.
+    """
     values = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            values.append(kind(part))
+            value = kind(part)
         except ValueError:
             raise ValueError(
                 f"{option}: expected comma-separated {kind.__name__} values, got {part!r}"
             ) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{option}: expected finite numbers, got {part!r}")
+        values.append(value)
     if not values:
         raise ValueError(f"{option}: expected at least one value, got {text!r}")
+    refuse_duplicates(values, option)
     return tuple(values)
 
 
-def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> list[Condition]:
+@dataclass(frozen=True)
+class Plan:
+    """The condition grid, and the requested (codec, bitrate) pairs left out of it."""
+
+    conditions: list[Condition]
+    # {"codec", "bitrate", "supported"} for each requested bitrate a codec lacks.
+    skipped: list[dict] = field(default_factory=list)
+
+
+def format_kbps(values: Iterable[float]) -> str:
+    """Bitrates as "1.5, 6": repr, not :g, so that 6 and 6.0000001 read differently."""
+    return ", ".join(repr(float(value)).removesuffix(".0") for value in values)
+
+
+def _codec_bitrates(
+    name: str, codec: Codec, settings: SweepSettings
+) -> tuple[tuple[float, ...], list[dict]]:
+    """The codec's own values of the bitrates to run, and the requested ones it lacks.
+
+    Bitrates given for this codec alone must all be supported; of the bitrates given for
+    every codec, each codec runs those it supports, and lacking all of them is an error.
+    """
+    own_bitrates = settings.codec_bitrates.get(name)
+    if own_bitrates is None and settings.bitrates is None:
+        return tuple(codec.bitrates), []
+    requested = settings.bitrates if own_bitrates is None else own_bitrates
+    matched: dict[float, float] = {}  # the codec's value -> the requested value matching it
+    skipped = []
+    for bitrate in requested:
+        try:
+            value = codec.check_bitrate(bitrate)
+        except ValueError:
+            if own_bitrates is not None:
+                raise
+            skipped.append({"codec": name, "bitrate": bitrate, "supported": list(codec.bitrates)})
+            continue
+        if value in matched:
+            raise ValueError(
+                f"bitrates {format_kbps([matched[value], bitrate])} both match {name}'s "
+                f"{format_kbps([value])} kbps; expected each bitrate once"
+            )
+        matched[value] = bitrate
+    if not matched:
+        raise ValueError(
+            f"codec '{name}' supports none of the requested bitrates "
+            f"({format_kbps(requested)} kbps); supported bitrates (kbps): "
+            f"{format_kbps(codec.bitrates)}. "
+            f"Give it bitrates of its own, e.g. --codec {name}:{format_kbps(codec.bitrates[:1])}"
+        )
+    return tuple(matched), skipped
+
+
+def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> Plan:
     """The condition grid; raises ``ValueError`` naming valid values for bad choices."""
     conditions = []
+    skipped = []
     iterative = [name for name, codec in codecs.items() if codec.nfe_options is not None]
     if settings.nfes is not None and not iterative:
         raise ValueError(
@@ -209,9 +297,8 @@ def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> list[Condition]:
             "decode in one shot. Drop --nfe or add an iterative codec."
         )
     for name, codec in codecs.items():
-        bitrates = settings.codec_bitrates.get(name, settings.bitrates) or codec.bitrates
-        for bitrate in bitrates:
-            codec.check_bitrate(bitrate)
+        bitrates, skipped_here = _codec_bitrates(name, codec, settings)
+        skipped += skipped_here
         if codec.nfe_options is None:
             nfes: tuple[int | None, ...] = (None,)
         else:
@@ -222,7 +309,7 @@ def plan(settings: SweepSettings, codecs: dict[str, Codec]) -> list[Condition]:
             for nfe in nfes:
                 for seed in settings.seeds:
                     conditions.append(Condition(name, float(bitrate), nfe, seed))
-    return conditions
+    return Plan(conditions, skipped)
 
 
 def decoded_cache_key(
@@ -491,9 +578,11 @@ def _input_hashes(items: Iterable[Item]) -> dict[str, str | None]:
     hashes = {}
     for item in items:
         try:
+            # Hashing a FIFO or a device (a manifest may name one) would never return.
+            bench_audio.require_regular_file(item.path)
             hashes[item.id] = bench_audio.file_sha256(item.path)
-        except OSError:
-            hashes[item.id] = None  # the task reports the missing file as a NaN row
+        except (OSError, bench_audio.AudioError):
+            hashes[item.id] = None  # the task reports the unreadable file as a NaN row
     return hashes
 
 
@@ -553,7 +642,13 @@ def _build_tasks(
     tasks = []
     # Item-major order: consecutive tasks share an input, which workers prepare once.
     # Longest items first, so that a pool does not end waiting on one long straggler.
-    for item in sorted(dataset.items, key=_duration_seconds, reverse=True):
+    # An item without a hash is not a readable file: do not open it for its length.
+    by_length = sorted(
+        dataset.items,
+        key=lambda item: _duration_seconds(item) if hashes[item.id] else 0.0,
+        reverse=True,
+    )
+    for item in by_length:
         # Only the metrics valid for the item's content (no WER on music, say).
         names = tuple(metric.name for metric in metrics if metric.spec.applies_to(item.tags))
         options = {name: value for name, value in settings.metric_options.items() if name in names}
@@ -692,6 +787,7 @@ def _provenance(
                 }
                 for item in dataset.items
             ],
+            "skipped": list(dataset.skipped),
         },
         "preparation": {"version": PREPARATION_VERSION, "resampler": bench_audio.RESAMPLER},
         "versions": backend_versions(),
@@ -737,7 +833,7 @@ def run_sweep(
             name: create_codec(name, **settings.codec_options.get(name, {}))
             for name in settings.codecs
         }
-        conditions = plan(settings, codecs)
+        sweep_plan = plan(settings, codecs)
         dataset = load_dataset(
             settings.data,
             limit=settings.limit,
@@ -762,11 +858,14 @@ def run_sweep(
                 run_dir or _new_run_dir(writable_folder(out_root, "--out"), config_hash)
             )
             store.create(
-                _provenance(store, config_hash, settings, cache_dir, codecs, dataset, hashes)
+                {
+                    **_provenance(store, config_hash, settings, cache_dir, codecs, dataset, hashes),
+                    "skipped_conditions": sweep_plan.skipped,
+                }
             )
             held.enter_context(store.locked())
         with _resumable(store):
-            tasks = _build_tasks(conditions, dataset, codecs, hashes, settings, store)
+            tasks = _build_tasks(sweep_plan.conditions, dataset, codecs, hashes, settings, store)
             _write_references(
                 store,
                 listening_selection(dataset.items, settings.listening_items),

@@ -45,6 +45,11 @@ class Encoded:
         return len(self.payload) * 8 / self.duration_seconds / 1000.0
 
 
+# How far a requested bitrate may lie from a listed one and still mean it (floating-point
+# noise in typed or computed values, far below any real difference between bitrates).
+BITRATE_TOLERANCE_KBPS = 1e-6
+
+
 def _format_choices(values: tuple) -> str:
     return ", ".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
 
@@ -97,13 +102,21 @@ class Codec(abc.ABC):
         return {"torch": torch.__version__}
 
     def check_bitrate(self, bitrate: float) -> float:
+        """The codec's own listed bitrate that ``bitrate`` means, within a small tolerance.
+
+        A bitrate typed or computed as 6.0000001 or 0.1 * 60 means the listed 6; the listed
+        value is returned so that rows and cache keys carry one value per bitrate.
+        """
         bitrate = float(bitrate)
-        if not any(abs(bitrate - supported) < 1e-9 for supported in self.bitrates):
-            raise ValueError(
-                f"codec '{self.name}' does not support {bitrate:g} kbps; "
-                f"supported bitrates (kbps): {_format_choices(self.bitrates)}"
-            )
-        return bitrate
+        for supported in self.bitrates:
+            if abs(bitrate - supported) <= BITRATE_TOLERANCE_KBPS:
+                return float(supported)
+        # repr, not :g, which would print 6.00001 as 6 beside a supported 6.
+        given = repr(bitrate).removesuffix(".0")
+        raise ValueError(
+            f"codec '{self.name}' does not support {given} kbps; "
+            f"supported bitrates (kbps): {_format_choices(self.bitrates)}"
+        )
 
     def check_nfe(self, nfe: int | None) -> int | None:
         if nfe is None:

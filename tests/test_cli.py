@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import pytest
 from helpers import write_tone
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
+from bench.store import RunStore
 
 
 def test_unknown_codec_and_metric_exit_2_with_suggestions(capsys):
@@ -140,3 +143,141 @@ def test_a_damaged_results_line_is_named_wherever_results_are_read(tmp_path, cap
         assert f"{results}: line 2: expected a JSON result row" in capsys.readouterr().err
     assert main(["run", "--resume", str(run_dir), "--quiet"]) == EXIT_USAGE
     assert f"{results}: line 2" in capsys.readouterr().err
+
+
+def _run_arguments(tmp_path, *options: str) -> list[str]:
+    write_tone(tmp_path / "data" / "a.wav")
+    return [
+        "run",
+        *options,
+        "--data",
+        f"folder:{tmp_path / 'data'}",
+        "--metrics",
+        "si_sdr",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-cache",
+        "--no-report",
+        "--quiet",
+    ]
+
+
+def _rows(tmp_path) -> list[tuple[str, float]]:
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return sorted((row["codec"], row["bitrate"]) for row in RunStore(run_dir).rows())
+
+
+def test_repeated_values_of_a_list_option_exit_2(tmp_path, capsys):
+    for option, value in [
+        ("--codec", "test-quantizer,test-quantizer"),
+        ("--bitrates", "128,128"),
+        ("--metrics", "si_sdr,si_sdr"),
+        ("--items", "a,a"),
+        ("--tags", "speech,speech"),
+        ("--seed", "0,0"),
+    ]:
+        # The last of two --metrics counts; --codec adds up.
+        arguments = [*_run_arguments(tmp_path, "--codec", "test-quantizer"), option, value]
+        assert main(arguments) == EXIT_USAGE, option
+        assert f"{option}: expected each value once" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists(), "nothing ran"
+
+
+def test_a_bitrate_off_by_float_noise_runs_at_the_codec_s_own(tmp_path, capsys):
+    arguments = _run_arguments(tmp_path, "--codec", "test-quantizer", "--bitrates", "128.0000001")
+    assert main(arguments) == EXIT_OK
+    assert _rows(tmp_path) == [("test-quantizer", 128.0)]
+
+
+@pytest.mark.parametrize("max_seconds", ["0.1", "nan", "inf", "-1"])
+def test_max_seconds_below_the_minimum_exits_2_naming_it(tmp_path, capsys, max_seconds):
+    arguments = _run_arguments(
+        tmp_path, "--codec", "test-quantizer", f"--max-seconds={max_seconds}"
+    )
+    assert main(arguments) == EXIT_USAGE
+    assert "--max-seconds to be a finite number of at least 0.25 s" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists(), "no config.json with NaN in it"
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["listen", "export", "RUN", "--out", "PKG", "--loudness", "nan"],
+        ["listen", "export", "RUN", "--out", "PKG", "--max-seconds", "inf"],
+        ["train", "--data", "embedded", "--steps", "1", "--out", "X", "--learning-rate", "nan"],
+        ["train", "--data", "embedded", "--steps", "1", "--out", "X", "--segment-seconds=-inf"],
+    ],
+)
+def test_float_options_refuse_nan_and_inf(arguments, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == EXIT_USAGE
+    assert "expected a finite number, got" in capsys.readouterr().err
+
+
+def test_loss_weights_refuse_nan(capsys):
+    arguments = ["train", "--data", "embedded", "--steps", "1", "--out", "X"]
+    assert main([*arguments, "--weights", "time=nan"]) == EXIT_USAGE
+    assert "--weights 'time=nan': expected a finite number" in capsys.readouterr().err
+
+
+def test_several_codecs_run_the_bitrates_each_supports_and_say_what_was_skipped(tmp_path, capsys):
+    arguments = _run_arguments(tmp_path, "--codec", "test-quantizer,opus", "--bitrates", "6,128")
+    assert main(arguments) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert _rows(tmp_path) == [("opus", 6.0), ("test-quantizer", 128.0)]
+    assert "note: skipped test-quantizer at 6 kbps: not among its bitrates (128)" in printed
+    assert "note: skipped opus at 128 kbps: not among its bitrates (6, 8, 12," in printed
+
+
+def test_each_codec_can_have_bitrates_of_its_own(tmp_path, capsys):
+    arguments = _run_arguments(tmp_path, "--codec", "test-quantizer", "--codec", "opus:6,12")
+    assert main(arguments) == EXIT_OK
+    assert _rows(tmp_path) == [("opus", 6.0), ("opus", 12.0), ("test-quantizer", 128.0)]
+
+
+@pytest.mark.parametrize(
+    ("codecs", "message"),
+    [
+        (["opus:6,encodec"], "got 'encodec'; expected --codec NAME:KBPS[,KBPS...], one codec per"),
+        (["opus,encodec:6"], "--codec 'opus,encodec:6': expected one codec before ':'"),
+        (["opus:"], "--codec opus:KBPS: expected at least one value"),
+        (["opus:6", "--codec", "opus:12"], "--codec: expected each value once, got 'opus'"),
+        (["opus:6", "--bitrates", "6"], "--bitrates 6: applies to no codec"),
+        (["opus:7"], "codec 'opus' does not support 7 kbps"),
+    ],
+)
+def test_ambiguous_per_codec_bitrates_exit_2(tmp_path, capsys, codecs, message):
+    assert main(["run", "--codec", *codecs, "--out", str(tmp_path), "--no-cache"]) == EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing ran"
+
+
+def test_config_runs_a_suite_file_from_any_path(tmp_path, capsys):
+    write_tone(tmp_path / "data" / "a.wav")
+    config = tmp_path / "elsewhere" / "mine.toml"
+    config.parent.mkdir()
+    config.write_text(
+        'codecs = ["test-quantizer", "opus"]\n'
+        f'data = "folder:{tmp_path / "data"}"\n'
+        'metrics = ["si_sdr"]\n'
+        "[codec_bitrates]\n"
+        "opus = [6]\n"
+    )
+    common = ["--out", str(tmp_path / "runs"), "--no-cache", "--no-report", "--quiet"]
+    assert main(["run", "--config", str(config), "--codec", "opus", *common]) == EXIT_USAGE
+    assert f"--config {config} fixes the sweep; expected no --codec" in capsys.readouterr().err
+    assert main(["run", "--config", str(config), "--suite", "ci", *common]) == EXIT_USAGE
+    assert "expected one of them, got both" in capsys.readouterr().err
+    assert main(["run", "--config", str(config), "--workers", "1", *common]) == EXIT_OK
+    assert _rows(tmp_path) == [("opus", 6.0), ("test-quantizer", 128.0)]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    settings = json.loads((run_dir / "config.json").read_text())["settings"]
+    assert settings["codec_bitrates"] == {"opus": [6.0]}
+    config.write_text('codecs = ["opus"]\nbitrate = [6]\n')
+    assert main(["run", "--config", str(config), *common]) == EXIT_USAGE
+    assert f"suite file {str(config)!r}: unknown keys ['bitrate']" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "none.toml"), *common]) == EXIT_USAGE
+    assert "none.toml': cannot read it" in capsys.readouterr().err

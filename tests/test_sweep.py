@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import write_tone
+from helpers import QuantizingCodec, write_tone
 
 from bench.data import load_dataset
 from bench.registry import UnknownNameError
@@ -105,14 +105,12 @@ def test_config_records_settings_versions_git_and_device(tmp_path, folder):
 
 
 def test_plan_rejects_what_the_codec_cannot_do(folder):
-    from helpers import QuantizingCodec
-
     codecs = {"test-quantizer": QuantizingCodec()}
     with pytest.raises(ValueError, match="supported bitrates \\(kbps\\): 128"):
         plan(_settings(folder, bitrates=(6.0,)), codecs)
     with pytest.raises(ValueError, match="--nfe applies to iterative decoders only"):
         plan(_settings(folder, nfes=(8,)), codecs)
-    assert len(plan(_settings(folder, seeds=(0, 1)), codecs)) == 2
+    assert len(plan(_settings(folder, seeds=(0, 1)), codecs).conditions) == 2
     with pytest.raises(UnknownNameError, match="did you mean 'mel_distance'"):
         run_sweep(_settings(folder, metrics=("mel_distanse",)), cache_dir=None, progress=False)
 
@@ -123,6 +121,112 @@ def test_parse_list_names_the_option():
         ValueError, match="--bitrates: expected comma-separated float values, got 'x'"
     ):
         parse_list("1.5,x", float, "--bitrates")
+
+
+def test_repeated_list_values_are_refused(folder):
+    # --bitrates 6,6 and --metrics si_sdr,si_sdr once wrote every row twice.
+    with pytest.raises(ValueError, match="--bitrates: expected each value once, got 6.0"):
+        parse_list("6,6", float, "--bitrates")
+    for name, value in [
+        ("codecs", ("test-quantizer", "test-quantizer")),
+        ("bitrates", (128.0, 128.0)),
+        ("nfes", (8, 8)),
+        ("seeds", (0, 0)),
+        ("metrics", ("si_sdr", "si_sdr")),
+        ("items", ("a", "a")),
+        ("tags", ("speech", "speech")),
+        ("exclude_tags", ("music", "music")),
+    ]:
+        with pytest.raises(ValueError, match=f"{name}: expected each value once"):
+            SweepSettings(**{"codecs": ("test-quantizer",), "workers": 1, name: value})
+    # Two values that both mean the codec's one bitrate are one condition, twice.
+    codecs = {"test-quantizer": QuantizingCodec()}
+    with pytest.raises(ValueError, match="128, 128.0000001 both match test-quantizer's 128"):
+        plan(_settings(folder, bitrates=(128.0, 128.0000001)), codecs)
+
+
+def test_parse_list_refuses_non_finite_numbers():
+    for text in ("nan", "inf", "6,-inf"):
+        with pytest.raises(ValueError, match="--bitrates: expected finite numbers"):
+            parse_list(text, float, "--bitrates")
+
+
+def test_a_bitrate_within_tolerance_means_the_codec_s_own(folder):
+    codecs = {"test-quantizer": QuantizingCodec()}
+    conditions = plan(_settings(folder, bitrates=(128.0000001,)), codecs).conditions
+    assert [condition.bitrate for condition in conditions] == [128.0]
+    assert codecs["test-quantizer"].check_bitrate(0.1 * 1280) == 128.0
+    # Off by more than noise: refused, with a number that shows the difference.
+    with pytest.raises(ValueError, match=r"does not support 128\.00001 kbps"):
+        codecs["test-quantizer"].check_bitrate(128.00001)
+
+
+@pytest.mark.parametrize("max_seconds", [0.1, 0.0, -1.0, float("nan"), float("inf")])
+def test_max_seconds_below_the_minimum_or_not_finite_is_refused(folder, max_seconds):
+    # 0.1 s was scored (kbps_actual 10.4 at nominal 6); nan cropped nothing.
+    with pytest.raises(ValueError, match="--max-seconds .* at least 0.25 s"):
+        _settings(folder, max_seconds=max_seconds)
+    assert _settings(folder, max_seconds=0.25).max_seconds == 0.25
+
+
+class SixAndTwelve(QuantizingCodec):
+    name = "six-and-twelve"
+    bitrates = (6.0, 12.0)
+
+
+def test_each_codec_runs_the_requested_bitrates_it_supports(folder):
+    codecs = {"test-quantizer": QuantizingCodec(), "six-and-twelve": SixAndTwelve()}
+    settings = SweepSettings(
+        codecs=tuple(codecs), bitrates=(6.0, 128.0), data=f"folder:{folder}", workers=1
+    )
+    sweep_plan = plan(settings, codecs)
+    assert [(c.codec, c.bitrate) for c in sweep_plan.conditions] == [
+        ("test-quantizer", 128.0),
+        ("six-and-twelve", 6.0),
+    ]
+    assert [(s["codec"], s["bitrate"]) for s in sweep_plan.skipped] == [
+        ("test-quantizer", 6.0),
+        ("six-and-twelve", 128.0),
+    ]
+    # A codec given none of its bitrates is an error that says how to give it its own.
+    with pytest.raises(ValueError, match=r"supports none .*\(1.5, 3, 128 kbps\).*six-and-twelve:6"):
+        plan(SweepSettings(codecs=tuple(codecs), bitrates=(1.5, 3.0, 128.0), workers=1), codecs)
+    # Bitrates of a codec's own must all be supported: nothing is skipped silently.
+    own = SweepSettings(
+        codecs=tuple(codecs), bitrates=(128.0,), codec_bitrates={"six-and-twelve": (6.0, 24.0)}
+    )
+    with pytest.raises(ValueError, match="'six-and-twelve' does not support 24 kbps"):
+        plan(own, codecs)
+
+
+def test_a_run_records_the_skipped_pairs_in_its_config(tmp_path, folder):
+    settings = SweepSettings(
+        codecs=("test-quantizer", "opus"),
+        bitrates=(6.0, 128.0),
+        data=f"folder:{folder}",
+        metrics=("si_sdr",),
+        workers=1,
+    )
+    summary = run_sweep(settings, out_root=tmp_path / "runs", cache_dir=None, progress=False)
+    store = RunStore(summary.run_dir)
+    assert {(row["codec"], row["bitrate"]) for row in store.rows()} == {
+        ("test-quantizer", 128.0),
+        ("opus", 6.0),
+    }
+    skipped = store.read_config()["skipped_conditions"]
+    assert [(entry["codec"], entry["bitrate"]) for entry in skipped] == [
+        ("test-quantizer", 6.0),
+        ("opus", 128.0),
+    ]
+
+
+def test_a_suite_file_names_a_string_where_a_list_belongs(tmp_path):
+    from bench.suites import load_suite_file
+
+    path = tmp_path / "mine.toml"
+    path.write_text('codecs = "opus"\n')
+    with pytest.raises(ValueError, match="mine.toml.*codecs: expected a list, got the string"):
+        load_suite_file(path, workers=1)
 
 
 def test_store_repair_cuts_a_torn_last_line(tmp_path):

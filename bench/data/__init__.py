@@ -11,6 +11,8 @@ A dataset is named by a spec string, ``SCHEME`` or ``SCHEME:ARGUMENT``:
 
 Loaders only list items; audio is read later by :mod:`bench.audio`, so a listed file that
 turns out to be missing or unreadable is scored as NaN with a reason rather than dropped.
+Files a folder listing cannot use at all (a FIFO, a device, a symbolic link loop) are
+skipped, and the dataset's ``skipped`` notes name each one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from bench.data.embedded import load_embedded
 from bench.data.folder import load_folder
-from bench.data.item import DatasetError, Item
+from bench.data.item import DatasetError, Item, Listing
 from bench.data.librispeech import load_librispeech
 from bench.data.manifest import load_manifest
 from bench.registry import did_you_mean
@@ -36,6 +38,8 @@ class Dataset:
 
     spec: str
     items: tuple[Item, ...]
+    # One note per file of the source that is not an item, saying why.
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -48,18 +52,24 @@ class Dataset:
 class _Scheme:
     """How one spec scheme loads: its loader, whether it takes a path, and an example."""
 
-    load: Callable[..., tuple[Item, ...]]
+    load: Callable[..., Listing]
     takes_path: bool
     example: str
 
 
 SCHEMES: dict[str, _Scheme] = {
-    "embedded": _Scheme(load_embedded, takes_path=False, example="embedded"),
+    "embedded": _Scheme(lambda: Listing(load_embedded()), takes_path=False, example="embedded"),
     "folder": _Scheme(load_folder, takes_path=True, example="folder:/data/wavs"),
     "librispeech": _Scheme(
-        load_librispeech, takes_path=True, example="librispeech:/data/LibriSpeech/test-clean"
+        lambda root: Listing(load_librispeech(root)),
+        takes_path=True,
+        example="librispeech:/data/LibriSpeech/test-clean",
     ),
-    "manifest": _Scheme(load_manifest, takes_path=True, example="manifest:/data/items.csv"),
+    "manifest": _Scheme(
+        lambda manifest: Listing(load_manifest(manifest)),
+        takes_path=True,
+        example="manifest:/data/items.csv",
+    ),
 }
 
 
@@ -85,7 +95,8 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be at least 1 (or None for every item), got {limit}")
 
-    items = _load_items(spec)
+    listing = _load_items(spec)
+    items = listing.items
     _check_unique_ids(spec, items)
     if item_ids is not None:
         items = _select_items(spec, items, _name_set(item_ids, "item_ids"))
@@ -103,7 +114,7 @@ def load_dataset(
             f"exclude_tags={sorted(unwanted_tags) if unwanted_tags is not None else None}; "
             f"the {len(items)} items carry the tags: {', '.join(present) or '(none)'}"
         )
-    return Dataset(spec=spec, items=kept[:limit])
+    return Dataset(spec=spec, items=kept[:limit], skipped=listing.skipped)
 
 
 def _select_items(spec: str, items: tuple[Item, ...], wanted: frozenset[str]) -> tuple[Item, ...]:
@@ -123,7 +134,7 @@ def _name_set(tags: Iterable[str] | None, argument: str) -> frozenset[str] | Non
     return None if tags is None else frozenset(tags)
 
 
-def _load_items(spec: str) -> tuple[Item, ...]:
+def _load_items(spec: str) -> Listing:
     scheme_name, _, argument = spec.partition(":")
     if scheme_name not in SCHEMES:
         examples = ", ".join(scheme.example for scheme in SCHEMES.values())
@@ -138,17 +149,17 @@ def _load_items(spec: str) -> tuple[Item, ...]:
                 f"dataset {scheme_name!r} takes no argument; expected {scheme.example!r}, "
                 f"got {spec!r}"
             )
-        items = scheme.load()
+        listing = scheme.load()
     else:
         if not argument:
             raise DatasetError(
                 f"dataset {scheme_name!r} needs a path; expected e.g. {scheme.example!r}, "
                 f"got {spec!r}"
             )
-        items = scheme.load(Path(argument).expanduser())
-    if not items:
+        listing = scheme.load(Path(argument).expanduser())
+    if not listing.items:
         raise DatasetError(f"dataset {spec!r} lists no items")
-    return items
+    return listing
 
 
 def _check_unique_ids(spec: str, items: tuple[Item, ...]) -> None:

@@ -5,6 +5,9 @@ their path relative to the folder so that the order is the same on every machine
 is that relative path without its extension, with ``/`` separators. A ``<stem>.txt`` file
 next to the audio holds its transcript. Hidden files and folders (names starting with
 ``.``, such as macOS ``._x.wav`` resource forks) are skipped. Symbolic links are followed.
+An audio name that is not a regular file (a FIFO, a device such as a link to
+``/dev/zero``, a symbolic link loop, a broken link) is skipped with a note in the listing:
+reading a FIFO or a device would hang the run.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.data.item import DatasetError, Item
+from bench.audio import AudioError, require_regular_file
+from bench.data.item import DatasetError, Item, Listing
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})
 
@@ -33,16 +37,25 @@ def read_sidecar_transcript(audio_path: Path) -> str | None:
     return sidecar.read_text(encoding="utf-8").strip() or None
 
 
-def load_folder(root: Path) -> tuple[Item, ...]:
+def load_folder(root: Path) -> Listing:
     """List the audio files under ``root`` as items (see the module docstring for the rules)."""
     require_directory(root, "folder")
-    relative_paths = sorted(_audio_files(root), key=lambda path: path.as_posix())
+    relative_paths = []
+    skipped = []
+    for relative in sorted(_audio_files(root), key=lambda path: path.as_posix()):
+        try:
+            require_regular_file(root / relative)
+        except AudioError as error:
+            skipped.append(str(error))
+            continue
+        relative_paths.append(relative)
     if not relative_paths:
         raise DatasetError(
             f"folder: no audio files under {str(root)!r}; expected files ending in "
             f"{', '.join(sorted(AUDIO_EXTENSIONS))} (any letter case)"
+            + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
         )
-    return tuple(
+    items = tuple(
         Item(
             id=relative.with_suffix("").as_posix(),
             path=root / relative,
@@ -50,6 +63,7 @@ def load_folder(root: Path) -> tuple[Item, ...]:
         )
         for relative in relative_paths
     )
+    return Listing(items, tuple(skipped))
 
 
 def _audio_files(root: Path) -> list[Path]:

@@ -23,3 +23,11 @@ class Item:
 
 class DatasetError(ValueError):
     """A dataset spec, folder or manifest that cannot be used, with what was expected."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a dataset source lists: its items, and a note for each file it skipped."""
+
+    items: tuple[Item, ...]
+    skipped: tuple[str, ...] = ()

@@ -8,7 +8,9 @@ The format follows the file extension: ``.csv`` is RFC 4180 CSV with a header ro
   manifest's folder when the file lies below it);
 - ``transcript``, ``speaker``: text; empty means none;
 - ``tags``: in CSV, tags separated by ``;`` (``speech;noisy``), because ``,`` already
-  separates the columns; in JSONL, a list of strings or a string separated the same way.
+  separates the columns; in JSONL, a list of strings (``["speech", "noisy"]``). A JSONL
+  string is refused: nothing in JSON says how it splits (``"speech, music"`` would
+  otherwise become one tag).
 
 Other fields are ignored, so a manifest may carry durations or notes for other tools. A
 row whose audio file is missing is still an item: the harness reports it as NaN with a
@@ -42,8 +44,10 @@ def load_manifest(manifest: Path) -> tuple[Item, ...]:
     extension = manifest.suffix.lower()
     if extension in CSV_EXTENSIONS:
         rows = _csv_rows(manifest)
+        tag_separator: str | None = TAG_SEPARATOR
     elif extension in JSONL_EXTENSIONS:
         rows = _jsonl_rows(manifest)
+        tag_separator = None
     else:
         known = ", ".join(sorted(CSV_EXTENSIONS | JSONL_EXTENSIONS))
         raise DatasetError(
@@ -54,7 +58,7 @@ def load_manifest(manifest: Path) -> tuple[Item, ...]:
     items: list[Item] = []
     first_line_of_id: dict[str, int] = {}
     for line_number, row in rows:
-        item = _row_to_item(manifest, line_number, row)
+        item = _row_to_item(manifest, line_number, row, tag_separator)
         if item.id in first_line_of_id:
             raise DatasetError(
                 f"manifest: {manifest}:{line_number}: duplicate id {item.id!r}, first used on "
@@ -111,7 +115,9 @@ def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield line_number, row
 
 
-def _row_to_item(manifest: Path, line_number: int, row: dict[str, Any]) -> Item:
+def _row_to_item(
+    manifest: Path, line_number: int, row: dict[str, Any], tag_separator: str | None
+) -> Item:
     where = f"manifest: {manifest}:{line_number}"
     path_text = _text_field(row, "path", where)
     if path_text is None:
@@ -123,7 +129,7 @@ def _row_to_item(manifest: Path, line_number: int, row: dict[str, Any]) -> Item:
         path=path,
         transcript=_text_field(row, "transcript", where),
         speaker=_text_field(row, "speaker", where),
-        tags=_tags_field(row.get("tags"), where),
+        tags=_tags_field(row.get("tags"), where, tag_separator),
     )
 
 
@@ -144,16 +150,19 @@ def _text_field(row: dict[str, Any], name: str, where: str) -> str | None:
     return str(value).strip() or None
 
 
-def _tags_field(value: Any, where: str) -> frozenset[str]:
+def _tags_field(value: Any, where: str, separator: str | None) -> frozenset[str]:
+    """Tags from a list of strings, or from a string where the format has a ``separator``."""
     if value is None:
         return frozenset()
-    if isinstance(value, str):
-        parts = value.split(TAG_SEPARATOR)
+    if isinstance(value, str) and separator is not None:
+        parts = value.split(separator)
     elif isinstance(value, list) and all(isinstance(tag, str) for tag in value):
         parts = value
     else:
-        raise DatasetError(
-            f"{where}: expected 'tags' as a list of strings or a string such as "
-            f"'speech{TAG_SEPARATOR}noisy', got {value!r}"
+        expected = (
+            f"a string such as 'speech{separator}noisy'"
+            if separator is not None
+            else 'a list of strings such as ["speech", "noisy"]'
         )
+        raise DatasetError(f"{where}: expected 'tags' as {expected}, got {value!r}")
     return frozenset(tag.strip() for tag in parts if tag.strip())

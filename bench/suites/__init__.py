@@ -1,8 +1,9 @@
 """Named sweep suites: fixed, versioned sweep settings kept in this folder as TOML.
 
-``bench run --suite ci`` runs ``ci.toml``. A suite pins everything that decides its
-numbers (codecs and their bitrates, items, metrics, seeds), so that two runs of it, on
-two commits, can be compared condition by condition with ``bench compare``.
+``bench run --suite ci`` runs ``ci.toml``; ``bench run --config FILE`` runs a suite file
+kept anywhere. A suite pins everything that decides its numbers (codecs and their
+bitrates, items, metrics, seeds), so that two runs of it, on two commits, can be
+compared condition by condition with ``bench compare``.
 """
 
 from __future__ import annotations
@@ -28,13 +29,26 @@ def load_suite(name: str, *, workers: int) -> SweepSettings:
     path = SUITES_DIR / f"{name}.toml"
     if not path.is_file():
         raise ValueError(did_you_mean("suite", name, suite_names()))
-    with open(path, "rb") as handle:
-        data = tomllib.load(handle)
+    return load_suite_file(path, workers=workers)
+
+
+def load_suite_file(path: Path, *, workers: int) -> SweepSettings:
+    """The settings in the suite file ``path``; ``ValueError`` names the file and the fault."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise ValueError(f"suite file {str(path)!r}: cannot read it: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"suite file {str(path)!r}: expected TOML: {error}") from None
     data.pop("description", None)
     unknown = sorted(set(data) - SUITE_KEYS)
     if unknown:
         raise ValueError(
-            f"suite {name!r} ({path}): unknown keys {unknown}; expected some of "
+            f"suite file {str(path)!r}: unknown keys {unknown}; expected some of "
             f"{sorted(SUITE_KEYS)}"
         )
-    return SweepSettings.from_json({**data, "workers": workers})
+    try:
+        return SweepSettings.from_json({**data, "workers": workers})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"suite file {str(path)!r}: {error}") from None

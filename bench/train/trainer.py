@@ -48,7 +48,7 @@ from bench.codecs.modules.discriminators import (
     MultiScaleSTFTDiscriminator,
 )
 from bench.codecs.modules.rvq import EuclideanCodebook, bandwidth_to_n_q, sample_n_q
-from bench.data import load_dataset
+from bench.data import DatasetError, load_dataset
 from bench.provenance import backend_versions, git_state
 from bench.train.balancer import LossBalancer
 from bench.train.losses import (
@@ -221,17 +221,30 @@ class SegmentSampler:
     """Random fixed-length segments of a dataset, a pure function of (seed, step).
 
     Items are loaded once, converted to the model's rate and channel count; items shorter
-    than a segment are zero-padded, as short sentences would be.
+    than a segment are zero-padded, as short sentences would be. A file that cannot be
+    used (too short to evaluate, unreadable) is skipped with a printed note naming it, so
+    that one bad file among thousands neither stops training nor goes unnoticed.
     """
 
     def __init__(self, spec: str, sample_rate: int, channels: int, seconds: float, limit=None):
         dataset = load_dataset(spec, limit=limit)
         self.segment = int(round(seconds * sample_rate))
         self.clips: list[torch.Tensor] = []
+        self.skipped = list(dataset.skipped)
         for item in tqdm(dataset.items, desc="loading training audio", unit="item"):
-            loaded = bench_audio.load_audio(item.path)
+            try:
+                loaded = bench_audio.load_audio(item.path)
+            except bench_audio.AudioError as error:
+                self.skipped.append(f"{item.path}: {error}")
+                continue
             audio, _ = bench_audio.prepare(loaded, sample_rate, channels)
             self.clips.append(audio)
+        for note in self.skipped:
+            tqdm.write(f"note: training data: skipped {note}")
+        if not self.clips:
+            raise DatasetError(
+                f"training data {spec!r}: no usable item; skipped: {'; '.join(self.skipped)}"
+            )
         self.durations = np.array([clip.shape[-1] for clip in self.clips], dtype=float)
         self.seconds = float(self.durations.sum() / sample_rate)
 

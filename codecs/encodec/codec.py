@@ -183,7 +183,7 @@ class EncodecCodec(Codec):
     # Encoding and decoding.
 
     def _encode(self, audio: torch.Tensor, bitrate: float) -> Encoded:
-        # check_bitrate matched within 1e-9; the model wants the exact listed value.
+        # check_bitrate matched within a tolerance; the model wants the exact listed value.
         bandwidth = min(self.bitrates, key=lambda value: abs(value - bitrate))
         n_q = self.model.n_q_for(bandwidth)
         with torch.inference_mode():

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from bench.audio import AudioError, load_audio
 from bench.data import Dataset, DatasetError, Item, load_dataset
 from bench.data.embedded import EMBEDDED_DIR, MANIFEST_PATH, embedded_entries
 
@@ -129,6 +133,83 @@ def test_folder_errors_name_the_problem(tmp_path):
         load_dataset(f"folder:{empty}")
 
 
+def _folder_with_a_fifo_a_device_and_a_link_loop(root: Path) -> Path:
+    write_sine(root / "a.wav", seconds=1.0)
+    os.mkfifo(root / "fifo.wav")
+    (root / "zero.wav").symlink_to("/dev/zero")
+    (root / "loop1.wav").symlink_to(root / "loop2.wav")
+    (root / "loop2.wav").symlink_to(root / "loop1.wav")
+    return root
+
+
+def test_folder_skips_what_is_not_a_regular_file_with_a_note(tmp_path):
+    folder = _folder_with_a_fifo_a_device_and_a_link_loop(tmp_path)
+    dataset = load_dataset(f"folder:{folder}")
+    assert ids(dataset) == ["a"]
+    assert dataset.skipped == (
+        f"expected a regular file, got a FIFO: {folder / 'fifo.wav'}",
+        f"symbolic link loop: {folder / 'loop1.wav'}",
+        f"symbolic link loop: {folder / 'loop2.wav'}",
+        f"expected a regular file, got a device or socket: {folder / 'zero.wav'}",
+    )
+    (folder / "a.wav").unlink()
+    with pytest.raises(DatasetError, match="no audio files .*; skipped: .*got a FIFO"):
+        load_dataset(f"folder:{folder}")
+
+
+def test_audio_loading_names_a_link_loop_and_refuses_a_fifo(tmp_path):
+    folder = _folder_with_a_fifo_a_device_and_a_link_loop(tmp_path)
+    with pytest.raises(AudioError, match="symbolic link loop"):
+        load_audio(folder / "loop1.wav")
+    # The FIFO would block the read: run it apart, so a hang fails instead of stopping here.
+    code = (
+        "import sys; from bench.audio import AudioError, load_audio\n"
+        "try: load_audio(sys.argv[1])\n"
+        "except AudioError as error: print(error)\n"
+    )
+    for name in ("fifo.wav", "zero.wav"):
+        completed = subprocess.run(
+            [sys.executable, "-c", code, str(folder / name)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "expected a regular file" in completed.stdout, completed.stderr
+
+
+def test_a_run_over_a_folder_or_manifest_with_a_fifo_finishes(tmp_path):
+    """A FIFO or a link to /dev/zero once hung `bench run` (hashing never returned)."""
+    folder = _folder_with_a_fifo_a_device_and_a_link_loop(tmp_path / "data")
+    manifest = tmp_path / "items.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({"path": str(folder / name)}) + "\n" for name in ("a.wav", "fifo.wav"))
+    )
+    common = ["--codec", "opus", "--bitrates", "6", "--metrics", "si_sdr", "--workers", "1"]
+    common += ["--no-cache", "--no-report", "--quiet"]
+    outputs = []
+    for data, run_dir in ((f"folder:{folder}", "folder_run"), (f"manifest:{manifest}", "m_run")):
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "run", "--data", data, *common]
+            + ["--run-dir", str(tmp_path / run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        outputs.append(completed)
+    folder_run, manifest_run = outputs
+    assert folder_run.returncode == 0, folder_run.stderr
+    assert f"note: dataset: skipped a file: expected a regular file, got a FIFO: {folder}" in (
+        folder_run.stdout
+    )
+    assert "symbolic link loop" in folder_run.stdout
+    # A manifest's rows are items: the FIFO one is a NaN row with the reason.
+    assert manifest_run.returncode == 3, manifest_run.stderr
+    rows = [json.loads(line) for line in (tmp_path / "m_run" / "results.jsonl").open()]
+    failures = {row["item"]: row["failure"] for row in rows}
+    assert failures["data/a"] is None
+    assert "expected a regular file, got a FIFO" in failures["data/fifo"]
+
+
 def test_folder_rejects_two_files_with_one_id(tmp_path):
     write_sine(tmp_path / "a.wav")
     write_sine(tmp_path / "a.flac")
@@ -215,11 +296,11 @@ def test_csv_manifest_resolves_paths_and_reads_fields(tmp_path):
     assert items[2].tags == frozenset({"music"})
 
 
-def test_jsonl_manifest_reads_list_and_string_tags(tmp_path):
+def test_jsonl_manifest_reads_list_tags(tmp_path):
     write_sine(tmp_path / "a.wav")
     rows = [
         {"path": "a.wav", "transcript": "hi", "speaker": 1089, "tags": ["speech", "noisy"]},
-        {"path": "sub/b.flac", "id": "b", "tags": "music;synthetic", "extra": {"ignored": 1}},
+        {"path": "sub/b.flac", "id": "b", "tags": ["music", "synthetic"], "extra": {"ignored": 1}},
     ]
     manifest = tmp_path / "list.json-lines"
     manifest.write_text("\n".join(json.dumps(row) for row in rows) + "\n\n", encoding="utf-8")
@@ -266,6 +347,12 @@ def test_jsonl_manifest_reads_list_and_string_tags(tmp_path):
             "tags.jsonl",
             '{"path": "a.wav", "tags": 3}\n',
             r":1: expected 'tags' as a list of strings",
+        ),
+        (
+            # JSON says nothing of how a string splits: "speech, music" was one tag.
+            "string_tags.jsonl",
+            '{"path": "a.wav"}\n{"path": "b.wav", "tags": "speech, music"}\n',
+            r"string_tags\.jsonl:2: expected 'tags' as a list of strings .*got 'speech, music'",
         ),
         (
             "speaker.jsonl",

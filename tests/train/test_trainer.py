@@ -17,6 +17,7 @@ from bench.codecs.encodec.model import EncodecConfig, EncodecModel
 from helpers import write_tone
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
+from bench.data import DatasetError
 from bench.train.losses import MultiScaleMelLoss
 from bench.train.trainer import (
     DISCRIMINATORS,
@@ -225,6 +226,19 @@ def test_sampler_is_a_function_of_seed_and_step(data):
     assert torch.equal(sampler.batch(0, 5, 3), sampler.batch(0, 5, 3))
     assert not torch.equal(sampler.batch(0, 5, 3), sampler.batch(0, 6, 3))
     assert sampler.batch(0, 5, 3).shape == (3, 1, 6000)
+
+
+def test_a_file_too_short_to_use_is_skipped_naming_it(tmp_path, capsys):
+    """A 0.2 s file once aborted `bench train` with "too short" and no file name."""
+    write_tone(tmp_path / "long.wav", seconds=0.6, sample_rate=24000)
+    short = write_tone(tmp_path / "short.wav", seconds=0.2, sample_rate=24000)
+    sampler = SegmentSampler(f"folder:{tmp_path}", 24000, 1, 0.25)
+    assert len(sampler.clips) == 1
+    assert sampler.skipped == [f"{short}: too short: 0.200 s, expected at least 0.25 s"]
+    assert f"note: training data: skipped {short}: too short" in capsys.readouterr().out
+    (tmp_path / "long.wav").unlink()
+    with pytest.raises(DatasetError, match=f"no usable item; skipped: {short}: too short"):
+        SegmentSampler(f"folder:{tmp_path}", 24000, 1, 0.25)
 
 
 def test_cli_train_and_bad_settings(data, tmp_path, capsys):
