@@ -254,7 +254,8 @@ def _codec_bitrates(
     """The codec's own values of the bitrates to run, and the requested ones it lacks.
 
     Bitrates given for this codec alone must all be supported; of the bitrates given for
-    every codec, each codec runs those it supports, and lacking all of them is an error.
+    every codec, each codec runs those it supports, and lacking all of them is an error,
+    except for a codec of one fixed bitrate run beside others, which runs at that one.
     """
     own_bitrates = settings.codec_bitrates.get(name)
     if own_bitrates is None and settings.bitrates is None:
@@ -276,6 +277,11 @@ def _codec_bitrates(
                 f"{format_kbps([value])} kbps; expected each bitrate once"
             )
         matched[value] = bitrate
+    if not matched and len(codec.bitrates) == 1 and len(settings.codecs) > 1:
+        # A fixed-rate condition beside rate-swept codecs (the identity reference, a MUSHRA
+        # anchor) has nothing to sweep: the requested rates are the other codecs', so it
+        # runs at its one rate, and the skipped note says which that is.
+        return tuple(codec.bitrates), skipped
     if not matched:
         raise ValueError(
             f"codec '{name}' supports none of the requested bitrates "

@@ -8,7 +8,7 @@ import pytest
 from helpers import QuantizingCodec, write_tone
 
 from bench.data import load_dataset
-from bench.registry import UnknownNameError
+from bench.registry import UnknownNameError, create_codec
 from bench.store import Cache, RunStore
 from bench.sweep import SweepSettings, listening_selection, parse_list, plan, run_sweep
 
@@ -278,3 +278,28 @@ def test_items_whose_ids_differ_only_in_punctuation_get_their_own_files(tmp_path
     for paths in (references, decoded):
         contents = [path.read_bytes() for path in paths]
         assert len(set(contents)) == 3, "each item's file holds its own audio"
+
+
+def test_the_issue_s_multi_codec_command_runs_what_each_codec_supports():
+    """`--codec identity,opus,encodec --bitrates 1.5,3,6,12` once stopped at opus lacking 1.5.
+    The identity reference has one fixed rate and runs at it beside the swept codecs."""
+    codecs = {name: create_codec(name) for name in ("identity", "opus", "encodec")}
+    settings = SweepSettings(codecs=tuple(codecs), bitrates=(1.5, 3.0, 6.0, 12.0), workers=1)
+    sweep_plan = plan(settings, codecs)
+    assert [(c.codec, c.bitrate) for c in sweep_plan.conditions] == [
+        ("identity", 1536.0),
+        ("opus", 6.0),
+        ("opus", 12.0),
+        ("encodec", 1.5),
+        ("encodec", 3.0),
+        ("encodec", 6.0),
+        ("encodec", 12.0),
+    ]
+    skipped = {(entry["codec"], entry["bitrate"]) for entry in sweep_plan.skipped}
+    assert skipped == {("identity", b) for b in (1.5, 3.0, 6.0, 12.0)} | {
+        ("opus", 1.5),
+        ("opus", 3.0),
+    }
+    # Alone, a fixed-rate codec asked for rates it lacks is still an error.
+    with pytest.raises(ValueError, match="supports none of the requested"):
+        plan(SweepSettings(codecs=("identity",), bitrates=(6.0,), workers=1), codecs)
