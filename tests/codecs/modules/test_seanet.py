@@ -292,7 +292,7 @@ def test_time_major_layers_equal_the_offline_ones(causal, norm, pad_mode):
             expected = layer(activated.transpose(1, 2)).transpose(1, 2)
             ours = layer.forward_time_major(x, activation)
         assert ours.is_contiguous()
-        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("config", STREAMING_CONFIGS.values(), ids=STREAMING_CONFIGS.keys())
@@ -307,13 +307,13 @@ def test_inference_path_and_its_tiles_equal_the_training_path(config, samples):
     latents = encoder(audio).detach()  # gradients on: the layer-by-layer path
     decoded = decoder(latents).detach()
     with torch.no_grad():
-        torch.testing.assert_close(encoder(audio), latents, rtol=0, atol=1e-5)
-        torch.testing.assert_close(decoder(latents), decoded, rtol=0, atol=1e-5)
+        torch.testing.assert_close(encoder(audio), latents, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(decoder(latents), decoded, rtol=1e-5, atol=1e-5)
         for tile_steps in (TINY_HOP, 7 * TINY_HOP):
             tiled = run_time_major_tiled(encoder.model, audio.transpose(1, 2), tile_steps)
-            torch.testing.assert_close(tiled.transpose(1, 2), latents, rtol=0, atol=1e-5)
+            torch.testing.assert_close(tiled.transpose(1, 2), latents, rtol=1e-5, atol=1e-5)
             tiled = run_time_major_tiled(decoder.model, latents.transpose(1, 2), tile_steps)
-            torch.testing.assert_close(tiled.transpose(1, 2), decoded, rtol=0, atol=1e-5)
+            torch.testing.assert_close(tiled.transpose(1, 2), decoded, rtol=1e-5, atol=1e-5)
 
 
 # --- the official encodec code ---
@@ -371,7 +371,7 @@ def test_convolutions_match_official_layers(encodec, causal, norm, pad_mode):
         for samples in (1, 2, 5, 17, 64):
             x = torch.randn(2, 3, samples)
             with torch.no_grad():
-                torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-6)
+                torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
     for kernel, stride in [(k, s) for k in (1, 2, 3, 4, 7, 10) for s in (1, 2, 3, 5) if k >= s]:
         theirs = encodec.modules.SConvTranspose1d(3, 5, kernel, stride, causal=causal, norm=norm)
         ours = StreamableConvTranspose1d(3, 5, kernel, stride, causal=causal, norm=norm)
@@ -379,7 +379,7 @@ def test_convolutions_match_official_layers(encodec, causal, norm, pad_mode):
         for frames in (1, 2, 9):
             x = torch.randn(2, 3, frames)
             with torch.no_grad():
-                torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-6)
+                torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
 
 
 OFFICIAL_MODELS = {
@@ -402,14 +402,18 @@ def test_full_models_load_official_weights_and_match_official_outputs(encodec, m
     with torch.no_grad():
         latents = official.encoder(audio)
         assert latents.shape == (2, 128, 9)
-        torch.testing.assert_close(encoder(audio), latents, rtol=0, atol=1e-5)
-        torch.testing.assert_close(decoder(latents), official.decoder(latents), rtol=0, atol=1e-5)
+        # A relative tolerance too: float32 sums over long convolutions are ordered by the
+        # CPU and thread count (a 48 kHz latent near 2.0 was once 1.04e-5 off).
+        torch.testing.assert_close(encoder(audio), latents, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            decoder(latents), official.decoder(latents), rtol=1e-5, atol=1e-5
+        )
         if config["causal"]:
             # The real streaming path on the real model: 3-frame chunks against the official.
             _, streamed = stream(encoder, audio, 3 * 320)
-            torch.testing.assert_close(streamed, latents, rtol=0, atol=1e-5)
+            torch.testing.assert_close(streamed, latents, rtol=1e-5, atol=1e-5)
             _, streamed = stream(decoder, latents, 1)
-            torch.testing.assert_close(streamed, official.decoder(latents), rtol=0, atol=1e-5)
+            torch.testing.assert_close(streamed, official.decoder(latents), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["weight_norm", "none"])
