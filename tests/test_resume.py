@@ -43,14 +43,20 @@ def _deterministic(rows: list[dict]) -> dict[tuple, float | None]:
     return {(row["item"], row["metric"]): row["value"] for row in rows}
 
 
-def _slow_run(tmp_path: Path, items: int, env: dict) -> subprocess.Popen:
-    """A real `bench run` of ``items`` tones through the slow plug-in codec, two workers."""
+def _slow_run_arguments(tmp_path: Path, items: int) -> list[str]:
+    """`bench run` of ``items`` new tones through the slow plug-in codec, two workers;
+    where it writes is left to the caller."""
     for index in range(items):
         write_tone(
             tmp_path / "data" / f"tone{index:02d}.wav", seconds=0.5, frequency=200 + 37 * index
         )
     arguments = ["run", "--codec", "slow-quantizer", "--data", f"folder:{tmp_path / 'data'}"]
-    arguments += ["--metrics", METRICS, "--workers", "2", "--quiet", "--no-report"]
+    return [*arguments, "--metrics", METRICS, "--workers", "2", "--quiet"]
+
+
+def _slow_run(tmp_path: Path, items: int, env: dict) -> subprocess.Popen:
+    """A real `bench run` of ``items`` tones through the slow plug-in codec, two workers."""
+    arguments = [*_slow_run_arguments(tmp_path, items), "--no-report"]
     arguments += ["--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]
     return _bench(arguments, env)
 
@@ -117,23 +123,8 @@ def test_ctrl_c_stops_workers_mid_task_names_the_run_and_resume_completes(tmp_pa
 
 @pytest.mark.slow
 def test_sigkill_at_a_random_point_then_resume(tmp_path):
-    for index in range(ITEMS):
-        write_tone(
-            tmp_path / "data" / f"tone{index:02d}.wav", seconds=0.5, frequency=200 + 37 * index
-        )
+    common = _slow_run_arguments(tmp_path, ITEMS)
     env = install_plugin(tmp_path / "plugin")
-    common = [
-        "run",
-        "--codec",
-        "slow-quantizer",
-        "--data",
-        f"folder:{tmp_path / 'data'}",
-        "--metrics",
-        METRICS,
-        "--workers",
-        "2",
-        "--quiet",
-    ]
 
     runs = tmp_path / "runs"
     process = _bench([*common, "--out", str(runs), "--cache", str(tmp_path / "cache")], env)
@@ -187,30 +178,10 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path):
-    for index in range(ITEMS):
-        write_tone(
-            tmp_path / "data" / f"tone{index:02d}.wav", seconds=0.5, frequency=200 + 37 * index
-        )
     env = install_plugin(tmp_path / "plugin")
     run_dir = tmp_path / "run"
-    killed = _bench(
-        [
-            "run",
-            "--codec",
-            "slow-quantizer",
-            "--data",
-            f"folder:{tmp_path / 'data'}",
-            "--metrics",
-            METRICS,
-            "--workers",
-            "2",
-            "--quiet",
-            "--no-cache",
-            "--run-dir",
-            str(run_dir),
-        ],
-        env,
-    )
+    arguments = _slow_run_arguments(tmp_path, ITEMS)
+    killed = _bench([*arguments, "--no-cache", "--run-dir", str(run_dir)], env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _row_count(run_dir / "results.jsonl") < 3:
         time.sleep(0.005)
