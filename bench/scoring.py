@@ -115,6 +115,15 @@ def _values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, flo
     return {spec.name: float(result)}
 
 
+def scoring_order(metrics: tuple[BoundMetric, ...]) -> list[BoundMetric]:
+    """The metrics grouped by working rate, the order in which to score one item.
+
+    :func:`score_metric` holds both signals at one metric rate at a time, so metrics that
+    share a rate should follow each other: each rate's signals are then made once.
+    """
+    return sorted(metrics, key=lambda metric: metric.spec.sample_rate or 0)
+
+
 def score_metric(
     metric: BoundMetric,
     item: Item,
@@ -125,11 +134,21 @@ def score_metric(
 ) -> MetricOutcome:
     """Score one audio metric on ``(channels, samples)`` signals at ``sample_rate``.
 
-    ``resampled`` memoises both signals per rate across the metrics of one item.
+    ``resampled`` memoises both signals at the last metric rate other than
+    ``sample_rate`` for the next metric of the item (see :func:`scoring_order`).
     """
     spec = metric.spec
     if spec.needs_transcript and not item.transcript:
         return MetricOutcome.failed(metric, "no transcript for this item")
+    duration = reference.shape[-1] / sample_rate
+    if spec.max_seconds is not None and duration > spec.max_seconds:
+        # Not cached: the limit is not part of the cache key, and refusing costs nothing.
+        return MetricOutcome.failed(
+            metric,
+            f"too long for {spec.name}: {duration:.1f} s, it scores items of at most "
+            f"{spec.max_seconds:g} s ({spec.max_seconds_reason}); crop with --max-seconds",
+            cacheable=False,
+        )
     try:
         ensure_set_up(metric)
     except Exception as error:  # noqa: BLE001 - a broken backend fails its metric only
@@ -139,13 +158,18 @@ def score_metric(
     start = time.perf_counter()
     rate = spec.sample_rate or sample_rate
     # Bringing both signals to the metric's rate is part of scoring it; the result is
-    # shared with later metrics at the same rate.
-    if rate not in resampled:
-        resampled[rate] = (
-            bench_audio.resample(reference, sample_rate, rate),
-            bench_audio.resample(degraded, sample_rate, rate),
-        )
-    metric_reference, metric_degraded = resampled[rate]
+    # shared with later metrics at the same rate. Only one rate is held: a long item's
+    # signals at every metric rate would take several times the memory of the item.
+    if rate == sample_rate:
+        metric_reference, metric_degraded = reference, degraded
+    else:
+        if rate not in resampled:
+            resampled.clear()
+            resampled[rate] = (
+                bench_audio.resample(reference, sample_rate, rate),
+                bench_audio.resample(degraded, sample_rate, rate),
+            )
+        metric_reference, metric_degraded = resampled[rate]
     note = None
     try:
         result = spec.function(metric_reference, metric_degraded, rate, item, **metric.options)
@@ -224,7 +248,7 @@ def score_pair(
         return result
     item = Item(id=Path(degraded_path).stem, path=Path(degraded_path), transcript=transcript)
     resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for metric in metrics:
+    for metric in scoring_order(metrics):
         outcome = score_metric(
             metric, item, reference_audio, degraded_audio, reference.sample_rate, resampled
         )

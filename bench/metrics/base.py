@@ -66,6 +66,10 @@ class MetricSpec:
     ``setup(**options)`` builds per-process state once, before anything is timed; and
     ``describe_backend(**options)`` gives the backend version for those options (e.g.
     including a model's sha256), which replaces ``backend_version`` when set.
+
+    ``max_seconds`` is the longest item the metric scores, for a backend that needs the
+    whole signal at once in memory that grows faster than the item (``max_seconds_reason``
+    says why); a longer item gets NaN with both named, before any work.
     """
 
     name: str
@@ -84,6 +88,8 @@ class MetricSpec:
     options: tuple[str, ...] = ()
     setup: Callable[..., None] | None = field(default=None, repr=False)
     describe_backend: Callable[..., str] | None = field(default=None, repr=False)
+    max_seconds: float | None = None
+    max_seconds_reason: str = ""
 
     def applies_to(self, tags: frozenset[str]) -> bool:
         """Whether the metric is valid for an item with these tags (untagged: yes)."""

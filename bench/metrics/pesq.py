@@ -21,6 +21,7 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
+from bench import audio as bench_audio
 from bench.data.item import Item
 from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
 
@@ -31,8 +32,8 @@ def _pesq(reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, mod
     """PESQ of ``(channels, samples)`` signals averaged to mono; ``mode`` is "wb" or "nb"."""
     import pesq as pesq_backend
 
-    reference_mono = reference.double().mean(dim=0).numpy()
-    degraded_mono = degraded.double().mean(dim=0).numpy()
+    reference_mono = bench_audio.mono_float64(reference)
+    degraded_mono = bench_audio.mono_float64(degraded)
     if not np.any(reference_mono):
         raise CannotScore("reference is silent (every sample is zero)")
     if not np.any(degraded_mono):

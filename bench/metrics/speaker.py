@@ -47,6 +47,7 @@ MEL_BANDS = 40
 PARTIAL_FRAMES = 160  # mel frames per partial utterance: 1.6 s
 PARTIALS_PER_SECOND = 1.3
 MIN_PARTIAL_COVERAGE = 0.75  # a trailing partial less covered than this is dropped
+PARTIAL_BATCH = 64  # partials embedded at once (about 50 s of audio)
 HIDDEN_SIZE = 256
 LAYERS = 3
 TARGET_DBFS = -30.0  # quieter audio is raised to this RMS level; louder is left alone
@@ -134,8 +135,16 @@ def embed(wav: np.ndarray) -> np.ndarray:
     # One thread whatever the process allows: with more, torch's parallel kernels start an
     # OpenMP team in this process, and a worker forked from it later hangs in libgomp as
     # soon as it runs one (see bench.parallel). Harness workers run on one thread anyway.
+    # Partials go through the LSTM a batch at a time: all of a 10-minute item's at once
+    # would hold 780 x 160 steps of activations per layer.
     with pinned_threads(1), torch.inference_mode():
-        embeddings = encoder()(torch.from_numpy(partials)).mean(dim=0).numpy()
+        embeddings = torch.cat(
+            [
+                encoder()(torch.from_numpy(partials[first : first + PARTIAL_BATCH]))
+                for first in range(0, len(partials), PARTIAL_BATCH)
+            ]
+        )
+        embeddings = embeddings.mean(dim=0).numpy()
     return embeddings / np.linalg.norm(embeddings)
 
 
