@@ -27,10 +27,11 @@ STOI_SAMPLE_RATE = 16_000
 # pystoi warns with this text and returns 1e-5, a placeholder rather than a score, when
 # fewer than 30 frames (384 ms) of the reference remain after dropping silent frames.
 _TOO_FEW_FRAMES_WARNING = "Not enough STFT frames"
-# pystoi holds every frame of both signals at once, as lists of float64 arrays and a
-# complex128 spectrogram: about 1.25 MB of working memory per second of audio, so the
-# limit keeps it under 0.4 GB. (E)STOI were designed for, and are reported on, utterances.
-MAX_SECONDS = 300.0
+# pystoi holds every frame of both signals at once, as lists of float64 arrays and
+# complex128 spectrograms: about 1.25 MB of working memory per second of audio for STOI,
+# 3.5 MB for ESTOI, so the limit keeps it near 0.4 GB. (E)STOI were designed for, and are
+# reported on, utterances.
+MAX_SECONDS = 120.0
 MAX_SECONDS_REASON = "pystoi holds every frame of both signals at once"
 
 

@@ -17,7 +17,9 @@ from bench.scoring import BoundMetric, score_metric
 ITEM = Item(id="long", path=Path("long.wav"))
 
 
-@pytest.mark.parametrize("name", ["visqol_audio", "visqol_speech", "stoi", "estoi"])
+@pytest.mark.parametrize(
+    "name", ["visqol_audio", "visqol_speech", "stoi", "estoi", "pesq_wb", "pesq_nb"]
+)
 def test_a_metric_refuses_an_item_over_its_limit_before_any_work(name, monkeypatch):
     spec = get_metric(name)
 
