@@ -248,10 +248,14 @@ def score_pair(
         return result
     item = Item(id=Path(degraded_path).stem, path=Path(degraded_path), transcript=transcript)
     resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for metric in scoring_order(metrics):
-        outcome = score_metric(
+    outcomes = {
+        metric.name: score_metric(
             metric, item, reference_audio, degraded_audio, reference.sample_rate, resampled
         )
+        for metric in scoring_order(metrics)
+    }
+    for metric in metrics:  # reported in the requested order
+        outcome = outcomes[metric.name]
         for name, value in outcome.values.items():
             result.values[name] = value if math.isfinite(value) else None
             if outcome.failure:

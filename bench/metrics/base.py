@@ -67,9 +67,10 @@ class MetricSpec:
     ``describe_backend(**options)`` gives the backend version for those options (e.g.
     including a model's sha256), which replaces ``backend_version`` when set.
 
-    ``max_seconds`` is the longest item the metric scores, for a backend that needs the
-    whole signal at once in memory that grows faster than the item (``max_seconds_reason``
-    says why); a longer item gets NaN with both named, before any work.
+    ``max_seconds`` is the longest item the metric scores, for a backend that holds the
+    whole signal in working memory many times its size, or that fails on long input
+    (``max_seconds_reason`` says which); a longer item gets NaN naming both, before any
+    work.
     """
 
     name: str
