@@ -199,6 +199,8 @@ def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
     # those of a float64 call rounded to float32.
     channels = audio.detach().cpu().numpy().astype(np.float32, copy=False)
     first = soxr.resample(channels[0], from_rate, to_rate, quality="VHQ")
+    if channels.shape[0] == 1:
+        return torch.from_numpy(first[None])
     resampled = np.empty((channels.shape[0], first.size), dtype=np.float32)
     resampled[0] = first
     del first
