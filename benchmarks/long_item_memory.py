@@ -10,7 +10,8 @@ temporary folder) and reports the subprocess's peak resident set size (``os.wait
 scored (a metric that refuses the item shows its reason).
 
 Run: ``python benchmarks/long_item_memory.py [--seconds 600] [--metrics LIST]
-[--json reports/long_item_memory.json]``; the default scores every metric.
+[--json reports/long_item_memory.json] [--with-report]``; the default scores every
+metric and skips the report (``--no-report``).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def _folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def run_bench(item_folder: Path, scratch: Path, metrics: str | None, bitrate: str) -> dict:
+def run_bench(
+    item_folder: Path, scratch: Path, metrics: str | None, bitrate: str, report: bool
+) -> dict:
     run_dir = scratch / "run"
     command = [
         str(Path(sys.executable).with_name("bench")),
@@ -95,8 +98,9 @@ def run_bench(item_folder: Path, scratch: Path, metrics: str | None, bitrate: st
         str(scratch / "cache"),
         "--run-dir",
         str(run_dir),
-        "--no-report",
     ]
+    if not report:
+        command.append("--no-report")
     if metrics:
         command += ["--metrics", metrics]
     start = time.perf_counter()
@@ -133,13 +137,18 @@ def main() -> None:
     parser.add_argument("--metrics", default=None, help="comma-separated (default: all)")
     parser.add_argument("--bitrate", default="12")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--with-report", action="store_true", help="let `bench run` build its report too"
+    )
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="long-item-") as scratch:
         scratch = Path(scratch)
         item_folder = scratch / "items"
         item_folder.mkdir()
         build_item(item_folder / "long_item.wav", arguments.seconds)
-        figures = run_bench(item_folder, scratch, arguments.metrics, arguments.bitrate)
+        figures = run_bench(
+            item_folder, scratch, arguments.metrics, arguments.bitrate, arguments.with_report
+        )
     peak = figures["peak_rss_bytes"]
     print(f"item: {arguments.seconds:g} s, 44.1 kHz stereo; opus {arguments.bitrate} kbps")
     print(f"metrics: {arguments.metrics or 'all'}; exit status {figures['exit_status']}")
@@ -156,6 +165,7 @@ def main() -> None:
             "item": "44.1 kHz stereo 16-bit WAV: shared speech repeated over a tone bed",
             "codec": f"opus {arguments.bitrate} kbps",
             "metrics": arguments.metrics or "all",
+            "report": arguments.with_report,
             "goal_peak_rss_bytes": GOAL_BYTES,
             **{key: value for key, value in figures.items() if key != "output_tail"},
             "git": git_state(),
