@@ -84,3 +84,23 @@ def test_si_sdr_in_blocks_equals_the_whole_signal_value(monkeypatch):
     whole = signal.si_sdr(reference, degraded, 16000)
     monkeypatch.setattr(signal, "BLOCK_SAMPLES", 1000)
     assert signal.si_sdr(reference, degraded, 16000) == pytest.approx(whole, rel=1e-12)
+
+
+def test_the_speaker_mel_frames_in_blocks_equal_librosa_on_the_whole_signal(monkeypatch):
+    import librosa
+    import numpy as np
+
+    from bench.metrics import speaker
+
+    monkeypatch.setattr(speaker, "MEL_BLOCK_FRAMES", 77)
+    wav = (0.1 * np.random.default_rng(0).standard_normal(50_001)).astype(np.float32)
+    whole = librosa.feature.melspectrogram(
+        y=wav,
+        sr=speaker.SAMPLE_RATE,
+        n_fft=speaker.MEL_WINDOW,
+        hop_length=speaker.MEL_HOP,
+        n_mels=speaker.MEL_BANDS,
+    ).T
+    blocks = speaker.mel_frames(wav)
+    assert blocks.shape == whole.shape
+    np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-7 * whole.max())
