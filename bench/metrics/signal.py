@@ -65,18 +65,25 @@ class MelDistanceProfile:
         At the smallest window the whole spectrogram holds 8 values per sample and band:
         7 GB for 10 minutes of 24 kHz audio.
         """
-        hop = n_fft // 4
-        padded = torch.nn.functional.pad(
-            signal.unsqueeze(0), (n_fft // 2, n_fft // 2), mode="reflect"
-        ).squeeze(0)
-        frames = 1 + (padded.shape[-1] - n_fft) // hop
+        hop, half = n_fft // 4, n_fft // 2
+        samples = signal.shape[-1]
+        frames = 1 + samples // hop
         window = torch.hann_window(n_fft, dtype=signal.dtype)
         filterbank = mel_filterbank(self.sample_rate, n_fft, n_mels).to(signal.dtype)
         step = max(1, BLOCK_SAMPLES // hop)
         for first in range(0, frames, step):
             last = min(first + step, frames)
+            # The block's span of the padded signal, in the signal's own coordinates; only
+            # the blocks at the ends are padded (a reflection of the signal's end samples,
+            # which they hold), so the signal is never copied whole.
+            start, stop = first * hop - half, (last - 1) * hop + n_fft - half
+            block = signal[:, max(start, 0) : min(stop, samples)]
+            if start < 0 or stop > samples:
+                block = torch.nn.functional.pad(
+                    block.unsqueeze(0), (max(-start, 0), max(stop - samples, 0)), mode="reflect"
+                ).squeeze(0)
             spectrum = torch.stft(
-                padded[:, first * hop : (last - 1) * hop + n_fft],
+                block,
                 n_fft=n_fft,
                 hop_length=hop,
                 window=window,
