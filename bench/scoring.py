@@ -176,6 +176,15 @@ def is_silent(audio: torch.Tensor) -> bool:
     return samples.size > 0 and bool(samples.max() < SILENCE_PEAK and samples.min() > -SILENCE_PEAK)
 
 
+def scoring_order(metrics: tuple[BoundMetric, ...]) -> list[BoundMetric]:
+    """The metrics grouped by working rate, the order in which to score one item.
+
+    :func:`score_metric` holds both signals at one metric rate at a time, so metrics that
+    share a rate should follow each other: each rate's signals are then made once.
+    """
+    return sorted(metrics, key=lambda metric: metric.spec.sample_rate or 0)
+
+
 def score_metric(
     metric: BoundMetric,
     item: Item,
@@ -188,7 +197,8 @@ def score_metric(
 ) -> MetricOutcome:
     """Score one audio metric on ``(channels, samples)`` signals at ``sample_rate``.
 
-    ``resampled`` memoises both signals per rate across the metrics of one item.
+    ``resampled`` memoises both signals at the last metric rate other than
+    ``sample_rate`` for the next metric of the item (see :func:`scoring_order`).
     ``cropped`` says the signals are a crop of the item's file: its transcript, which is
     of the whole file, then does not apply (WER becomes a dWER; a metric that needs a
     transcript gives NaN), and the row's note says so.
@@ -204,6 +214,15 @@ def score_metric(
         transcript_note = CROPPED_TRANSCRIPT_NOTE
     if spec.needs_transcript and not item.transcript:
         return MetricOutcome.failed(metric, transcript_note or "no transcript for this item")
+    duration = reference.shape[-1] / sample_rate
+    if spec.max_seconds is not None and duration > spec.max_seconds:
+        # Not cached: the limit is not part of the cache key, and refusing costs nothing.
+        return MetricOutcome.failed(
+            metric,
+            f"too long for {spec.name}: {duration:.1f} s, it scores items of at most "
+            f"{spec.max_seconds:g} s ({spec.max_seconds_reason}); crop with --max-seconds",
+            cacheable=False,
+        )
     if is_silent(degraded) and not (spec.needs_reference and is_silent(reference)):
         return MetricOutcome.failed(
             metric, "degraded is silent (every sample is zero at 16-bit resolution)"
@@ -217,13 +236,18 @@ def score_metric(
     start = time.perf_counter()
     rate = spec.sample_rate or sample_rate
     # Bringing both signals to the metric's rate is part of scoring it; the result is
-    # shared with later metrics at the same rate.
-    if rate not in resampled:
-        resampled[rate] = (
-            bench_audio.resample(reference, sample_rate, rate),
-            bench_audio.resample(degraded, sample_rate, rate),
-        )
-    metric_reference, metric_degraded = resampled[rate]
+    # shared with later metrics at the same rate. Only one rate is held: a long item's
+    # signals at every metric rate would take several times the memory of the item.
+    if rate == sample_rate:
+        metric_reference, metric_degraded = reference, degraded
+    else:
+        if rate not in resampled:
+            resampled.clear()
+            resampled[rate] = (
+                bench_audio.resample(reference, sample_rate, rate),
+                bench_audio.resample(degraded, sample_rate, rate),
+            )
+        metric_reference, metric_degraded = resampled[rate]
     note, counts = None, None
     try:
         result = spec.function(metric_reference, metric_degraded, rate, item, **metric.options)
@@ -354,17 +378,21 @@ def score_pair(
             trimmed = (reference.audio[:, :shorter], degraded_audio[:, :shorter])
             result.notes.append(_length_note(metrics, lengths, shorter))
     item = Item(id=Path(degraded_path).stem, path=Path(degraded_path), transcript=transcript)
-    # Each pair's signals are resampled once per rate, across the metrics that take it.
+    # Each pair's signals are resampled once per rate, across the metrics that take it
+    # (grouped by rate: see scoring_order).
     resampled_whole: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     resampled_trimmed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for metric in metrics:
+    outcomes: dict[str, MetricOutcome] = {}
+    for metric in scoring_order(metrics):
         if refusal and metric.spec.needs_reference:
-            outcome = MetricOutcome.failed(metric, refusal)
+            outcomes[metric.name] = MetricOutcome.failed(metric, refusal)
         elif _takes_any_lengths(metric.spec):
-            outcome = score_metric(metric, item, *whole, rate, resampled_whole)
+            outcomes[metric.name] = score_metric(metric, item, *whole, rate, resampled_whole)
         else:
             memo = resampled_whole if trimmed is whole else resampled_trimmed
-            outcome = score_metric(metric, item, *trimmed, rate, memo)
+            outcomes[metric.name] = score_metric(metric, item, *trimmed, rate, memo)
+    for metric in metrics:  # reported in the requested order
+        outcome = outcomes[metric.name]
         for name, value in outcome.values.items():
             result.values[name] = value if math.isfinite(value) else None
             if outcome.failure:

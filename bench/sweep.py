@@ -31,7 +31,7 @@ from bench.metrics import CodingStats
 from bench.parallel import THREADS_PER_WORKER, pinned_threads, process_pool
 from bench.provenance import backend_versions, device_fingerprint, git_state
 from bench.registry import CODECS, create_codec
-from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric
+from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric, scoring_order
 from bench.store import DEFAULT_CACHE_DIR, Cache, RunStore, content_key, writable_folder
 
 # Bump when the preparation of inputs (loading, resampling, cropping) changes, so that
@@ -503,11 +503,11 @@ class Evaluator:
         """
         key = (task.item.path, task.input_hash, codec.sample_rate, codec.channels, task.max_seconds)
         if self._last_input is None or self._last_input[0] != key:
-            loaded = bench_audio.load_audio(task.item.path)
+            loaded = bench_audio.load_audio(task.item.path, task.max_seconds)
             audio, notes = bench_audio.prepare(
                 loaded, codec.sample_rate, codec.channels, task.max_seconds
             )
-            cropped = bench_audio.crops(loaded.duration_seconds, task.max_seconds)
+            cropped = bench_audio.crops(loaded, task.max_seconds)
             self._last_input = (key, (audio, notes, cropped))
         return self._last_input[1]
 
@@ -542,7 +542,7 @@ class Evaluator:
             bench_audio.save_listening_copy(task.listening_path, decoded, codec.sample_rate)
         result = TaskResult([], codec_seconds=codec_seconds)
         resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for metric in metrics:
+        for metric in scoring_order(metrics):
             if metric.spec.inputs == "coding":
                 result.rows += self._coding_metric_rows(base, metric, meta)
                 continue
@@ -564,6 +564,9 @@ class Evaluator:
             else:
                 outcome = MetricOutcome.from_cache(entry)
             result.rows += _metric_rows(base, metric, outcome)
+        # Rows in the requested order of metrics, whatever order they were scored in.
+        position = {metric.name: index for index, metric in enumerate(metrics)}
+        result.rows.sort(key=lambda row: position[row["metric_family"]])
         return result
 
 
@@ -625,7 +628,7 @@ def _write_references(store: RunStore, items: list[Item], max_seconds: float | N
         if path.exists():
             continue
         try:
-            loaded = bench_audio.load_audio(item.path)
+            loaded = bench_audio.load_audio(item.path, max_seconds)
         except bench_audio.AudioError:
             continue  # its tasks record the failure as NaN rows
         audio, _ = bench_audio.prepare(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import soundfile
@@ -86,3 +88,61 @@ def test_resampling_preserves_a_tone_in_band():
     expected = torch.sin(2 * torch.pi * 1000 * torch.arange(rate_out) / rate_out)
     middle = slice(1000, rate_out - 1000)  # the edges carry the filter's transient
     assert torch.max(torch.abs(upsampled[0, middle] - expected[middle])).item() < 1e-3
+
+
+def _long_silent_flac(path, seconds: float, rate: int = 8000):
+    """A FLAC file of ``seconds`` of digital silence (tiny on disk), written in blocks."""
+    with soundfile.SoundFile(path, "w", rate, 1, "PCM_16", format="FLAC") as handle:
+        block = np.zeros(rate * 60, dtype=np.int16)
+        for _ in range(int(seconds // 60)):
+            handle.write(block)
+        handle.write(np.zeros(int(rate * (seconds % 60)), dtype=np.int16))
+    return path
+
+
+def test_an_item_over_the_duration_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    # An hour-long file at 48 kHz stereo is 1.4 GB per signal in float32: refused with the
+    # limit named, before any sample is decoded.
+    path = _long_silent_flac(tmp_path / "long.flac", audio.MAX_DURATION_SECONDS + 1)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the samples were read")
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", no_decoding)
+    with pytest.raises(audio.AudioError) as refused:
+        audio.load_audio(path)
+    message = str(refused.value)
+    assert "too long: 1201 s" in message
+    assert f"at most {audio.MAX_DURATION_SECONDS} s (20 min)" in message
+    assert "--max-seconds" in message
+
+
+def test_a_crop_within_the_limit_reads_only_the_crop(tmp_path):
+    path = _long_silent_flac(tmp_path / "long.flac", audio.MAX_DURATION_SECONDS + 1)
+    loaded = audio.load_audio(path, max_seconds=2.5)
+    assert loaded.audio.shape == (1, 20000)
+    assert "cropped to the first 2.5 s" in loaded.notes
+    prepared, notes = audio.prepare(loaded, 8000, 1, max_seconds=2.5)
+    assert prepared.shape == (1, 20000)
+    assert notes.count("cropped to the first 2.5 s") == 1
+
+
+def test_resampling_in_float32_gives_the_float64_values(tmp_path):
+    # Resampling once went through a (samples, channels) float64 copy of the whole signal.
+    import soxr
+
+    stereo = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, (2, 30000)))
+    stereo = stereo.float()
+    rates = ((48000, 16000), (44100, 48000), (24000, 44100))
+    for signal, (source, target) in itertools.product((stereo, stereo[:1]), rates):
+        expected = soxr.resample(signal.numpy().T.astype(np.float64), source, target, "VHQ")
+        resampled = audio.resample(signal, source, target)
+        assert resampled.dtype == torch.float32
+        assert torch.equal(resampled, torch.from_numpy(expected.T.astype(np.float32)))
+
+
+def test_listening_copies_keep_the_first_listening_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio, "LISTENING_SECONDS", 0.5)
+    tone = audio.load_audio(write_tone(tmp_path / "tone.wav")).audio
+    audio.save_listening_copy(tmp_path / "copy.flac", tone, 16000)
+    assert soundfile.info(str(tmp_path / "copy.flac")).frames == 8000

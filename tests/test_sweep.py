@@ -7,6 +7,7 @@ import json
 import pytest
 from helpers import QuantizingCodec, write_tone
 
+from bench import audio as bench_audio
 from bench.data import load_dataset
 from bench.registry import UnknownNameError, create_codec
 from bench.store import Cache, RunStore
@@ -303,3 +304,26 @@ def test_the_issue_s_multi_codec_command_runs_what_each_codec_supports():
     # Alone, a fixed-rate codec asked for rates it lacks is still an error.
     with pytest.raises(ValueError, match="supports none of the requested"):
         plan(SweepSettings(codecs=("identity",), bitrates=(6.0,), workers=1), codecs)
+
+
+def test_an_item_over_the_duration_limit_becomes_nan_rows_naming_the_limit(
+    tmp_path, folder, monkeypatch
+):
+    monkeypatch.setattr(bench_audio, "MAX_DURATION_SECONDS", 0.5)
+    summary = run_sweep(
+        _settings(folder, metrics=("si_sdr",)),
+        out_root=tmp_path / "runs",
+        cache_dir=None,
+        progress=False,
+    )
+    rows = list(RunStore(summary.run_dir).rows())
+    assert len(rows) == 3 and all(row["value"] is None for row in rows)
+    assert all("too long: 1 s" in row["failure"] for row in rows)
+    assert all("at most 0.5 s" in row["failure"] for row in rows)
+    cropped = run_sweep(
+        _settings(folder, metrics=("si_sdr",), max_seconds=0.4),
+        out_root=tmp_path / "runs",
+        cache_dir=None,
+        progress=False,
+    )
+    assert all(row["failure"] is None for row in RunStore(cropped.run_dir).rows())

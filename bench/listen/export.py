@@ -220,7 +220,7 @@ def _build_trial(
 ) -> Trial:
     """Decode, align, cut, level and write every stimulus of one item's trial."""
     _check_unchanged(item)  # only the items exported are read, so only they are hashed
-    loaded = bench_audio.load_audio(item["path"])
+    loaded = bench_audio.load_audio(item["path"], run_max_seconds)
     rate = listening_rate(loaded.sample_rate)
     channels = listening_channels(loaded.audio.shape[0])
     reference, notes = bench_audio.prepare(loaded, rate, channels, run_max_seconds)

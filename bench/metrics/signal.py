@@ -9,15 +9,20 @@ on the same scale, and each docstring states the exact definition.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bench import __version__ as bench_version
-from bench.codecs.modules.spectral import mel_spectrogram
+from bench.codecs.modules.spectral import mel_filterbank
 from bench.data.item import Item
 from bench.metrics.base import CannotScore, MetricSpec, register_metric
+
+# Long signals are scored this many samples at a time (per channel), so that no whole-signal
+# intermediate (a spectrogram, a float64 copy) is ever held.
+BLOCK_SAMPLES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -35,23 +40,58 @@ class MelDistanceProfile:
         """Mean over scales of the log-mel L1 (plus linear-mel L1 when weighted)."""
         total = 0.0
         for n_fft, n_mels in self.scales:
-            mel_reference, mel_degraded = (
-                mel_spectrogram(
-                    signal,
-                    self.sample_rate,
-                    n_fft,
-                    n_fft // 4,
-                    n_mels,
-                    normalized=self.normalized_stft,
-                )
-                for signal in (reference, degraded)
-            )
-            log_reference = self.log_power * torch.log10(mel_reference.clamp(min=self.floor))
-            log_degraded = self.log_power * torch.log10(mel_degraded.clamp(min=self.floor))
-            total += (log_reference - log_degraded).abs().mean().item()
-            if self.linear_weight:
-                total += self.linear_weight * (mel_reference - mel_degraded).abs().mean().item()
+            log_sum = linear_sum = 0.0
+            count = 0
+            for mel_reference, mel_degraded in zip(
+                self._mel_blocks(reference, n_fft, n_mels),
+                self._mel_blocks(degraded, n_fft, n_mels),
+                strict=True,
+            ):
+                log_reference = self.log_power * torch.log10(mel_reference.clamp(min=self.floor))
+                log_degraded = self.log_power * torch.log10(mel_degraded.clamp(min=self.floor))
+                log_sum += (log_reference - log_degraded).abs().sum(dtype=torch.float64).item()
+                if self.linear_weight:
+                    difference = (mel_reference - mel_degraded).abs()
+                    linear_sum += difference.sum(dtype=torch.float64).item()
+                count += mel_reference.numel()
+            total += (log_sum + self.linear_weight * linear_sum) / count
         return total / len(self.scales)
+
+    def _mel_blocks(self, signal: torch.Tensor, n_fft: int, n_mels: int) -> Iterator[torch.Tensor]:
+        """The mel spectrogram of ``(channels, samples)``, ``(channels, n_mels, frames)``,
+        in runs of frames: those of one centred STFT of the whole signal (reflect padding,
+        hop ``n_fft // 4``), as ``mel_spectrogram`` computes them, without holding them all.
+
+        At the smallest window the whole spectrogram holds 8 values per sample and band:
+        7 GB for 10 minutes of 24 kHz audio.
+        """
+        hop, half = n_fft // 4, n_fft // 2
+        samples = signal.shape[-1]
+        frames = 1 + samples // hop
+        window = torch.hann_window(n_fft, dtype=signal.dtype)
+        filterbank = mel_filterbank(self.sample_rate, n_fft, n_mels).to(signal.dtype)
+        step = max(1, BLOCK_SAMPLES // hop)
+        for first in range(0, frames, step):
+            last = min(first + step, frames)
+            # The block's span of the padded signal, in the signal's own coordinates; only
+            # the blocks at the ends are padded (a reflection of the signal's end samples,
+            # which they hold), so the signal is never copied whole.
+            start, stop = first * hop - half, (last - 1) * hop + n_fft - half
+            block = signal[:, max(start, 0) : min(stop, samples)]
+            if start < 0 or stop > samples:
+                block = torch.nn.functional.pad(
+                    block.unsqueeze(0), (max(-start, 0), max(stop - samples, 0)), mode="reflect"
+                ).squeeze(0)
+            spectrum = torch.stft(
+                block,
+                n_fft=n_fft,
+                hop_length=hop,
+                window=window,
+                center=False,
+                normalized=self.normalized_stft,
+                return_complex=True,
+            ).abs()
+            yield torch.matmul(filterbank, spectrum)
 
 
 # EnCodec (Defossez et al. 2022, section 3.4): the frequency-domain reconstruction loss
@@ -121,20 +161,34 @@ def si_sdr(
     constant): there ``eps / eps`` would score 0 dB, better than a working low-rate codec.
     Higher is better.
     """
-    reference_array = reference.double().numpy()
-    degraded_array = degraded.double().numpy()
-    reference_array = reference_array - reference_array.mean(axis=-1, keepdims=True)
-    degraded_array = degraded_array - degraded_array.mean(axis=-1, keepdims=True)
-    reference_energy = np.sum(reference_array**2, axis=-1, keepdims=True)
+    reference_array, degraded_array = reference.numpy(), degraded.numpy()
+    reference_mean = reference_array.mean(axis=-1, dtype=np.float64, keepdims=True)
+    degraded_mean = degraded_array.mean(axis=-1, dtype=np.float64, keepdims=True)
+
+    def zero_mean_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # float64 copies of one block at a time, not of the whole signals.
+        for start in range(0, reference_array.shape[-1], BLOCK_SAMPLES):
+            stop = start + BLOCK_SAMPLES
+            yield (
+                reference_array[:, start:stop] - reference_mean,
+                degraded_array[:, start:stop] - degraded_mean,
+            )
+
+    reference_energy = sum(np.sum(ref**2, axis=-1, keepdims=True) for ref, _ in zero_mean_blocks())
     if np.any(reference_energy == 0):
         raise CannotScore("reference is silent (zero energy after removing the mean)")
-    if np.any(np.sum(degraded_array**2, axis=-1) == 0):
+    degraded_energy = sum(np.sum(deg**2, axis=-1) for _, deg in zero_mean_blocks())
+    if np.any(degraded_energy == 0):
         raise CannotScore("degraded is silent (zero energy after removing the mean)")
-    alpha = np.sum(degraded_array * reference_array, axis=-1, keepdims=True) / reference_energy
-    target = alpha * reference_array
-    noise = degraded_array - target
+    alpha = sum(np.sum(deg * ref, axis=-1, keepdims=True) for ref, deg in zero_mean_blocks())
+    alpha = alpha / reference_energy
+    target_energy = noise_energy = 0.0
+    for ref, deg in zero_mean_blocks():
+        target = alpha * ref
+        target_energy = target_energy + np.sum(target**2, axis=-1)
+        noise_energy = noise_energy + np.sum((deg - target) ** 2, axis=-1)
     eps = np.finfo(np.float64).eps
-    ratios = (np.sum(target**2, axis=-1) + eps) / (np.sum(noise**2, axis=-1) + eps)
+    ratios = (target_energy + eps) / (noise_energy + eps)
     return float(np.mean(10 * np.log10(ratios)))
 
 

@@ -47,6 +47,8 @@ MEL_BANDS = 40
 PARTIAL_FRAMES = 160  # mel frames per partial utterance: 1.6 s
 PARTIALS_PER_SECOND = 1.3
 MIN_PARTIAL_COVERAGE = 0.75  # a trailing partial less covered than this is dropped
+PARTIAL_BATCH = 64  # partials embedded at once (about 50 s of audio)
+MEL_BLOCK_FRAMES = 6000  # mel frames computed at once (60 s of audio)
 HIDDEN_SIZE = 256
 LAYERS = 3
 TARGET_DBFS = -30.0  # quieter audio is raised to this RMS level; louder is left alone
@@ -98,7 +100,7 @@ def encoder() -> GE2EEncoder:
 
 def rms_dbfs(wav: np.ndarray) -> float:
     """RMS level in dB relative to full scale; minus infinity for digital silence."""
-    rms = float(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))  # one float64 copy, not two
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
@@ -113,6 +115,33 @@ def _partial_starts(samples: int) -> list[int]:
     return starts
 
 
+def mel_frames(wav: np.ndarray) -> np.ndarray:
+    """``librosa.feature.melspectrogram`` of ``(samples,)`` 16 kHz audio with Resemblyzer's
+    parameters, as ``(frames, bands)`` float32, computed a block of frames at a time.
+
+    librosa centres frames by zero-padding half a window at each end; the blocks are cut
+    from the padded signal, so they hold exactly those frames. Whole, the complex
+    spectrogram of a 10-minute item would take about 100 MB, and its power as much again.
+    """
+    import librosa
+
+    padded = np.pad(wav, MEL_WINDOW // 2)
+    frames = 1 + (len(padded) - MEL_WINDOW) // MEL_HOP
+    blocks = []
+    for first in range(0, frames, MEL_BLOCK_FRAMES):
+        last = min(first + MEL_BLOCK_FRAMES, frames)
+        block = librosa.feature.melspectrogram(
+            y=padded[first * MEL_HOP : (last - 1) * MEL_HOP + MEL_WINDOW],
+            sr=SAMPLE_RATE,
+            n_fft=MEL_WINDOW,
+            hop_length=MEL_HOP,
+            n_mels=MEL_BANDS,
+            center=False,
+        )
+        blocks.append(block.T.astype(np.float32))
+    return np.concatenate(blocks)
+
+
 def embed(wav: np.ndarray) -> np.ndarray:
     """The ``(256,)`` unit embedding of ``(samples,)`` mono 16 kHz audio, not silent.
 
@@ -120,22 +149,26 @@ def embed(wav: np.ndarray) -> np.ndarray:
 
     Follows ``resemblyzer.VoiceEncoder.embed_utterance`` after ``normalize_volume``.
     """
-    import librosa
-
     level = rms_dbfs(wav)
     if level < TARGET_DBFS:
         wav = wav * 10 ** ((TARGET_DBFS - level) / 20)
     starts = _partial_starts(len(wav))
     wav = np.pad(wav, (0, max(0, (starts[-1] + PARTIAL_FRAMES) * MEL_HOP - len(wav))))
-    mel = librosa.feature.melspectrogram(
-        y=wav, sr=SAMPLE_RATE, n_fft=MEL_WINDOW, hop_length=MEL_HOP, n_mels=MEL_BANDS
-    ).T.astype(np.float32)
+    mel = mel_frames(wav)
     partials = np.stack([mel[start : start + PARTIAL_FRAMES] for start in starts])
     # One thread whatever the process allows: with more, torch's parallel kernels start an
     # OpenMP team in this process, and a worker forked from it later hangs in libgomp as
     # soon as it runs one (see bench.parallel). Harness workers run on one thread anyway.
+    # Partials go through the LSTM a batch at a time: all of a 10-minute item's at once
+    # would hold 780 x 160 steps of activations per layer.
     with pinned_threads(1), torch.inference_mode():
-        embeddings = encoder()(torch.from_numpy(partials)).mean(dim=0).numpy()
+        embeddings = torch.cat(
+            [
+                encoder()(torch.from_numpy(partials[first : first + PARTIAL_BATCH]))
+                for first in range(0, len(partials), PARTIAL_BATCH)
+            ]
+        )
+        embeddings = embeddings.mean(dim=0).numpy()
     return embeddings / np.linalg.norm(embeddings)
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from bench import audio as bench_audio
 from bench.data.item import Item
 from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
 
@@ -51,6 +52,12 @@ SPEECH_MAPPERS = {
     "exponential_unscaled": {"use_lattice_model": False, "use_unscaled_speech": True},
 }
 VISQOL_BACKEND = "visqol-python (Python port of google/visqol v3.3.3)"
+# ViSQOL's global alignment cross-correlates the envelopes of the whole pair at once
+# (complex128 FFTs of twice the signal's length): about 9.5 MB of working memory per
+# second at 48 kHz, 3 MB at 16 kHz (benchmarks/long_item_memory.py's item). The limits
+# keep that near 0.6 GB; ViSQOL was designed and validated on clips of a few seconds.
+MAX_SECONDS = {"speech": 180.0, "audio": 60.0}
+MAX_SECONDS_REASON = "ViSQOL aligns the whole pair at once, in memory growing with its length"
 
 
 def _mapper_arguments(mapper: str) -> dict[str, bool]:
@@ -95,8 +102,8 @@ def _visqol(
     ViSQOL aligns the signals itself, so they may differ in length (the conformance cases
     do, and `bench score` passes such pairs as they are).
     """
-    reference_mono = reference.double().mean(dim=0).numpy()
-    degraded_mono = degraded.double().mean(dim=0).numpy()
+    reference_mono = bench_audio.mono_float64(reference)
+    degraded_mono = bench_audio.mono_float64(degraded)
     # ViSQOL scales the degraded signal to the reference's sound pressure level: a silent
     # reference makes both silent and scores near the maximum, a silent degraded gives NaN.
     if not np.any(reference_mono):
@@ -181,6 +188,8 @@ register_metric(
         options=("mapper",),
         setup=_set_up_speech,
         describe_backend=_describe_speech,
+        max_seconds=MAX_SECONDS["speech"],
+        max_seconds_reason=MAX_SECONDS_REASON,
     )
 )
 register_metric(
@@ -197,5 +206,7 @@ register_metric(
         unit="MOS-LQO",
         description=f"ViSQOL v3 audio mode, 48 kHz, mono mix, SVR model {SVR_MODEL}",
         setup=_set_up_audio,
+        max_seconds=MAX_SECONDS["audio"],
+        max_seconds_reason=MAX_SECONDS_REASON,
     )
 )

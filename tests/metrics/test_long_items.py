@@ -1,0 +1,106 @@
+"""Long items: metrics whose backends hold the whole signal refuse beyond a stated length,
+and the metrics computed block by block give the whole-signal values."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from bench.codecs.modules.spectral import mel_spectrogram
+
+from bench.data.item import Item
+from bench.metrics import get_metric, signal
+from bench.scoring import BoundMetric, score_metric
+
+ITEM = Item(id="long", path=Path("long.wav"))
+
+
+@pytest.mark.parametrize(
+    "name", ["visqol_audio", "visqol_speech", "stoi", "estoi", "pesq_wb", "pesq_nb"]
+)
+def test_a_metric_refuses_an_item_over_its_limit_before_any_work(name, monkeypatch):
+    spec = get_metric(name)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the metric ran")
+
+    # Neither set-up (models, kernels) nor scoring may run for an item it refuses.
+    spec = dataclasses.replace(spec, function=no_work, setup=no_work)
+    silence = torch.zeros(1, int(spec.max_seconds * 1000) + 1000)
+    outcome = score_metric(BoundMetric(spec), ITEM, silence, silence, 1000, {})
+    assert outcome.values == {name: pytest.approx(float("nan"), nan_ok=True)}
+    assert f"too long for {name}: {spec.max_seconds + 1:.1f} s" in outcome.failure
+    assert f"at most {spec.max_seconds:g} s ({spec.max_seconds_reason})" in outcome.failure
+    assert "--max-seconds" in outcome.failure
+    assert not outcome.cacheable
+
+
+def _noisy_pair(seconds: float, rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    time = torch.arange(int(seconds * rate)) / rate
+    reference = torch.stack(
+        [torch.sin(2 * torch.pi * 330 * time), torch.cos(2 * torch.pi * 90 * time)]
+    )
+    reference = 0.3 * reference * (1 + torch.sin(2 * torch.pi * 0.7 * time))
+    degraded = reference + 0.02 * torch.randn(reference.shape, generator=generator)
+    return reference.float(), degraded.float()
+
+
+def _whole_signal_distance(profile: signal.MelDistanceProfile, reference, degraded) -> float:
+    """The distance from whole-signal mel spectrograms, as it was computed at first."""
+    total = 0.0
+    for n_fft, n_mels in profile.scales:
+        mels = [
+            mel_spectrogram(
+                x,
+                profile.sample_rate,
+                n_fft,
+                n_fft // 4,
+                n_mels,
+                normalized=profile.normalized_stft,
+            )
+            for x in (reference, degraded)
+        ]
+        logs = [profile.log_power * torch.log10(mel.clamp(min=profile.floor)) for mel in mels]
+        total += (logs[0] - logs[1]).abs().double().mean().item()
+        if profile.linear_weight:
+            total += profile.linear_weight * (mels[0] - mels[1]).abs().double().mean().item()
+    return total / len(profile.scales)
+
+
+@pytest.mark.parametrize("profile", [signal.ENCODEC_PROFILE, signal.DAC_PROFILE])
+def test_the_mel_distance_in_blocks_equals_the_whole_signal_one(profile, monkeypatch):
+    # Small blocks, so that every scale is computed in many runs of frames.
+    monkeypatch.setattr(signal, "BLOCK_SAMPLES", 3001)
+    reference, degraded = _noisy_pair(1.3, profile.sample_rate)
+    expected = _whole_signal_distance(profile, reference, degraded)
+    assert profile.distance(reference, degraded) == pytest.approx(expected, rel=1e-6)
+
+
+def test_si_sdr_in_blocks_equals_the_whole_signal_value(monkeypatch):
+    reference, degraded = _noisy_pair(1.0, 16000)
+    whole = signal.si_sdr(reference, degraded, 16000)
+    monkeypatch.setattr(signal, "BLOCK_SAMPLES", 1000)
+    assert signal.si_sdr(reference, degraded, 16000) == pytest.approx(whole, rel=1e-12)
+
+
+def test_the_speaker_mel_frames_in_blocks_equal_librosa_on_the_whole_signal(monkeypatch):
+    import librosa
+    import numpy as np
+
+    from bench.metrics import speaker
+
+    monkeypatch.setattr(speaker, "MEL_BLOCK_FRAMES", 77)
+    wav = (0.1 * np.random.default_rng(0).standard_normal(50_001)).astype(np.float32)
+    whole = librosa.feature.melspectrogram(
+        y=wav,
+        sr=speaker.SAMPLE_RATE,
+        n_fft=speaker.MEL_WINDOW,
+        hop_length=speaker.MEL_HOP,
+        n_mels=speaker.MEL_BANDS,
+    ).T
+    blocks = speaker.mel_frames(wav)
+    assert blocks.shape == whole.shape
+    np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-7 * whole.max())
