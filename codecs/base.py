@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -146,7 +147,10 @@ class Codec(abc.ABC):
             )
         if audio.shape[1] == 0:
             raise ValueError("expected at least one sample, got an empty signal")
-        if not torch.isfinite(audio).all():
+        # aminmax meets every NaN (it propagates) and both infinities (they are the ends)
+        # without a temporary the size of the signal: isfinite().all() peaked at 7 bytes a
+        # sample above the signal, 200 MB for ten minutes at 48 kHz.
+        if audio.is_floating_point() and not all(map(math.isfinite, torch.aminmax(audio))):
             raise ValueError("audio contains NaN or infinite samples")
         return audio.to(torch.float32)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import av
 import torch
-from bench.codecs.base import Codec, Encoded, fit_length
+from bench.codecs.base import Codec, Encoded
 from bench.codecs.bitstream import pack, unpack
 from bench.codecs.classic.pyav import backend_versions, decode_mono, encode_mono
 
@@ -77,9 +77,14 @@ class Mp3Codec(Codec):
         # parsing None flushes the last frame out of the parser.
         parser = av.CodecContext.create(DECODER, "r")
         packets = [*parser.parse(stream), *parser.parse(None)]
-        signal = decode_mono(DECODER, packets, self.sample_rate)
-        signal = signal[int(bitstream.header["delay"]) :]
-        return fit_length(torch.from_numpy(signal.copy())[None, :], encoded.num_samples)
+        signal = decode_mono(
+            DECODER,
+            packets,
+            self.sample_rate,
+            skip=int(bitstream.header["delay"]),
+            num_samples=encoded.num_samples,
+        )
+        return torch.from_numpy(signal)[None, :]
 
     def describe(self) -> dict:
         return {

@@ -8,7 +8,7 @@ pre-skip and the packet size, which is all a decoder needs.
 from __future__ import annotations
 
 import torch
-from bench.codecs.base import Codec, Encoded, fit_length
+from bench.codecs.base import Codec, Encoded
 from bench.codecs.bitstream import BitstreamError, pack, unpack
 from bench.codecs.classic.pyav import backend_versions, decode_mono, encode_mono
 
@@ -74,12 +74,16 @@ class OpusCodec(Codec):
                 f"Opus stream of {len(stream)} bytes is not a whole number of "
                 f"{packet_bytes}-byte packets"
             )
-        packets = [stream[i : i + packet_bytes] for i in range(0, len(stream), packet_bytes)]
-        signal = decode_mono("libopus", packets, self.sample_rate, self.decoder_options)
-        # Drop the pre-skip so output sample i lines up with input sample i; the padding
-        # of the last packet is cut by fit_length.
-        signal = signal[int(bitstream.header["pre_skip"]) :]
-        return fit_length(torch.from_numpy(signal.copy())[None, :], encoded.num_samples)
+        packets = (stream[i : i + packet_bytes] for i in range(0, len(stream), packet_bytes))
+        signal = decode_mono(
+            "libopus",
+            packets,
+            self.sample_rate,
+            skip=int(bitstream.header["pre_skip"]),
+            num_samples=encoded.num_samples,
+            options=self.decoder_options,
+        )
+        return torch.from_numpy(signal)[None, :]
 
     def describe(self) -> dict:
         return {

@@ -9,12 +9,16 @@ produced the bytes.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+
+# Samples per frame handed to the encoder (about 1.4 s at 48 kHz), re-chunked by PyAV into
+# the encoder's frame size: small enough that the copies of one block cost little.
+ENCODE_BLOCK_SAMPLES = 65536
 
 
 @dataclass(frozen=True)
@@ -51,54 +55,86 @@ def encode_mono(
     context.bit_rate = bit_rate
     context.options = options
 
-    # Mono is laid out the same packed or planar, so one (1, samples) array fits both.
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(signal, dtype=np.float32)[None, :],
-        format=sample_format,
-        layout="mono",
-    )
-    frame.sample_rate = sample_rate
-    frame.pts = 0
-    # PyAV re-chunks the one long frame into the encoder's frame_size. Encoding None
-    # flushes: without it the last packets (the tail of the signal) stay in the encoder.
-    packets = [*context.encode(frame), *context.encode(None)]
+    packets = []
+    # The signal goes in a block at a time: one frame of the whole signal would be copied
+    # into the frame, and again into PyAV's re-chunking into the encoder's frame_size, all
+    # at once. Fed in blocks, the encoder still gets the same frame_size frames.
+    for start in range(0, signal.shape[0], ENCODE_BLOCK_SAMPLES):
+        block = signal[start : start + ENCODE_BLOCK_SAMPLES]
+        # Mono is laid out the same packed or planar, so one (1, samples) array fits both.
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(block, dtype=np.float32)[None, :],
+            format=sample_format,
+            layout="mono",
+        )
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        packets.extend(_packet_bytes_and_pts(context.encode(frame)))
+    # Encoding None flushes: without it the last packets (the tail of the signal) stay in
+    # the encoder.
+    packets.extend(_packet_bytes_and_pts(context.encode(None)))
     if not packets:
         raise RuntimeError(f"{codec_name} produced no packets for {signal.shape[0]} samples")
     # FFmpeg stamps the first packet with pts = -initial_padding: the samples of priming
     # (Opus pre-skip, LAME encoder + decoder delay) that precede the first input sample.
-    delay = -int(packets[0].pts)
+    delay = -packets[0][1]
     if delay < 0:
         raise RuntimeError(f"{codec_name} reported a negative delay of {delay} samples")
-    return EncodedPackets(packets=[bytes(packet) for packet in packets], delay=delay)
+    return EncodedPackets(packets=[data for data, _ in packets], delay=delay)
+
+
+def _packet_bytes_and_pts(packets: Iterable[av.Packet]) -> list[tuple[bytes, int]]:
+    # Only the bytes and the time stamp are kept: an av.Packet holds more than its payload.
+    return [(bytes(packet), int(packet.pts)) for packet in packets]
 
 
 def decode_mono(
     codec_name: str,
     packets: Iterable[bytes | av.Packet],
     sample_rate: int,
+    skip: int,
+    num_samples: int,
     options: dict[str, str] | None = None,
 ) -> np.ndarray:
-    """Decode packets with the FFmpeg decoder ``codec_name`` to float32 ``(samples,)``.
+    """Decode packets with the FFmpeg decoder ``codec_name`` to float32 ``(num_samples,)``.
 
-    Nothing is trimmed here: the output still starts with the encoder's delay.
+    The first ``skip`` decoded samples (the encoder's delay) are dropped, so output sample i
+    lines up with input sample i; decoded samples past ``num_samples`` (the padding of the
+    last packet) are dropped too, and a stream that decodes to fewer is zero-padded.
     """
+    if skip < 0 or num_samples < 0:
+        raise ValueError(
+            f"{codec_name}: expected a delay and a length of at least 0 samples, "
+            f"got {skip} and {num_samples}"
+        )
     context = av.CodecContext.create(codec_name, "r")
     context.sample_rate = sample_rate
     context.layout = "mono"
     if options:
         context.options = options
-    chunks = []
+    # Each frame is written into its place in the output as it is decoded: a list of all
+    # frames and their concatenation would hold the signal twice.
+    decoded = np.zeros(num_samples, dtype=np.float32)
+    position = -skip  # where the next decoded sample goes in ``decoded``
+    for frame in _decoded_frames(context, packets):
+        samples = frame.to_ndarray()
+        if samples.dtype != np.float32:
+            raise RuntimeError(f"{codec_name} decoded to {samples.dtype}, expected float32")
+        first, end = max(position, 0), min(position + samples.shape[1], num_samples)
+        if first < end:
+            decoded[first:end] = samples[0, first - position : end - position]
+        position += samples.shape[1]
+    return decoded
+
+
+def _decoded_frames(
+    context: av.CodecContext, packets: Iterable[bytes | av.Packet]
+) -> Iterator[av.AudioFrame]:
     for packet in packets:
         if not isinstance(packet, av.Packet):
             packet = av.Packet(packet)
-        chunks.extend(frame.to_ndarray() for frame in context.decode(packet))
-    chunks.extend(frame.to_ndarray() for frame in context.decode(None))
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    decoded = np.concatenate(chunks, axis=1)
-    if decoded.dtype != np.float32:
-        raise RuntimeError(f"{codec_name} decoded to {decoded.dtype}, expected float32")
-    return decoded[0]
+        yield from context.decode(packet)
+    yield from context.decode(None)
 
 
 def _bundled_library_version(stem: str, symbol: str) -> str:

@@ -26,6 +26,21 @@ def test_bad_input_raises_value_error_naming_what_was_expected():
         codec.encode(torch.full((1, 1600), float("nan")), 128)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("position", [0, 777, 1599])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_non_finite_sample_anywhere_is_refused(bad, position, dtype):
+    codec = QuantizingCodec()
+    audio = torch.full((1, 1600), 0.5, dtype=dtype)
+    audio[0, position] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        codec.encode(audio, 128)
+    audio[0, position] = -1.0
+    codec.encode(audio, 128)
+    # Integer samples cannot be NaN and are accepted.
+    codec.encode(torch.zeros(1, 1600, dtype=torch.int16), 128)
+
+
 def test_round_trip_keeps_length_and_actual_kbps_counts_payload_bytes():
     codec = QuantizingCodec()
     audio = 0.1 * torch.randn(1, 1601)

@@ -4,14 +4,16 @@ and the metrics computed block by block give the whole-signal values."""
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from bench.codecs.modules.spectral import mel_spectrogram
 
 from bench.data.item import Item
-from bench.metrics import get_metric, signal
+from bench.metrics import asr, get_metric, signal
 from bench.scoring import BoundMetric, score_metric
 
 ITEM = Item(id="long", path=Path("long.wav"))
@@ -104,3 +106,36 @@ def test_the_speaker_mel_frames_in_blocks_equal_librosa_on_the_whole_signal(monk
     blocks = speaker.mel_frames(wav)
     assert blocks.shape == whole.shape
     np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-7 * whole.max())
+
+
+def _whisper_features():
+    return asr._whisper(asr.resolve_model(asr.DEFAULT_MODEL).folder).feature_extractor
+
+
+def _noise(seconds: float) -> np.ndarray:
+    return 0.1 * np.random.default_rng(7).standard_normal(int(seconds * 16_000), dtype=np.float32)
+
+
+@pytest.mark.parametrize("seconds", [29.99, 30.0, 30.01, 65.3, 90.0])
+def test_whisper_features_of_a_long_signal_equal_the_library_s(seconds):
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    features = _whisper_features()
+    library = FeatureExtractor(feature_size=features.mel_filters.shape[0])
+    waveform = _noise(seconds)
+    # Exactly equal, not close: WER of items up to 30 s must not move, and long ones neither.
+    assert np.array_equal(features(waveform), library(waveform))
+
+
+def test_whisper_features_of_a_long_signal_hold_no_whole_signal_spectrum():
+    features = _whisper_features()
+    waveform = _noise(300)
+    tracemalloc.start()
+    try:
+        features(waveform)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # faster-whisper's own extractor peaked at 16 times the signal's size (its frames and
+    # their spectrum, complex128 then complex64); block by block it is 4 times.
+    assert peak < 8 * waveform.nbytes
