@@ -47,22 +47,7 @@ def test_listings_show_bitrates_nfe_and_metadata(capsys):
 
 
 def test_run_prints_a_table_and_report_rebuilds_it(tmp_path, capsys):
-    write_tone(tmp_path / "data" / "a.wav")
-    arguments = [
-        "run",
-        "--codec",
-        "test-quantizer",
-        "--data",
-        f"folder:{tmp_path / 'data'}",
-        "--metrics",
-        "mel_distance,si_sdr,kbps_actual",
-        "--workers",
-        "1",
-        "--out",
-        str(tmp_path / "runs"),
-        "--no-cache",
-        "--quiet",
-    ]
+    arguments = _quantizer_run(tmp_path, "--out", str(tmp_path / "runs"), "--no-cache")
     assert main(arguments) == EXIT_OK
     printed = capsys.readouterr().out
     assert "si_sdr ↑" in printed and "mel_distance ↓" in printed and "test-quantizer" in printed
