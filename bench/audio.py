@@ -191,11 +191,6 @@ def _frames_to_read(
     return frames, note
 
 
-def save_audio(path: str | os.PathLike, audio: torch.Tensor, sample_rate: int) -> None:
-    """Write ``(channels, samples)`` audio; the format follows the file extension."""
-    soundfile.write(str(path), audio.detach().cpu().numpy().T, sample_rate)
-
-
 def save_listening_copy(path: str | os.PathLike, audio: torch.Tensor, sample_rate: int) -> bool:
     """Write the first ``LISTENING_SECONDS`` of ``(channels, samples)`` audio as 24-bit
     FLAC for people to listen to.

@@ -1,1 +1,2 @@
-"""Reports derived from a run's results: tables now; plots, HTML and CI verdicts later."""
+"""Reports derived from a run's results: statistics, tables, plots, the HTML page, the CI
+comparison of two runs and the papers' published numbers beside ours."""
