@@ -17,14 +17,15 @@ import pyloudnorm
 import torch
 from scipy import signal
 
-from bench.codecs.base import Codec, fit_length
-from bench.codecs.classic.lowpass import Lowpass3k5Codec, Lowpass7kCodec
+from bench.codecs.base import fit_length
+from bench.registry import create_codec
 
 LISTENING_RATE = 48_000
 """Hz: the rate stimuli are played at, unless the reference itself is at a lower one."""
 
-ANCHOR_CODECS: dict[str, type[Codec]] = {"anchor35": Lowpass3k5Codec, "anchor70": Lowpass7kCodec}
-"""The BS.1534-3 anchors: low-passes of the reference at 3.5 kHz (low) and 7 kHz (mid)."""
+ANCHOR_CODECS: dict[str, str] = {"anchor35": "lowpass3k5", "anchor70": "lowpass7k"}
+"""The BS.1534-3 anchors, by their names in the codec registry: low-passes of the reference
+at 3.5 kHz (low) and 7 kHz (mid)."""
 
 EXCERPT_SEARCH_STEP_SECONDS = 0.25
 
@@ -91,9 +92,9 @@ def unplayable_reason(sample_rate: int, seconds: float) -> str | None:
     least one BS.1770 loudness block long.
     """
     rate = listening_rate(sample_rate)
-    for name, codec_class in ANCHOR_CODECS.items():
+    for name, codec_name in ANCHOR_CODECS.items():
         try:
-            codec_class(sample_rate=rate)
+            create_codec(codec_name, sample_rate=rate)
         except ValueError as error:
             return (
                 f"sample rate {sample_rate} Hz is too low for the {name} low-pass anchor: {error}"
@@ -151,15 +152,15 @@ def align_to_reference(
 def anchors(reference: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
     """The BS.1534-3 low-pass anchors of ``reference``: ``anchor35`` and ``anchor70``.
 
-    Built by the anchor codecs of :mod:`bench.codecs.classic.lowpass`, so a listening test
-    uses exactly the filter the objective runs scored; they are zero phase and keep the
+    Built by the registered anchor codecs (``lowpass3k5``, ``lowpass7k``), so a listening
+    test uses exactly the filter the objective runs scored; they are zero phase and keep the
     reference's length.
     """
     _check_audio(reference, "the reference")
     _check_rate(sample_rate)
     made = {}
-    for name, codec_class in ANCHOR_CODECS.items():
-        codec = codec_class(sample_rate=sample_rate, channels=reference.shape[0])
+    for name, codec_name in ANCHOR_CODECS.items():
+        codec = create_codec(codec_name, sample_rate=sample_rate, channels=reference.shape[0])
         made[name] = codec.decode(codec.encode(reference, codec.bitrates[0]))
     return made
 
