@@ -3,9 +3,10 @@
 Follows Défossez et al. (2022), "High Fidelity Neural Audio Compression", Sec. 3.3, and the
 language model of the official EnCodec code (``LMModel``): 5 post-norm transformer layers with
 an input LayerNorm, d = 200, 8 heads, FFN 800, GELU, sinusoidal positions, a causal window of
-3.5 s (262 frames at 75 Hz). Its input at step t is the sum of one embedding per codebook of
-the codes at t - 1 (shifted by one, 0 standing for "no previous frame"), and one linear head per
-codebook gives independent distributions over the next codes.
+3.5 s (262 frames at 75 Hz): the shared ``bench.codecs.modules.transformer``. Its input at
+step t is the sum of one embedding per codebook of the codes at t - 1 (shifted by one, 0
+standing for "no previous frame"), and one linear head per codebook gives independent
+distributions over the next codes.
 
 The module and parameter names are those of the official model, so an official state dict loads
 with ``EntropyLM.load_state_dict`` as is (``transformer.norm_in``, ``transformer.layers.{i}``
@@ -28,143 +29,8 @@ from bench.codecs.modules.range_coder import (
     RangeEncoder,
     build_stable_quantized_cdf,
 )
+from bench.codecs.modules.transformer import StreamingTransformer, TransformerStates
 from torch import nn
-
-# Per layer, the projected keys and values of the frames a new frame may attend to, each
-# (batch, heads, frames, head_dim).
-LMStates = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
-    """Cosines then sines of integer ``positions`` (any shape) at ``dim // 2`` geometric periods.
-
-    The periods go from 1 to ``max_period`` with the exponent ``i / (dim // 2 - 1)``, as in the
-    official model (whose weights depend on it). Returns shape ``(*positions.shape, dim)``.
-    """
-    half = dim // 2
-    exponents = torch.arange(half, device=positions.device) / (half - 1)
-    phase = positions.unsqueeze(-1) / (max_period**exponents)
-    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
-
-
-class _StreamingSelfAttention(nn.Module):
-    """Multi-head self-attention over the cached past and the new frames.
-
-    Parameters are laid out as in ``nn.MultiheadAttention`` (packed q, k, v projection) so
-    official weights load unchanged; keeping projected keys and values, not layer inputs,
-    spares re-projecting the whole window at every frame.
-    """
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.out_proj.bias)
-
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, frames, dim = x.shape
-        return x.view(batch, frames, self.num_heads, dim // self.num_heads).transpose(1, 2)
-
-    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of one all-zero past frame, i.e. the key and value biases.
-
-        The official model starts every stream from such a frame (its initial state is a
-        zero layer input) and attends to it until it leaves the window; a pretrained model
-        relies on it, so it is kept.
-        """
-        _, key_bias, value_bias = self.in_proj_bias.chunk(3)
-        shape = (batch, 1, key_bias.shape[0])
-        return (
-            self._split_heads(key_bias.expand(shape)),
-            self._split_heads(value_bias.expand(shape)),
-        )
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor],
-        attn_mask: torch.Tensor | None,
-        past_context: int,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        query, key, value = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        keys = torch.cat([past[0], self._split_heads(key)], dim=2)
-        values = torch.cat([past[1], self._split_heads(value)], dim=2)
-        out = F.scaled_dot_product_attention(
-            self._split_heads(query), keys, values, attn_mask=attn_mask
-        )
-        out = self.out_proj(out.transpose(1, 2).flatten(2))
-        return out, (keys[:, :, -past_context:], values[:, :, -past_context:])
-
-
-class _StreamingTransformerLayer(nn.Module):
-    """Post-norm layer: ``x = norm1(x + attn(x)); x = norm2(x + ffn(x))``, no dropout."""
-
-    def __init__(self, dim: int, num_heads: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.self_attn = _StreamingSelfAttention(dim, num_heads)
-        self.linear1 = nn.Linear(dim, hidden_dim)
-        self.linear2 = nn.Linear(hidden_dim, dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor],
-        attn_mask: torch.Tensor | None,
-        past_context: int,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attended, state = self.self_attn(x, past, attn_mask, past_context)
-        x = self.norm1(x + attended)
-        x = self.norm2(x + self.linear2(F.gelu(self.linear1(x))))
-        return x, state
-
-
-class _StreamingTransformer(nn.Module):
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        num_layers: int,
-        hidden_scale: float,
-        past_context: int,
-        max_period: float,
-    ) -> None:
-        super().__init__()
-        self.past_context = past_context
-        self.max_period = max_period
-        self.norm_in = nn.LayerNorm(dim)
-        self.layers = nn.ModuleList(
-            _StreamingTransformerLayer(dim, num_heads, int(dim * hidden_scale))
-            for _ in range(num_layers)
-        )
-
-    def forward(
-        self, x: torch.Tensor, states: LMStates | None, offset: int
-    ) -> tuple[torch.Tensor, LMStates, int]:
-        batch, frames, dim = x.shape
-        if states is None:
-            states = [layer.self_attn.initial_state(batch) for layer in self.layers]
-        num_past = states[0][0].shape[2]
-        # Query t (at index num_past + t among the keys) sees key j iff 0 <= its lag <=
-        # past_context. The cache never holds more than past_context frames, so a single new
-        # frame sees all of it, and skipping the mask keeps frame-by-frame coding cheap.
-        attn_mask = None
-        if frames > 1:
-            lag = torch.arange(num_past, num_past + frames, device=x.device).view(
-                -1, 1
-            ) - torch.arange(num_past + frames, device=x.device).view(1, -1)
-            attn_mask = (lag >= 0) & (lag <= self.past_context)
-        positions = torch.arange(frames, device=x.device) + offset
-        x = self.norm_in(x) + sinusoidal_embedding(positions, dim, self.max_period)
-        new_states = []
-        for layer, past in zip(self.layers, states, strict=True):
-            x, state = layer(x, past, attn_mask, self.past_context)
-            new_states.append(state)
-        return x, new_states, offset + frames
 
 
 class EntropyLM(nn.Module):
@@ -194,14 +60,10 @@ class EntropyLM(nn.Module):
         max_period: float = 10_000.0,
     ) -> None:
         super().__init__()
-        if dim % num_heads or dim % 2:
-            raise ValueError(f"dim must be even and divisible by num_heads={num_heads}, got {dim}")
-        if past_context < 1:
-            raise ValueError(f"past_context must be at least 1 frame, got {past_context}")
         self.n_q = n_q
         self.card = card
         self.dim = dim
-        self.transformer = _StreamingTransformer(
+        self.transformer = StreamingTransformer(
             dim, num_heads, num_layers, hidden_scale, past_context, max_period
         )
         # card + 1 entries: index 0 means "no previous frame" (the first step).
@@ -209,8 +71,8 @@ class EntropyLM(nn.Module):
         self.linears = nn.ModuleList(nn.Linear(dim, card) for _ in range(n_q))
 
     def logits(
-        self, indices: torch.Tensor, states: LMStates | None = None, offset: int = 0
-    ) -> tuple[torch.Tensor, LMStates, int]:
+        self, indices: torch.Tensor, states: TransformerStates | None = None, offset: int = 0
+    ) -> tuple[torch.Tensor, TransformerStates, int]:
         """Like :meth:`forward`, with unnormalised log-probabilities ``(B, card, K, T)``."""
         if indices.dim() != 3 or not 1 <= indices.shape[1] <= self.n_q:
             raise ValueError(
@@ -224,8 +86,8 @@ class EntropyLM(nn.Module):
         return logits.permute(0, 3, 1, 2), states, offset
 
     def forward(
-        self, indices: torch.Tensor, states: LMStates | None = None, offset: int = 0
-    ) -> tuple[torch.Tensor, LMStates, int]:
+        self, indices: torch.Tensor, states: TransformerStates | None = None, offset: int = 0
+    ) -> tuple[torch.Tensor, TransformerStates, int]:
         """Distributions of the codes at each step given the codes before it.
 
         Args:
@@ -309,8 +171,8 @@ def _check_cpu_float32(lm: EntropyLM) -> None:
 
 
 def _frame_cdfs(
-    lm: EntropyLM, previous: torch.Tensor, states: LMStates | None, offset: int
-) -> tuple[list[list[int]], LMStates, int]:
+    lm: EntropyLM, previous: torch.Tensor, states: TransformerStates | None, offset: int
+) -> tuple[list[list[int]], TransformerStates, int]:
     """One LM step: ``previous`` ``(1, K, 1)`` inputs -> K quantized CDFs as lists."""
     probabilities, states, offset = lm(previous, states, offset)
     cdfs = build_stable_quantized_cdf(probabilities[0, :, :, 0].T)

@@ -1,5 +1,6 @@
-"""EnCodec's entropy-coding LM: streaming equals offline, equality with the official LMModel,
-exact code round trips through the range coder, and the training loss."""
+"""EnCodec's entropy-coding LM: equality with the official LMModel, exact code round trips
+through the range coder, and the training loss. Its transformer's streaming and causal window
+are tested in tests/codecs/modules/test_transformer.py."""
 
 from __future__ import annotations
 
@@ -55,35 +56,6 @@ def test_output_is_a_distribution_per_codebook_and_step():
         lm(_lm_inputs(2, 5, 9))
     with pytest.raises(ValueError, match="divisible"):
         EntropyLM(dim=30, num_heads=8)
-
-
-@pytest.mark.parametrize("chunk", [1, 4, 7])
-def test_streaming_equals_offline(chunk):
-    lm = _tiny_lm().eval()
-    inputs = _lm_inputs(2, 4, 20)
-    with torch.inference_mode():
-        offline, _, _ = lm(inputs, None, 3)
-        states, offset, pieces = None, 3, []
-        for start in range(0, 20, chunk):
-            piece, states, offset = lm(inputs[..., start : start + chunk], states, offset)
-            pieces.append(piece)
-    torch.testing.assert_close(torch.cat(pieces, dim=-1), offline, atol=1e-6, rtol=1e-5)
-    # The cache holds at most the window.
-    assert all(keys.shape[2] <= 6 for keys, _ in states)
-
-
-def test_step_sees_only_the_past_window():
-    """Each layer looks past_context frames back, so output t depends on inputs
-    t - num_layers * past_context .. t and nothing else."""
-    lm = _tiny_lm().eval()
-    inputs = _lm_inputs(1, 4, 30)
-    changed = inputs.clone()
-    changed[..., 10] = (changed[..., 10] + 1) % (CARD + 1)
-    with torch.inference_mode():
-        before, _, _ = lm(inputs)
-        after, _, _ = lm(changed)
-    differs = (before - after).abs().amax(dim=(0, 1, 2)) > 0
-    assert differs.tolist() == [10 <= t <= 10 + 2 * 6 for t in range(30)]
 
 
 # The official LMModel
