@@ -137,6 +137,10 @@ class Codec(abc.ABC):
     def check_audio(self, audio: torch.Tensor) -> torch.Tensor:
         if not isinstance(audio, torch.Tensor):
             raise TypeError(f"expected audio as a torch.Tensor, got {type(audio).__name__}")
+        if not audio.is_floating_point():
+            # Integer PCM cast as it is would be thousands of times full scale; a codec cannot
+            # know its scale, so the caller converts (bench.audio loads float32).
+            raise ValueError(f"expected floating-point audio in [-1, 1], got {audio.dtype}")
         if audio.dim() != 2:
             raise ValueError(
                 f"expected audio shaped (channels, samples), got shape {tuple(audio.shape)}"
@@ -150,7 +154,7 @@ class Codec(abc.ABC):
         # aminmax meets every NaN (it propagates) and both infinities (they are the ends)
         # without a temporary the size of the signal: isfinite().all() peaked at 7 bytes a
         # sample above the signal, 200 MB for ten minutes at 48 kHz.
-        if audio.is_floating_point() and not all(map(math.isfinite, torch.aminmax(audio))):
+        if not all(map(math.isfinite, torch.aminmax(audio))):
             raise ValueError("audio contains NaN or infinite samples")
         return audio.to(torch.float32)
 

@@ -37,8 +37,13 @@ def test_one_non_finite_sample_anywhere_is_refused(bad, position, dtype):
         codec.encode(audio, 128)
     audio[0, position] = -1.0
     codec.encode(audio, 128)
-    # Integer samples cannot be NaN and are accepted.
-    codec.encode(torch.zeros(1, 1600, dtype=torch.int16), 128)
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.uint8, torch.bool])
+def test_non_float_audio_is_refused_instead_of_cast_unscaled(dtype):
+    # An int16 sample of 16384 cast as it is would be 16384 times full scale.
+    with pytest.raises(ValueError, match=f"floating-point audio in \\[-1, 1\\], got {dtype}"):
+        QuantizingCodec().encode(torch.zeros(1, 1600, dtype=dtype), 128)
 
 
 def test_round_trip_keeps_length_and_actual_kbps_counts_payload_bytes():
