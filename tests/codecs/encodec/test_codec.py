@@ -1,6 +1,7 @@
 """EnCodec as a benchmark codec: faithfulness to the official encodec package through official
-checkpoints, and the codec invariants on the tiny configuration (length, bitrate accounting,
-determinism, checkpoint and bitstream errors, entropy coding that leaves the codes unchanged).
+checkpoints, and on the tiny configuration its own invariants (every payload byte accounted for,
+checkpoint and bitstream errors, entropy coding that leaves the codes unchanged). Round trip,
+input checks, bitrate accounting and determinism are the codec contract's (test_contract.py).
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def expected_payload_bytes(codec: EncodecCodec, encoded, n_q: int) -> int:
 
 
 @pytest.mark.parametrize("samples", [12000, 12001, 1])
-def test_round_trip_keeps_the_length_and_counts_every_byte(codec, samples):
+def test_payload_counts_every_byte(codec, samples):
     audio = signal(1, samples, 24000)
     for kbps in codec.bitrates:
         encoded = codec.encode(audio, kbps)
@@ -266,9 +267,6 @@ def test_round_trip_keeps_the_length_and_counts_every_byte(codec, samples):
             "entropy_coded": False,
             "n_q": n_q,
         }
-        decoded = codec.decode(encoded)
-        assert decoded.shape == (1, samples) and decoded.dtype == torch.float32
-        assert torch.isfinite(decoded).all()
 
 
 def test_actual_bitrate_is_the_nominal_plus_the_container(codec, capsys):
@@ -284,22 +282,6 @@ def test_actual_bitrate_is_the_nominal_plus_the_container(codec, capsys):
     assert codec.encode(audio, 6.0).actual_kbps / 6.0 - 1 < 0.04
     with capsys.disabled():
         print("\nEnCodec tiny, 3 s:", "; ".join(lines))
-
-
-def test_same_input_same_bytes_and_audio(codec, tiny_checkpoint):
-    audio = signal(1, 9000, 24000, seed=5)
-    first, second = codec.encode(audio, 3.0), codec.encode(audio, 3.0)
-    assert first.payload == second.payload
-    assert torch.equal(codec.decode(first), codec.decode(second))
-    # A second instance loaded from the same file agrees too.
-    other = EncodecCodec(checkpoint=tiny_checkpoint)
-    assert other.encode(audio, 3.0).payload == first.payload
-    assert other.checkpoint_hash == codec.checkpoint_hash
-
-
-def test_unknown_bitrate_lists_the_supported_ones(codec):
-    with pytest.raises(ValueError, match=r"supported bitrates \(kbps\): 1.5, 3, 6, 12"):
-        codec.encode(signal(1, 2400, 24000), 24.0)
 
 
 def test_payload_of_another_config_or_codec_is_refused(codec):
