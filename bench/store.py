@@ -102,13 +102,14 @@ def item_file_stem(item: str) -> str:
     return f"{_safe_name(item)[:80]}-{digest}"
 
 
-def condition_slug(codec: str, bitrate: float, nfe: int | None) -> str:
+def condition_slug(label: str, bitrate: float, nfe: int | None) -> str:
     """A folder name for a condition: ``opus_6kbps``, ``flowmac_3kbps_nfe8``.
 
-    Unique per condition: codec names are registry identifiers and the rest is numbers.
+    Unique per condition: labels are identifiers (codec names, or letters, digits, ``-`` and
+    ``_``) and the rest is numbers.
     """
     nfe_part = f"_nfe{nfe}" if nfe is not None else ""
-    return _safe_name(f"{codec}_{bitrate:g}kbps{nfe_part}")
+    return _safe_name(f"{label}_{bitrate:g}kbps{nfe_part}")
 
 
 class RunStore:
@@ -123,9 +124,9 @@ class RunStore:
         """Where the run keeps an item's reference (as the codecs got it) for listening."""
         return self.run_dir / LISTENING_DIR / "reference" / f"{item_file_stem(item)}.flac"
 
-    def decoded_audio_path(self, codec: str, bitrate: float, nfe: int | None, item: str) -> Path:
+    def decoded_audio_path(self, label: str, bitrate: float, nfe: int | None, item: str) -> Path:
         """Where the run keeps an item's decoded audio under one condition for listening."""
-        slug = condition_slug(codec, bitrate, nfe)
+        slug = condition_slug(label, bitrate, nfe)
         return self.run_dir / LISTENING_DIR / slug / f"{item_file_stem(item)}.flac"
 
     def create(self, config: dict) -> None:

@@ -162,10 +162,13 @@ def rows(
     nfe: int | None = None,
     tags: tuple[str, ...] = ("speech",),
     failure: str | None = None,
+    label: str | None = None,
 ) -> list[dict]:
-    """Result rows as the harness writes them, one per item."""
+    """Result rows as the harness writes them, one per item; the label defaults to the
+    codec's name."""
     return [
         {
+            "label": label or codec,
             "codec": codec,
             "bitrate": bitrate,
             "nfe": nfe,
