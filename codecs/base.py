@@ -107,7 +107,7 @@ class CodecInfo:
             bitrates=tuple(float(bitrate) for bitrate in codec.bitrates),
             nfe_options=tuple(codec.nfe_options) if codec.nfe_options else None,
             checkpoint_hash=codec.checkpoint_hash,
-            description={**codec.describe(), "checkpoint_hash": codec.checkpoint_hash},
+            description=codec.describe(),
         )
 
     def check_bitrate(self, bitrate: float) -> float:

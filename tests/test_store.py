@@ -4,6 +4,7 @@ resumed run refuses changed inputs and a second process on one run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -189,3 +190,25 @@ def test_a_row_without_its_fields_and_a_broken_config_are_named_on_resume(tmp_pa
     store.config_path.write_text('{"settings": ')
     with pytest.raises(ValueError, match=r"config.json: expected the run's JSON configuration"):
         run_sweep(resume=run_dir, workers=1, progress=False)
+
+
+def test_decoded_entries_of_the_older_metadata_layout_are_decoded_again(tmp_path, folder):
+    """Before records had one name per value, the cache kept "nominal_kbps" and
+    "actual_kbps" beside the rows' "kbps_nominal" and "kbps_actual"."""
+    cache = tmp_path / "cache"
+    first = _run(folder, cache, ("si_sdr", "kbps_actual"))
+    for path in _entries(cache, "decoded", ".json"):
+        document = json.loads(path.read_bytes().partition(b"\n")[2])
+        meta = document["meta"]
+        meta["nominal_kbps"], meta["actual_kbps"] = (
+            meta.pop("kbps_nominal"),
+            meta.pop("kbps_actual"),
+        )
+        body = json.dumps(document).encode()
+        path.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    second = _run(folder, cache, ("si_sdr", "kbps_actual"))
+    assert (second.tasks_computed, second.bad_cache_entries) == (2, 2)
+    assert _values(second) == _values(first)
+    assert _failures(second) == []
+    third = _run(folder, cache, ("si_sdr", "kbps_actual"))
+    assert (third.tasks_from_cache, third.bad_cache_entries) == (2, 0)

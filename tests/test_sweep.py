@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
+from bench.codecs.base import CodecInfo
 from helpers import QuantizingCodec, make_record, write_tone
 
 from bench import audio as bench_audio
 from bench.data import load_dataset
-from bench.registry import UnknownNameError, create_codec
+from bench.registry import CODECS, UnknownNameError, create_codec
 from bench.store import Cache, RunStore
-from bench.sweep import SweepSettings, listening_selection, parse_list, plan, run_sweep
+from bench.sweep import (
+    Evaluator,
+    SweepSettings,
+    Task,
+    listening_selection,
+    parse_list,
+    plan,
+    run_sweep,
+)
 
 
 @pytest.fixture
@@ -343,3 +354,65 @@ def test_an_item_over_the_duration_limit_becomes_nan_rows_naming_the_limit(
         progress=False,
     )
     assert all(row["failure"] is None for row in RunStore(cropped.run_dir).rows())
+
+
+class DriverCountingCodec(QuantizingCodec):
+    """The quantising codec, counting how often this process builds it; like a codec with
+    weights it answers planning's questions without being built."""
+
+    name = "driver-counting-quantizer"
+    built = 0
+
+    def __init__(self) -> None:
+        type(self).built += 1
+
+    @classmethod
+    def info(cls) -> CodecInfo:
+        return CodecInfo(cls.name, cls.bitrates, None, checkpoint_hash="counting")
+
+
+def test_planning_builds_no_codec_in_the_driver(tmp_path, folder):
+    if DriverCountingCodec.name not in CODECS.names():
+        CODECS.register(DriverCountingCodec.name, DriverCountingCodec, source="tests")
+    settings = SweepSettings(
+        codecs=(DriverCountingCodec.name,), data=f"folder:{folder}", metrics=("si_sdr",)
+    )
+    summary = run_sweep(
+        settings, workers=2, out_root=tmp_path / "runs", cache_dir=None, progress=False
+    )
+    rows = list(RunStore(summary.run_dir).rows())
+    assert len(rows) == 3 and all(row["failure"] is None for row in rows)
+    assert DriverCountingCodec.built == 0, "the codec was built only in the workers"
+    config = RunStore(summary.run_dir).read_config()
+    assert config["codecs"][DriverCountingCodec.name]["checkpoint_hash"] == "counting"
+
+
+def test_encodec_info_reads_its_checkpoint_without_building_the_network(monkeypatch):
+    from bench.codecs.encodec.codec import EncodecCodec
+
+    built = CodecInfo.of(EncodecCodec())
+
+    def refuse(*arguments, **options):
+        raise AssertionError("info() built the network")
+
+    monkeypatch.setattr(EncodecCodec, "model_class", refuse)
+    info = EncodecCodec.info()
+    assert info == built
+    assert info.bitrates == (1.5, 3.0, 6.0, 12.0) and len(info.checkpoint_hash) == 16
+    assert info.description["checkpoint_kind"] == "demo"
+
+
+def test_a_worker_returns_the_listening_audio_and_writes_no_file(tmp_path, folder):
+    settings = _settings(folder, metrics=("si_sdr",))
+    conditions = plan(settings, {"test-quantizer": QuantizingCodec()}).conditions
+    item = load_dataset(settings.data).items[0]
+    task = Task(conditions[0], item, "hash", "key", ("si_sdr",), None, keep_audio=True)
+    before = sorted(tmp_path.rglob("*"))
+    result = Evaluator(cache=None).evaluate(task)
+    assert sorted(tmp_path.rglob("*")) == before, "the worker wrote nothing"
+    assert result.listening.sample_rate == 16000
+    assert result.listening.audio.shape == (1, 16000)
+    assert result.listening.audio.dtype == np.float32
+    expected, _ = bench_audio.prepare(bench_audio.load_audio(item.path), 16000, 1)
+    assert np.abs(result.listening.audio - expected.numpy()).max() <= 1 / 127
+    assert Evaluator(cache=None).evaluate(replace(task, keep_audio=False)).listening is None

@@ -51,7 +51,7 @@ class Decoding(CodingStats):
 
 
 # The row fields of a decoding; absent from a row whose task failed before its codec ran.
-_DECODING_FIELDS = (
+DECODING_FIELDS = (
     "kbps_nominal",
     "kbps_actual",
     "encode_seconds",
@@ -100,6 +100,14 @@ class Record:
     decoded_from_cache: bool | None = None
     schema_version: int = RESULTS_SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        given = [name for name in DECODING_FIELDS if getattr(self, name) is not None]
+        if given and len(given) != len(DECODING_FIELDS):
+            raise ValueError(
+                f"expected all of the decoding fields {list(DECODING_FIELDS)} or none, got "
+                f"only {given}"
+            )
+
     @property
     def identity(self) -> tuple:
         return task_identity(self.label, self.bitrate, self.nfe, self.seed, self.item)
@@ -109,7 +117,7 @@ class Record:
         row = asdict(self)
         row["tags"] = list(self.tags)
         if self.kbps_nominal is None:
-            for name in _DECODING_FIELDS:
+            for name in DECODING_FIELDS:
                 del row[name]
         else:
             row["input_notes"] = list(self.input_notes)

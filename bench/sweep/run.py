@@ -107,7 +107,10 @@ def _provenance(
         # How the run was executed: not part of its identity, recorded for the timings.
         "execution": execution,
         "cache_dir": str(Path(cache_dir).resolve()) if cache_dir is not None else None,
-        "codecs": {label: codec.description for label, codec in codecs.items()},
+        "codecs": {
+            label: {**codec.description, "checkpoint_hash": codec.checkpoint_hash}
+            for label, codec in codecs.items()
+        },
         "metrics": {
             metric.name: {
                 **metric.spec.metadata(),
