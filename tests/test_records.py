@@ -7,10 +7,11 @@ import json
 import re
 
 import pytest
-from helpers import make_record
+from helpers import make_record, write_tone
 
 from bench.report.stats import results_frame
 from bench.store import RunStore
+from bench.sweep import SweepSettings, run_sweep
 from bench.sweep.records import DECODING_FIELDS, RESULTS_SCHEMA_VERSION, Record
 
 
@@ -74,3 +75,29 @@ def test_a_row_missing_a_field_is_named():
         Record.from_json({**make_record().to_json(), "seed": "zero"})
     with pytest.raises(ValueError, match="all of the decoding fields .* or none"):
         Record.from_json({**make_record().to_json(), "kbps_actual": None})
+
+
+def test_a_run_written_before_versions_resumes_and_reads_as_one_run(tmp_path):
+    for index in range(2):
+        write_tone(tmp_path / "data" / f"tone{index}.wav", frequency=300 + 200 * index)
+    settings = SweepSettings(
+        codecs=("test-quantizer",), data=f"folder:{tmp_path / 'data'}", metrics=("si_sdr",)
+    )
+    summary = run_sweep(
+        settings, workers=1, out_root=tmp_path / "runs", cache_dir=None, progress=False
+    )
+    store = RunStore(summary.run_dir)
+    # As the bench before versions left it, killed after its first item: unversioned rows
+    # without labels, and the worker count among the settings.
+    (first, _) = [row for row in store.rows()]
+    del first["schema_version"], first["label"]
+    store.results_path.write_text(json.dumps(first) + "\n")
+    config = store.read_config()
+    del config["settings"]["label_codecs"], config["execution"]
+    config["settings"]["workers"] = 2
+    store.config_path.write_text(json.dumps(config))
+    resumed = run_sweep(resume=summary.run_dir, workers=1, progress=False)
+    assert (resumed.tasks_resumed, resumed.tasks_computed) == (1, 1)
+    records = list(store.records())
+    assert [record.label for record in records] == ["test-quantizer"] * 2
+    assert {record.item for record in records} == {"tone0", "tone1"}
