@@ -19,6 +19,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.sweep.plan import CodecChoice
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -364,7 +368,7 @@ SUITE_FIXED = {
 }
 
 
-def _codec_options(arguments: argparse.Namespace, choices: list) -> dict[str, dict]:
+def _codec_options(arguments: argparse.Namespace, choices: list[CodecChoice]) -> dict[str, dict]:
     """Each label's codec options: its own (``--codec LABEL=NAME:OPTION=VALUE``), plus
     ``--checkpoint`` and ``--entropy-coding`` where its codec takes them and it does not set
     them itself."""
@@ -384,15 +388,16 @@ def _codec_options(arguments: argparse.Namespace, choices: list) -> dict[str, di
         applied |= set(chosen)
         if choice.options or chosen:
             options[choice.label] = {**chosen, **choice.options}
-    for name in sorted(given.keys() - applied):
+    unused = sorted(given.keys() - applied)
+    if unused:
         raise ValueError(
-            f"--{name.replace('_', '-')}: expected a codec that takes it (e.g. encodec), "
+            f"--{unused[0].replace('_', '-')}: expected a codec that takes it (e.g. encodec), "
             f"got --codec {','.join(choice.label for choice in choices)}"
         )
     return options
 
 
-def _codec_arguments(values: list[str]) -> list:
+def _codec_arguments(values: list[str]) -> list[CodecChoice]:
     """The conditions the ``--codec`` options name (see
     :func:`bench.sweep.plan.parse_codec_argument`), each label once."""
     from bench.sweep.plan import parse_codec_argument, refuse_duplicates
