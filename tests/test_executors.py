@@ -128,9 +128,10 @@ def test_workers_and_executor_stay_out_of_the_run_s_identity_and_resume_each_oth
 def test_unknown_executors_and_impossible_worker_counts_are_refused(tmp_path, folder):
     with pytest.raises(UnknownNameError, match="unknown executor 'proces'; did you mean"):
         create_executor("proces", 2)
+    cache = tmp_path / "cache"
     with pytest.raises(ValueError, match="inline executor runs one task at a time"):
-        run_sweep(_settings(folder), workers=2, executor="inline", out_root=tmp_path / "runs")
+        run_sweep(_settings(folder), workers=2, executor="inline", cache_dir=cache)
     with pytest.raises(ValueError, match="expected --workers >= 1, got 0"):
-        run_sweep(_settings(folder), workers=0, out_root=tmp_path / "runs")
-    assert not (tmp_path / "runs").exists(), "nothing ran"
+        run_sweep(_settings(folder), workers=0, out_root=tmp_path / "runs", cache_dir=cache)
+    assert not (tmp_path / "runs").exists() and not cache.exists(), "nothing ran"
     assert {"inline", "process"} <= set(EXECUTORS.names())

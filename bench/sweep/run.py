@@ -177,11 +177,11 @@ def run_sweep(
     for label in settings.codecs:  # before any worker starts
         CODECS.check(settings.codec_of(label))
     bind_metrics(settings.metrics, settings.metric_options)
-    if cache_dir is not None:
-        writable_folder(cache_dir, "--cache" if resume is None else "the run's cache_dir")
     cache_root = str(cache_dir) if cache_dir is not None else None
     setup = WorkerSetup(evaluate.start_worker, (cache_root,), evaluate.stop_worker)
-    pool = create_executor(executor, workers, setup)
+    pool = create_executor(executor, workers, setup)  # checked here, started below
+    if cache_dir is not None:
+        writable_folder(cache_dir, "--cache" if resume is None else "the run's cache_dir")
 
     # Workers start before this process runs any torch work (see bench.parallel); the lock
     # is taken after they have forked, so only this process holds it.
