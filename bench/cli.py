@@ -19,6 +19,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.sweep.plan import CodecChoice
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -105,8 +109,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--codec",
         action="append",
         help="codec name(s), comma-separated (see `bench codecs`); NAME:KBPS[,KBPS...] gives "
-        "one codec bitrates of its own; repeat --codec for more (--codec opus:6,12 "
-        "--codec encodec:1.5,3)",
+        "one codec bitrates of its own; LABEL=NAME[:KBPS,...][:OPTION=VALUE...] names a "
+        "variant (--codec ours=encodec:checkpoint=model.pt); repeat --codec for more "
+        "(--codec opus:6,12 --codec encodec:1.5,3)",
     )
     run.add_argument(
         "--bitrates",
@@ -144,6 +149,11 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=os.cpu_count() or 1,
         help="processes for coding and metrics (default: number of cores)",
+    )
+    run.add_argument(
+        "--executor",
+        help="where tasks run: inline | process, or a registered one (default: inline for "
+        "one worker, else process); like --workers, not part of the run's identity",
     )
     run.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
     run.add_argument("--run-dir", help="exact run directory to create (instead of under --out)")
@@ -358,60 +368,43 @@ SUITE_FIXED = {
 }
 
 
-def _codec_options(arguments: argparse.Namespace, codecs: tuple[str, ...]) -> dict[str, dict]:
-    """``--checkpoint`` and ``--entropy-coding`` for the codecs whose constructor takes them."""
-    from bench.registry import CODECS, codec_options
+def _codec_options(arguments: argparse.Namespace, choices: list[CodecChoice]) -> dict[str, dict]:
+    """Each label's codec options: its own (``--codec LABEL=NAME:OPTION=VALUE``), plus
+    ``--checkpoint`` and ``--entropy-coding`` where its codec takes them and it does not set
+    them itself."""
+    from bench.registry import codec_options
 
     given = {"checkpoint": arguments.checkpoint, "entropy_coding": arguments.entropy_coding}
     given = {name: value for name, value in given.items() if value}
     options: dict[str, dict] = {}
-    for codec in codecs:
-        CODECS.check(codec)
-        accepted = codec_options(codec)
-        chosen = {name: value for name, value in given.items() if name in accepted}
-        if chosen:
-            options[codec] = chosen
-    for name in given:
-        if not any(name in chosen for chosen in options.values()):
-            raise ValueError(
-                f"--{name.replace('_', '-')}: expected a codec that takes it (e.g. encodec), "
-                f"got --codec {','.join(codecs)}"
-            )
+    applied: set[str] = set()
+    for choice in choices:
+        accepted = codec_options(choice.codec)
+        chosen = {
+            name: value
+            for name, value in given.items()
+            if name in accepted and name not in choice.options
+        }
+        applied |= set(chosen)
+        if choice.options or chosen:
+            options[choice.label] = {**chosen, **choice.options}
+    unused = sorted(given.keys() - applied)
+    if unused:
+        raise ValueError(
+            f"--{unused[0].replace('_', '-')}: expected a codec that takes it (e.g. encodec), "
+            f"got --codec {','.join(choice.label for choice in choices)}"
+        )
     return options
 
 
-def _codec_arguments(values: list[str]) -> tuple[tuple[str, ...], dict[str, tuple[float, ...]]]:
-    """The codecs of the ``--codec`` options, and the bitrates some of them were given.
+def _codec_arguments(values: list[str]) -> list[CodecChoice]:
+    """The conditions the ``--codec`` options name (see
+    :func:`bench.sweep.plan.parse_codec_argument`), each label once."""
+    from bench.sweep.plan import parse_codec_argument, refuse_duplicates
 
-    Each ``--codec`` is either ``NAME[,NAME...]`` or ``NAME:KBPS[,KBPS...]``, one codec
-    with bitrates of its own; anything else (two names before a ':', a name after one)
-    is refused rather than guessed.
-    """
-    from bench.sweep import parse_list, refuse_duplicates
-
-    codecs: list[str] = []
-    own_bitrates: dict[str, tuple[float, ...]] = {}
-    for value in values:
-        name, colon, bitrates = value.partition(":")
-        if not colon:
-            codecs += parse_list(value, str, "--codec")
-            continue
-        name = name.strip()
-        if not name or "," in name:
-            raise ValueError(
-                f"--codec {value!r}: expected one codec before ':', as in --codec opus:6,12; "
-                "give each codec with bitrates of its own a --codec of its own"
-            )
-        try:
-            own_bitrates[name] = parse_list(bitrates, float, f"--codec {name}:KBPS")
-        except ValueError as error:
-            raise ValueError(
-                f"{error}; expected --codec NAME:KBPS[,KBPS...], one codec per --codec "
-                "(--codec opus:6,12 --codec encodec:1.5,3)"
-            ) from None
-        codecs.append(name)
-    refuse_duplicates(codecs, "--codec")
-    return tuple(codecs), own_bitrates
+    choices = [choice for value in values for choice in parse_codec_argument(value)]
+    refuse_duplicates([choice.label for choice in choices], "--codec")
+    return choices
 
 
 def _settings_from_arguments(arguments: argparse.Namespace):
@@ -430,11 +423,13 @@ def _settings_from_arguments(arguments: argparse.Namespace):
         if clashing:
             raise ValueError(f"{source} fixes the sweep; expected no {', '.join(clashing)}")
         if arguments.suite:
-            return load_suite(arguments.suite, workers=arguments.workers)
-        return load_suite_file(Path(arguments.config), workers=arguments.workers)
+            return load_suite(arguments.suite)
+        return load_suite_file(Path(arguments.config))
     if not arguments.codec:
         raise ValueError("--codec is required (or --resume RUN_DIR); see `bench codecs`")
-    codecs, codec_bitrates = _codec_arguments(arguments.codec)
+    choices = _codec_arguments(arguments.codec)
+    codecs = tuple(choice.label for choice in choices)
+    codec_bitrates = {choice.label: choice.bitrates for choice in choices if choice.bitrates}
     if arguments.bitrates and set(codec_bitrates) == set(codecs):
         raise ValueError(
             f"--bitrates {arguments.bitrates}: applies to no codec, since every codec has "
@@ -458,10 +453,12 @@ def _settings_from_arguments(arguments: argparse.Namespace):
             else ()
         ),
         items=parse_list(arguments.items, str, "--items") if arguments.items else None,
-        codec_options=_codec_options(arguments, codecs),
+        codec_options=_codec_options(arguments, choices),
+        label_codecs={
+            choice.label: choice.codec for choice in choices if choice.label != choice.codec
+        },
         metrics=parse_list(arguments.metrics, str, "--metrics") if arguments.metrics else None,
         metric_options=_metric_options(arguments),
-        workers=arguments.workers,
     )
 
 
@@ -483,6 +480,8 @@ def _run(arguments: argparse.Namespace) -> int:
     cache_dir = None if arguments.no_cache else (arguments.cache or DEFAULT_CACHE_DIR)
     summary = run_sweep(
         settings,
+        workers=arguments.workers,
+        executor=arguments.executor,
         out_root=arguments.out,
         run_dir=arguments.run_dir,
         cache_dir=cache_dir,
@@ -501,8 +500,9 @@ def _run(arguments: argparse.Namespace) -> int:
     skipped_bitrates: dict[str, list[float]] = {}
     supported: dict[str, list[float]] = {}
     for skipped in config.get("skipped_conditions", []):
-        skipped_bitrates.setdefault(skipped["codec"], []).append(skipped["bitrate"])
-        supported[skipped["codec"]] = skipped["supported"]
+        label = skipped.get("label", skipped["codec"])
+        skipped_bitrates.setdefault(label, []).append(skipped["bitrate"])
+        supported[label] = skipped["supported"]
     for codec, bitrates in skipped_bitrates.items():
         print(
             f"note: skipped {codec} at {format_kbps(bitrates)} kbps: not among its bitrates "

@@ -2,8 +2,8 @@
 
 After lm-evaluation-harness's registry: built-ins are registered by import path so that
 listing codecs imports nothing heavy, third-party packages add codecs through the
-``bench.codecs`` entry-point group, collisions are errors, and an unknown name gets a
-"did you mean" and the list of known names.
+``bench.codecs`` entry-point group (executors through ``bench.executors``), collisions are
+errors, and an unknown name gets a "did you mean" and the list of known names.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from bench.codecs.base import Codec
+from bench.codecs.base import Codec, CodecInfo
 
 CODEC_ENTRY_POINT_GROUP = "bench.codecs"
+EXECUTOR_ENTRY_POINT_GROUP = "bench.executors"
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -108,11 +109,12 @@ for _name, _target in {
     CODECS.register(_name, _target)
 
 
-def codec_options(name: str) -> set[str]:
-    """The keyword options codec ``name``'s factory accepts (``checkpoint``, ...)."""
+def codec_options(name: str) -> dict[str, Any]:
+    """The keyword options codec ``name``'s factory accepts, each with its default
+    (``inspect.Parameter.empty`` where it has none): ``{"checkpoint": None, ...}``."""
     parameters = inspect.signature(CODECS.factory(name)).parameters.values()
     return {
-        parameter.name
+        parameter.name: parameter.default
         for parameter in parameters
         if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
     }
@@ -128,3 +130,23 @@ def create_codec(name: str, **options: Any) -> Codec:
             "expected a bench.codecs.base.Codec"
         )
     return codec
+
+
+def codec_info(name: str, **options: Any) -> CodecInfo:
+    """What planning needs to know of codec ``name`` with ``options`` (bitrates, NFE options,
+    checkpoint hash, description), without building its networks (:meth:`Codec.info`).
+
+    A factory that is not a :class:`Codec` subclass (a plain function) cannot be asked
+    without being called, so its codec is built.
+    """
+    factory = CODECS.factory(name)
+    if isinstance(factory, type) and issubclass(factory, Codec):
+        return factory.info(**options)
+    return CodecInfo.of(create_codec(name, **options))
+
+
+# Where a sweep's tasks run (see bench.executors); a third-party package adds one through
+# the ``bench.executors`` entry-point group.
+EXECUTORS = Registry("executor", entry_point_group=EXECUTOR_ENTRY_POINT_GROUP)
+EXECUTORS.register("inline", "bench.executors.inline:InlineExecutor")
+EXECUTORS.register("process", "bench.executors.process:ProcessExecutor")

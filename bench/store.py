@@ -26,8 +26,12 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bench.sweep.records import Record
 
 # Entries with digests live apart from the digest-less ones of earlier versions, so that an
 # older bench sharing the cache neither reads these nor has its own entries deleted.
@@ -98,13 +102,14 @@ def item_file_stem(item: str) -> str:
     return f"{_safe_name(item)[:80]}-{digest}"
 
 
-def condition_slug(codec: str, bitrate: float, nfe: int | None) -> str:
+def condition_slug(label: str, bitrate: float, nfe: int | None) -> str:
     """A folder name for a condition: ``opus_6kbps``, ``flowmac_3kbps_nfe8``.
 
-    Unique per condition: codec names are registry identifiers and the rest is numbers.
+    Unique per condition: labels are identifiers (codec names, or letters, digits, ``-`` and
+    ``_``) and the rest is numbers.
     """
     nfe_part = f"_nfe{nfe}" if nfe is not None else ""
-    return _safe_name(f"{codec}_{bitrate:g}kbps{nfe_part}")
+    return _safe_name(f"{label}_{bitrate:g}kbps{nfe_part}")
 
 
 class RunStore:
@@ -119,9 +124,9 @@ class RunStore:
         """Where the run keeps an item's reference (as the codecs got it) for listening."""
         return self.run_dir / LISTENING_DIR / "reference" / f"{item_file_stem(item)}.flac"
 
-    def decoded_audio_path(self, codec: str, bitrate: float, nfe: int | None, item: str) -> Path:
+    def decoded_audio_path(self, label: str, bitrate: float, nfe: int | None, item: str) -> Path:
         """Where the run keeps an item's decoded audio under one condition for listening."""
-        slug = condition_slug(codec, bitrate, nfe)
+        slug = condition_slug(label, bitrate, nfe)
         return self.run_dir / LISTENING_DIR / slug / f"{item_file_stem(item)}.flac"
 
     def create(self, config: dict) -> None:
@@ -185,9 +190,11 @@ class RunStore:
             handle.truncate(keep)
         return len(data) - keep
 
-    def append(self, rows: Iterable[dict]) -> None:
-        """Append rows as one write, flushed to disk before returning."""
-        text = "".join(json.dumps(_strict_json(row), allow_nan=False) + "\n" for row in rows)
+    def append(self, records: Iterable[Record]) -> None:
+        """Append records as one write, flushed to disk before returning."""
+        text = "".join(
+            json.dumps(_strict_json(record.to_json()), allow_nan=False) + "\n" for record in records
+        )
         if not text:
             return
         with open(self.results_path, "a", encoding="utf-8") as handle:
@@ -196,30 +203,41 @@ class RunStore:
             os.fsync(handle.fileno())
 
     def rows(self) -> Iterator[dict]:
-        """Every complete row; a torn last line (from a kill) is skipped.
+        """Every complete row, as a dict of the current schema (see
+        :mod:`bench.sweep.records`); a torn last line (from a kill) is skipped.
 
         Raises ``ValueError`` naming the file and line for a complete line that is not a
-        JSON object: that is damage, not a kill, and no row after it can be trusted.
+        result row of a schema version this bench reads: that is damage (or another
+        bench's file), not a kill, and no row after it can be trusted.
         """
+        for record in self.records():
+            yield record.to_json()
+
+    def records(self) -> Iterator[Record]:
+        """Every complete row as a :class:`bench.sweep.records.Record`; see :meth:`rows`."""
+        # Imported here: the schema lives with the sweep, which imports this module.
+        from bench.sweep.records import Record
+
         if not self.results_path.exists():
             return
         with open(self.results_path, "rb") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
                     return
+                where = f"{self.results_path}: line {number}"
                 try:
                     row = json.loads(line)
                 except (UnicodeDecodeError, json.JSONDecodeError) as error:
                     raise ValueError(
-                        f"{self.results_path}: line {number}: expected a JSON result row, got "
-                        f"invalid JSON ({error})"
+                        f"{where}: expected a JSON result row, got invalid JSON ({error})"
                     ) from None
                 if not isinstance(row, dict):
-                    raise ValueError(
-                        f"{self.results_path}: line {number}: expected a JSON object, got "
-                        f"{type(row).__name__}"
-                    )
-                yield row
+                    raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+                try:
+                    record = Record.from_json(row)
+                except ValueError as error:
+                    raise ValueError(f"{where}: {error}") from None
+                yield record
 
 
 def _strict_json(row: dict) -> dict:
@@ -303,6 +321,11 @@ class Cache:
             "payload_sha256": _digest(payload),
         }
         write_atomically(self._path("decoded", key, ".json"), _seal(document))
+
+    def discard_decoded(self, key: str) -> None:
+        """Delete a decoded entry that the caller found unusable (metadata of an older
+        layout, say), counting it in ``discarded`` like an entry that failed its check."""
+        self._discard("decoded", key, DECODED_SUFFIXES)
 
     def payload(self, key: str) -> bytes | None:
         """The codec's payload of a decoded entry, or ``None`` if missing or bad."""

@@ -16,7 +16,6 @@ Run: ``python benchmarks/harness_performance.py [--codecs opus --bitrates 6,12,2
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import tempfile
@@ -29,7 +28,8 @@ from bench.sweep import SweepSettings, parse_list, run_sweep
 def _round(settings: SweepSettings, scratch: Path) -> dict[str, float]:
     def run(workers: int, cache: Path):
         return run_sweep(
-            dataclasses.replace(settings, workers=workers),
+            settings,
+            workers=workers,
             out_root=scratch / "runs",
             cache_dir=cache,
             progress=False,
@@ -66,7 +66,6 @@ def main() -> None:
         bitrates=parse_list(arguments.bitrates, float, "--bitrates"),
         metrics=tuple(arguments.metrics.split(",")),
         data=arguments.data,
-        workers=1,
     )
     rounds = []
     for repeat in range(arguments.repeats):

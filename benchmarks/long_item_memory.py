@@ -30,6 +30,7 @@ import soundfile
 
 from bench.audio import load_audio, resample
 from bench.provenance import device_fingerprint, git_state
+from bench.store import RunStore
 
 SAMPLE_RATE = 44_100
 SPEECH_FOLDER = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -123,7 +124,7 @@ def run_bench(
     output = completed.stdout.decode(errors="replace")
     # ru_maxrss is in KiB on Linux.
     peak = int(output.rsplit("PEAK_RSS_KIB=", 1)[1].split()[0]) * 1024
-    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    rows = list(RunStore(run_dir).rows())
     parts = {
         part.name: _folder_bytes(part) if part.is_dir() else part.stat().st_size
         for part in sorted(run_dir.iterdir())

@@ -12,6 +12,7 @@ import abc
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -55,6 +56,67 @@ def _format_choices(values: tuple) -> str:
     return ", ".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
 
 
+def _match_bitrate(name: str, bitrates: tuple[float, ...], bitrate: float) -> float:
+    """The listed bitrate that ``bitrate`` means, within a small tolerance; see
+    :meth:`Codec.check_bitrate`."""
+    bitrate = float(bitrate)
+    for supported in bitrates:
+        if abs(bitrate - supported) <= BITRATE_TOLERANCE_KBPS:
+            return float(supported)
+    # repr, not :g, which would print 6.00001 as 6 beside a supported 6.
+    given = repr(bitrate).removesuffix(".0")
+    raise ValueError(
+        f"codec '{name}' does not support {given} kbps; "
+        f"supported bitrates (kbps): {_format_choices(bitrates)}"
+    )
+
+
+def _match_nfe(name: str, nfe_options: tuple[int, ...] | None, nfe: int | None) -> int | None:
+    """``nfe`` if the decoder takes it; see :meth:`Codec.check_nfe`."""
+    if nfe is None:
+        return None
+    if nfe_options is None:
+        raise ValueError(
+            f"codec '{name}' is a one-shot decoder and takes no NFE; got nfe={nfe}. Pass nfe=None."
+        )
+    if int(nfe) not in nfe_options:
+        raise ValueError(
+            f"codec '{name}' does not support nfe={nfe}; supported: {_format_choices(nfe_options)}"
+        )
+    return int(nfe)
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """What a harness knows of a codec before running it: enough to plan a sweep, key its
+    cache and describe it in a run's provenance, read without building its networks (see
+    :meth:`Codec.info`)."""
+
+    name: str
+    bitrates: tuple[float, ...]
+    nfe_options: tuple[int, ...] | None
+    checkpoint_hash: str
+    # What Codec.describe() gives: the codec's identity and settings.
+    description: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, codec: Codec) -> CodecInfo:
+        """The info of a codec object (built, or a shell holding only its configuration)."""
+        return cls(
+            name=codec.name,
+            bitrates=tuple(float(bitrate) for bitrate in codec.bitrates),
+            nfe_options=tuple(codec.nfe_options) if codec.nfe_options else None,
+            checkpoint_hash=codec.checkpoint_hash,
+            description=codec.describe(),
+        )
+
+    def check_bitrate(self, bitrate: float) -> float:
+        return _match_bitrate(self.name, self.bitrates, bitrate)
+
+    def check_nfe(self, nfe: int | None) -> int | None:
+        return _match_nfe(self.name, self.nfe_options, nfe)
+
+
 class Codec(abc.ABC):
     """Base class of every codec: validates input, then calls ``_encode`` / ``_decode``.
 
@@ -72,6 +134,17 @@ class Codec(abc.ABC):
     codebook_size: int | None = None
     nfe_options: tuple[int, ...] | None = None
     """Allowed NFE counts for iterative decoders; ``None`` for one-shot decoders."""
+
+    @classmethod
+    def info(cls, **options: Any) -> CodecInfo:
+        """What a harness needs to know of the codec built with ``options`` (its bitrates,
+        NFE options, checkpoint hash and description), without building its networks.
+
+        This default builds the codec, which is right for codecs that load no weights (the
+        classic ones build in microseconds); a codec with weights overrides it to read only
+        its checkpoint's configuration and hash.
+        """
+        return CodecInfo.of(cls(**options))
 
     @property
     def checkpoint_hash(self) -> str:
@@ -108,31 +181,10 @@ class Codec(abc.ABC):
         A bitrate typed or computed as 6.0000001 or 0.1 * 60 means the listed 6; the listed
         value is returned so that rows and cache keys carry one value per bitrate.
         """
-        bitrate = float(bitrate)
-        for supported in self.bitrates:
-            if abs(bitrate - supported) <= BITRATE_TOLERANCE_KBPS:
-                return float(supported)
-        # repr, not :g, which would print 6.00001 as 6 beside a supported 6.
-        given = repr(bitrate).removesuffix(".0")
-        raise ValueError(
-            f"codec '{self.name}' does not support {given} kbps; "
-            f"supported bitrates (kbps): {_format_choices(self.bitrates)}"
-        )
+        return _match_bitrate(self.name, self.bitrates, bitrate)
 
     def check_nfe(self, nfe: int | None) -> int | None:
-        if nfe is None:
-            return None
-        if self.nfe_options is None:
-            raise ValueError(
-                f"codec '{self.name}' is a one-shot decoder and takes no NFE; got nfe={nfe}. "
-                "Pass nfe=None."
-            )
-        if int(nfe) not in self.nfe_options:
-            raise ValueError(
-                f"codec '{self.name}' does not support nfe={nfe}; "
-                f"supported: {_format_choices(self.nfe_options)}"
-            )
-        return int(nfe)
+        return _match_nfe(self.name, self.nfe_options, nfe)
 
     def check_audio(self, audio: torch.Tensor) -> torch.Tensor:
         if not isinstance(audio, torch.Tensor):

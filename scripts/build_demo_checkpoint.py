@@ -176,13 +176,12 @@ def score(label: str, codec: str, out: Path, options: dict, bitrates) -> pd.Data
         codec_bitrates={codec: bitrates},
         metrics=METRICS,
         codec_options={codec: options} if options else {},
-        workers=2,
         listening_items=0,
         **HELD_OUT,
     )
-    summary = run_sweep(settings, run_dir=out / label, cache_dir=None, progress=True)
+    summary = run_sweep(settings, workers=2, run_dir=out / label, cache_dir=None, progress=True)
     stats = summary_stats(results_frame(summary.run_dir), metric_directions(summary.run_dir))
-    return stats.assign(codec=label)
+    return stats.assign(label=label)
 
 
 def _git_fact(git: dict) -> str:

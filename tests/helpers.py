@@ -162,10 +162,13 @@ def rows(
     nfe: int | None = None,
     tags: tuple[str, ...] = ("speech",),
     failure: str | None = None,
+    label: str | None = None,
 ) -> list[dict]:
-    """Result rows as the harness writes them, one per item."""
+    """Result rows as the harness writes them, one per item; the label defaults to the
+    codec's name."""
     return [
         {
+            "label": label or codec,
             "codec": codec,
             "bitrate": bitrate,
             "nfe": nfe,
@@ -253,3 +256,39 @@ def assert_codes_equal_up_to_near_ties(
             f"frame {frame}, level {level}: code {int(codes[level, frame])} against the "
             f"expected {int(expected[level, frame])} is no near-tie (relative gap {gap:.2e})"
         )
+
+
+def make_record(**fields):
+    """A result record of a scored task, with ``fields`` replacing its values."""
+    from bench.sweep.records import Record
+
+    values = {
+        "run_id": "run",
+        "label": "test-quantizer",
+        "codec": "test-quantizer",
+        "bitrate": 128.0,
+        "nfe": None,
+        "seed": 0,
+        "item": "tone0",
+        "tags": ("speech",),
+        "speaker": None,
+        "input_hash": "0" * 64,
+        "decoded_key": "1" * 64,
+        "metric": "si_sdr",
+        "metric_family": "si_sdr",
+        "value": 20.0,
+        "failure": None,
+        "metric_note": None,
+        "metric_counts": None,
+        "metric_seconds": 0.001,
+        "metric_backend": "bench",
+        "metric_backend_version": "1",
+        "kbps_nominal": 128.0,
+        "kbps_actual": 128.0,
+        "encode_seconds": 0.001,
+        "decode_seconds": 0.001,
+        "audio_seconds": 1.0,
+        "input_notes": (),
+        "decoded_from_cache": False,
+    }
+    return Record(**{**values, **fields})

@@ -110,9 +110,10 @@ def test_a_six_channel_item_for_a_stereo_codec_fails_alone_with_the_reason(tmp_p
         codec_options={"identity": {"sample_rate": 16000, "channels": 2}},
         data=f"folder:{tmp_path / 'data'}",
         metrics=("si_sdr",),
-        workers=1,
     )
-    summary = run_sweep(settings, out_root=tmp_path / "runs", cache_dir=None, progress=False)
+    summary = run_sweep(
+        settings, workers=1, out_root=tmp_path / "runs", cache_dir=None, progress=False
+    )
     rows = {row["item"]: row for row in RunStore(summary.run_dir).rows()}
     assert rows["good"]["failure"] is None and math.isfinite(rows["good"]["value"])
     assert "cannot convert 6 channels to 2" in rows["surround"]["failure"]

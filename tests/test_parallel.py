@@ -140,9 +140,10 @@ LOADED_SCRIPT = textwrap.dedent(
 
     import bench.scoring
     import bench.sweep
+    import bench.sweep.evaluate
 
     HEAVY = sys.argv[2].split(",")
-    folder, evaluate = Path(sys.argv[1]), bench.sweep._evaluate_in_worker
+    folder, evaluate = Path(sys.argv[1]), bench.sweep.evaluate.evaluate_in_worker
 
     def evaluate_and_report(task):
         result = evaluate(task)
@@ -153,11 +154,13 @@ LOADED_SCRIPT = textwrap.dedent(
         (folder / f"worker-{os.getpid()}.json").write_text(json.dumps(loaded))
         return result
 
-    bench.sweep._evaluate_in_worker = evaluate_and_report
+    bench.sweep.evaluate.evaluate_in_worker = evaluate_and_report
     settings = bench.sweep.SweepSettings(
-        codecs=("identity",), data=f"folder:{folder / 'data'}", metrics=("si_sdr",), workers=2
+        codecs=("identity",), data=f"folder:{folder / 'data'}", metrics=("si_sdr",)
     )
-    bench.sweep.run_sweep(settings, out_root=folder / "runs", cache_dir=None, progress=False)
+    bench.sweep.run_sweep(
+        settings, workers=2, out_root=folder / "runs", cache_dir=None, progress=False
+    )
     """
 )
 # What the model-based metrics import: Whisper, ViSQOL, DNSMOS, Resemblyzer and friends.

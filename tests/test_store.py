@@ -4,6 +4,7 @@ resumed run refuses changed inputs and a second process on one run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -27,12 +28,11 @@ def _run(folder: Path, cache: Path | None, metrics: tuple[str, ...], **overrides
     settings = SweepSettings(
         codecs=("test-quantizer",),
         data=f"folder:{folder}",
-        workers=1,
         metrics=metrics,
         **overrides,
     )
     out = folder.parent / "runs"
-    return run_sweep(settings, out_root=out, cache_dir=cache, progress=False)
+    return run_sweep(settings, workers=1, out_root=out, cache_dir=cache, progress=False)
 
 
 def _values(summary) -> dict[tuple[str, str], float]:
@@ -139,7 +139,7 @@ def test_resume_refuses_inputs_that_changed_naming_them(tmp_path, folder):
     write_tone(folder / "tone2.wav")
     before = RunStore(run_dir).results_path.read_bytes()
     with pytest.raises(ValueError) as error:
-        run_sweep(resume=run_dir, progress=False)
+        run_sweep(resume=run_dir, workers=1, progress=False)
     assert "changed or unreadable: 'tone1'; new: 'tone2'" in str(error.value)
     assert RunStore(run_dir).results_path.read_bytes() == before
 
@@ -153,7 +153,7 @@ def test_a_damaged_middle_line_of_the_results_names_the_file_and_line(tmp_path, 
     with pytest.raises(ValueError, match=rf"{re.escape(str(results))}: line 1: expected a JSON"):
         list(RunStore(run_dir).rows())
     with pytest.raises(ValueError, match="line 1"):
-        run_sweep(resume=run_dir, progress=False)
+        run_sweep(resume=run_dir, workers=1, progress=False)
 
 
 def test_a_torn_last_line_is_still_repaired_on_resume(tmp_path, folder):
@@ -161,7 +161,7 @@ def test_a_torn_last_line_is_still_repaired_on_resume(tmp_path, folder):
     results = RunStore(run_dir).results_path
     with open(results, "a") as handle:
         handle.write('{"codec": "test-quan')
-    resumed = run_sweep(resume=run_dir, progress=False)
+    resumed = run_sweep(resume=run_dir, workers=1, progress=False)
     assert (resumed.tasks_resumed, resumed.tasks_computed) == (1, 1)
     assert len(list(RunStore(run_dir).rows())) == 2
 
@@ -183,10 +183,32 @@ def test_a_row_without_its_fields_and_a_broken_config_are_named_on_resume(tmp_pa
     with open(store.results_path, "a") as handle:
         handle.write('{"item": "tone1"}\n')
     with pytest.raises(ValueError, match=r"results.jsonl: line 2: expected a result row"):
-        run_sweep(resume=run_dir, progress=False)
+        run_sweep(resume=run_dir, workers=1, progress=False)
     store.config_path.write_text("{}")
     with pytest.raises(ValueError, match="expected a run's configuration with its settings"):
-        run_sweep(resume=run_dir, progress=False)
+        run_sweep(resume=run_dir, workers=1, progress=False)
     store.config_path.write_text('{"settings": ')
     with pytest.raises(ValueError, match=r"config.json: expected the run's JSON configuration"):
-        run_sweep(resume=run_dir, progress=False)
+        run_sweep(resume=run_dir, workers=1, progress=False)
+
+
+def test_decoded_entries_of_the_older_metadata_layout_are_decoded_again(tmp_path, folder):
+    """Before records had one name per value, the cache kept "nominal_kbps" and
+    "actual_kbps" beside the rows' "kbps_nominal" and "kbps_actual"."""
+    cache = tmp_path / "cache"
+    first = _run(folder, cache, ("si_sdr", "kbps_actual"))
+    for path in _entries(cache, "decoded", ".json"):
+        document = json.loads(path.read_bytes().partition(b"\n")[2])
+        meta = document["meta"]
+        meta["nominal_kbps"], meta["actual_kbps"] = (
+            meta.pop("kbps_nominal"),
+            meta.pop("kbps_actual"),
+        )
+        body = json.dumps(document).encode()
+        path.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    second = _run(folder, cache, ("si_sdr", "kbps_actual"))
+    assert (second.tasks_computed, second.bad_cache_entries) == (2, 2)
+    assert _values(second) == _values(first)
+    assert _failures(second) == []
+    third = _run(folder, cache, ("si_sdr", "kbps_actual"))
+    assert (third.tasks_from_cache, third.bad_cache_entries) == (2, 0)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
-from helpers import QuantizingCodec, write_tone
+from bench.codecs.base import CodecInfo
+from helpers import QuantizingCodec, make_record, write_tone
 
 from bench import audio as bench_audio
 from bench.data import load_dataset
-from bench.registry import UnknownNameError, create_codec
+from bench.registry import CODECS, UnknownNameError, create_codec
 from bench.store import Cache, RunStore
-from bench.sweep import SweepSettings, listening_selection, parse_list, plan, run_sweep
+from bench.sweep import (
+    Evaluator,
+    SweepSettings,
+    Task,
+    listening_selection,
+    parse_list,
+    plan,
+    run_sweep,
+)
 
 
 @pytest.fixture
@@ -22,17 +33,23 @@ def folder(tmp_path):
 
 
 def _settings(folder, **overrides) -> SweepSettings:
-    return SweepSettings(
-        codecs=("test-quantizer",), data=f"folder:{folder}", workers=1, **overrides
-    )
+    return SweepSettings(codecs=("test-quantizer",), data=f"folder:{folder}", **overrides)
 
 
 def test_second_identical_run_only_reads_the_cache(tmp_path, folder):
     first = run_sweep(
-        _settings(folder), out_root=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False
+        _settings(folder),
+        workers=1,
+        out_root=tmp_path / "runs",
+        cache_dir=tmp_path / "cache",
+        progress=False,
     )
     second = run_sweep(
-        _settings(folder), out_root=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False
+        _settings(folder),
+        workers=1,
+        out_root=tmp_path / "runs",
+        cache_dir=tmp_path / "cache",
+        progress=False,
     )
     assert (first.tasks_computed, first.tasks_from_cache) == (3, 0)
     assert (second.tasks_computed, second.tasks_from_cache) == (0, 3)
@@ -50,12 +67,14 @@ def test_adding_a_metric_never_re_decodes(tmp_path, folder):
     cache = tmp_path / "cache"
     run_sweep(
         _settings(folder, metrics=("mel_distance",)),
+        workers=1,
         out_root=tmp_path / "runs",
         cache_dir=cache,
         progress=False,
     )
     more = run_sweep(
         _settings(folder, metrics=("mel_distance", "si_sdr")),
+        workers=1,
         out_root=tmp_path / "runs",
         cache_dir=cache,
         progress=False,
@@ -69,11 +88,11 @@ def test_adding_a_metric_never_re_decodes(tmp_path, folder):
 def test_cached_audio_is_keyed_by_content_not_by_name(tmp_path, folder):
     cache = tmp_path / "cache"
     first = run_sweep(
-        _settings(folder), out_root=tmp_path / "runs", cache_dir=cache, progress=False
+        _settings(folder), workers=1, out_root=tmp_path / "runs", cache_dir=cache, progress=False
     )
     write_tone(folder / "tone1.wav", frequency=1234)  # same name, new content
     second = run_sweep(
-        _settings(folder), out_root=tmp_path / "runs", cache_dir=cache, progress=False
+        _settings(folder), workers=1, out_root=tmp_path / "runs", cache_dir=cache, progress=False
     )
     assert (second.tasks_computed, second.tasks_from_cache) == (1, 2)
     changed = {row["decoded_key"] for row in RunStore(second.run_dir).rows()} - {
@@ -81,12 +100,16 @@ def test_cached_audio_is_keyed_by_content_not_by_name(tmp_path, folder):
     }
     assert len(changed) == 1
     audio, meta = Cache(cache).get_decoded(changed.pop())
-    assert audio.shape == (1, 16000) and meta["nominal_kbps"] == 128.0
+    assert audio.shape == (1, 16000) and meta["kbps_nominal"] == 128.0
 
 
 def test_config_records_settings_versions_git_and_device(tmp_path, folder):
     summary = run_sweep(
-        _settings(folder, seeds=(3,)), out_root=tmp_path / "runs", cache_dir=None, progress=False
+        _settings(folder, seeds=(3,)),
+        workers=1,
+        out_root=tmp_path / "runs",
+        cache_dir=None,
+        progress=False,
     )
     config = json.loads((summary.run_dir / "config.json").read_text())
     assert config["settings"]["seeds"] == [3]
@@ -113,7 +136,9 @@ def test_plan_rejects_what_the_codec_cannot_do(folder):
         plan(_settings(folder, nfes=(8,)), codecs)
     assert len(plan(_settings(folder, seeds=(0, 1)), codecs).conditions) == 2
     with pytest.raises(UnknownNameError, match="did you mean 'mel_distance'"):
-        run_sweep(_settings(folder, metrics=("mel_distanse",)), cache_dir=None, progress=False)
+        run_sweep(
+            _settings(folder, metrics=("mel_distanse",)), workers=1, cache_dir=None, progress=False
+        )
 
 
 def test_parse_list_names_the_option():
@@ -139,7 +164,7 @@ def test_repeated_list_values_are_refused(folder):
         ("exclude_tags", ("music", "music")),
     ]:
         with pytest.raises(ValueError, match=f"{name}: expected each value once"):
-            SweepSettings(**{"codecs": ("test-quantizer",), "workers": 1, name: value})
+            SweepSettings(**{"codecs": ("test-quantizer",), name: value})
     # Two values that both mean the codec's one bitrate are one condition, twice.
     codecs = {"test-quantizer": QuantizingCodec()}
     with pytest.raises(ValueError, match="128, 128.0000001 both match test-quantizer's 128"):
@@ -177,9 +202,7 @@ class SixAndTwelve(QuantizingCodec):
 
 def test_each_codec_runs_the_requested_bitrates_it_supports(folder):
     codecs = {"test-quantizer": QuantizingCodec(), "six-and-twelve": SixAndTwelve()}
-    settings = SweepSettings(
-        codecs=tuple(codecs), bitrates=(6.0, 128.0), data=f"folder:{folder}", workers=1
-    )
+    settings = SweepSettings(codecs=tuple(codecs), bitrates=(6.0, 128.0), data=f"folder:{folder}")
     sweep_plan = plan(settings, codecs)
     assert [(c.codec, c.bitrate) for c in sweep_plan.conditions] == [
         ("test-quantizer", 128.0),
@@ -191,7 +214,7 @@ def test_each_codec_runs_the_requested_bitrates_it_supports(folder):
     ]
     # A codec given none of its bitrates is an error that says how to give it its own.
     with pytest.raises(ValueError, match=r"supports none .*\(1.5, 3, 128 kbps\).*six-and-twelve:6"):
-        plan(SweepSettings(codecs=tuple(codecs), bitrates=(1.5, 3.0, 128.0), workers=1), codecs)
+        plan(SweepSettings(codecs=tuple(codecs), bitrates=(1.5, 3.0, 128.0)), codecs)
     # Bitrates of a codec's own must all be supported: nothing is skipped silently.
     own = SweepSettings(
         codecs=tuple(codecs), bitrates=(128.0,), codec_bitrates={"six-and-twelve": (6.0, 24.0)}
@@ -206,9 +229,10 @@ def test_a_run_records_the_skipped_pairs_in_its_config(tmp_path, folder):
         bitrates=(6.0, 128.0),
         data=f"folder:{folder}",
         metrics=("si_sdr",),
-        workers=1,
     )
-    summary = run_sweep(settings, out_root=tmp_path / "runs", cache_dir=None, progress=False)
+    summary = run_sweep(
+        settings, workers=1, out_root=tmp_path / "runs", cache_dir=None, progress=False
+    )
     store = RunStore(summary.run_dir)
     assert {(row["codec"], row["bitrate"]) for row in store.rows()} == {
         ("test-quantizer", 128.0),
@@ -227,19 +251,19 @@ def test_a_suite_file_names_a_string_where_a_list_belongs(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('codecs = "opus"\n')
     with pytest.raises(ValueError, match="mine.toml.*codecs: expected a list, got the string"):
-        load_suite_file(path, workers=1)
+        load_suite_file(path)
 
 
 def test_store_repair_cuts_a_torn_last_line(tmp_path):
     store = RunStore(tmp_path / "run")
     store.create({"run_id": "x"})
-    store.append([{"a": 1}, {"a": 2}])
+    store.append([make_record(item="a1"), make_record(item="a2")])
     with open(store.results_path, "a") as handle:
-        handle.write('{"a": 3, "b"')
-    assert [row["a"] for row in store.rows()] == [1, 2]
-    assert store.repair() == len('{"a": 3, "b"')
-    store.append([{"a": 4}])
-    assert [row["a"] for row in store.rows()] == [1, 2, 4]
+        handle.write('{"item": "a3", "b"')
+    assert [row["item"] for row in store.rows()] == ["a1", "a2"]
+    assert store.repair() == len('{"item": "a3", "b"')
+    store.append([make_record(item="a4")])
+    assert [row["item"] for row in store.rows()] == ["a1", "a2", "a4"]
     with pytest.raises(FileExistsError):
         store.create({"run_id": "y"})
 
@@ -268,10 +292,11 @@ def test_items_whose_ids_differ_only_in_punctuation_get_their_own_files(tmp_path
         codecs=("test-quantizer",),
         data=f"manifest:{manifest}",
         metrics=("si_sdr",),
-        workers=1,
         listening_items=3,
     )
-    summary = run_sweep(settings, out_root=tmp_path / "runs", cache_dir=None, progress=False)
+    summary = run_sweep(
+        settings, workers=1, out_root=tmp_path / "runs", cache_dir=None, progress=False
+    )
     store = RunStore(summary.run_dir)
     references = [store.reference_audio_path(item) for item in ids]
     decoded = [store.decoded_audio_path("test-quantizer", 128, None, item) for item in ids]
@@ -285,7 +310,7 @@ def test_the_issue_s_multi_codec_command_runs_what_each_codec_supports():
     """`--codec identity,opus,encodec --bitrates 1.5,3,6,12` once stopped at opus lacking 1.5.
     The identity reference has one fixed rate and runs at it beside the swept codecs."""
     codecs = {name: create_codec(name) for name in ("identity", "opus", "encodec")}
-    settings = SweepSettings(codecs=tuple(codecs), bitrates=(1.5, 3.0, 6.0, 12.0), workers=1)
+    settings = SweepSettings(codecs=tuple(codecs), bitrates=(1.5, 3.0, 6.0, 12.0))
     sweep_plan = plan(settings, codecs)
     assert [(c.codec, c.bitrate) for c in sweep_plan.conditions] == [
         ("identity", 1536.0),
@@ -303,7 +328,7 @@ def test_the_issue_s_multi_codec_command_runs_what_each_codec_supports():
     }
     # Alone, a fixed-rate codec asked for rates it lacks is still an error.
     with pytest.raises(ValueError, match="supports none of the requested"):
-        plan(SweepSettings(codecs=("identity",), bitrates=(6.0,), workers=1), codecs)
+        plan(SweepSettings(codecs=("identity",), bitrates=(6.0,)), codecs)
 
 
 def test_an_item_over_the_duration_limit_becomes_nan_rows_naming_the_limit(
@@ -312,6 +337,7 @@ def test_an_item_over_the_duration_limit_becomes_nan_rows_naming_the_limit(
     monkeypatch.setattr(bench_audio, "MAX_DURATION_SECONDS", 0.5)
     summary = run_sweep(
         _settings(folder, metrics=("si_sdr",)),
+        workers=1,
         out_root=tmp_path / "runs",
         cache_dir=None,
         progress=False,
@@ -322,8 +348,71 @@ def test_an_item_over_the_duration_limit_becomes_nan_rows_naming_the_limit(
     assert all("at most 0.5 s" in row["failure"] for row in rows)
     cropped = run_sweep(
         _settings(folder, metrics=("si_sdr",), max_seconds=0.4),
+        workers=1,
         out_root=tmp_path / "runs",
         cache_dir=None,
         progress=False,
     )
     assert all(row["failure"] is None for row in RunStore(cropped.run_dir).rows())
+
+
+class DriverCountingCodec(QuantizingCodec):
+    """The quantising codec, counting how often this process builds it; like a codec with
+    weights it answers planning's questions without being built."""
+
+    name = "driver-counting-quantizer"
+    built = 0
+
+    def __init__(self) -> None:
+        type(self).built += 1
+
+    @classmethod
+    def info(cls) -> CodecInfo:
+        return CodecInfo(cls.name, cls.bitrates, None, checkpoint_hash="counting")
+
+
+def test_planning_builds_no_codec_in_the_driver(tmp_path, folder):
+    if DriverCountingCodec.name not in CODECS.names():
+        CODECS.register(DriverCountingCodec.name, DriverCountingCodec, source="tests")
+    settings = SweepSettings(
+        codecs=(DriverCountingCodec.name,), data=f"folder:{folder}", metrics=("si_sdr",)
+    )
+    summary = run_sweep(
+        settings, workers=2, out_root=tmp_path / "runs", cache_dir=None, progress=False
+    )
+    rows = list(RunStore(summary.run_dir).rows())
+    assert len(rows) == 3 and all(row["failure"] is None for row in rows)
+    assert DriverCountingCodec.built == 0, "the codec was built only in the workers"
+    config = RunStore(summary.run_dir).read_config()
+    assert config["codecs"][DriverCountingCodec.name]["checkpoint_hash"] == "counting"
+
+
+def test_encodec_info_reads_its_checkpoint_without_building_the_network(monkeypatch):
+    from bench.codecs.encodec.codec import EncodecCodec
+
+    built = CodecInfo.of(EncodecCodec())
+
+    def refuse(*arguments, **options):
+        raise AssertionError("info() built the network")
+
+    monkeypatch.setattr(EncodecCodec, "model_class", refuse)
+    info = EncodecCodec.info()
+    assert info == built
+    assert info.bitrates == (1.5, 3.0, 6.0, 12.0) and len(info.checkpoint_hash) == 16
+    assert info.description["checkpoint_kind"] == "demo"
+
+
+def test_a_worker_returns_the_listening_audio_and_writes_no_file(tmp_path, folder):
+    settings = _settings(folder, metrics=("si_sdr",))
+    conditions = plan(settings, {"test-quantizer": QuantizingCodec()}).conditions
+    item = load_dataset(settings.data).items[0]
+    task = Task(conditions[0], item, "hash", "key", ("si_sdr",), None, keep_audio=True)
+    before = sorted(tmp_path.rglob("*"))
+    result = Evaluator(cache=None).evaluate(task)
+    assert sorted(tmp_path.rglob("*")) == before, "the worker wrote nothing"
+    assert result.listening.sample_rate == 16000
+    assert result.listening.audio.shape == (1, 16000)
+    assert result.listening.audio.dtype == np.float32
+    expected, _ = bench_audio.prepare(bench_audio.load_audio(item.path), 16000, 1)
+    assert np.abs(result.listening.audio - expected.numpy()).max() <= 1 / 127
+    assert Evaluator(cache=None).evaluate(replace(task, keep_audio=False)).listening is None

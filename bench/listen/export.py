@@ -46,7 +46,7 @@ from bench.report.stats import results_frame
 from bench.store import RunStore, item_file_stem, write_atomically
 
 # The run's reference and anchors are part of every trial already; as codec conditions of the
-# run (the MUSHRA baselines of `bench run`) they would appear twice.
+# run (the MUSHRA baselines of `bench run`, whatever their labels) they would appear twice.
 MUSHRA_BASELINES = frozenset({"identity", "lowpass3k5", "lowpass7k"})
 # Conditions as webMUSHRA and the analysis name them: the hidden reference is "reference".
 HIDDEN_REFERENCE = "reference"
@@ -83,32 +83,34 @@ class ExportSettings:
 
 @dataclass
 class Condition:
-    """One codec condition of the run, under the label the listening test uses."""
+    """One codec condition of the run (its label and the codec that label runs), under the
+    name the listening test uses."""
 
+    label: str
     codec: str
     bitrate: float
     nfe: int | None
     seed: int
 
     @property
-    def label(self) -> str:
+    def name(self) -> str:
         nfe = f"_nfe{self.nfe}" if self.nfe is not None else ""
-        return f"{self.codec}_{self.bitrate:g}kbps{nfe}"
+        return f"{self.label}_{self.bitrate:g}kbps{nfe}"
 
 
 def run_conditions(frame: pd.DataFrame) -> list[Condition]:
     """The run's codec conditions in run order, without the MUSHRA baselines; first seed."""
     conditions = []
     seed = int(frame["seed"].min())
-    keys = frame[["codec", "bitrate", "nfe"]].drop_duplicates()
-    order = {codec: index for index, codec in enumerate(frame.attrs.get("codecs", []))}
-    keys = keys.assign(order=keys["codec"].map(order)).sort_values(["order", "bitrate", "nfe"])
-    for codec, bitrate, nfe in keys[["codec", "bitrate", "nfe"]].itertuples(index=False):
+    columns = ["label", "codec", "bitrate", "nfe"]
+    keys = frame[columns].drop_duplicates()
+    order = {label: index for index, label in enumerate(frame.attrs.get("codecs", []))}
+    keys = keys.assign(order=keys["label"].map(order)).sort_values(["order", "bitrate", "nfe"])
+    for label, codec, bitrate, nfe in keys[columns].itertuples(index=False):
         if codec in MUSHRA_BASELINES:
             continue
-        conditions.append(
-            Condition(codec, float(bitrate), None if pd.isna(nfe) else int(nfe), seed)
-        )
+        nfe = None if pd.isna(nfe) else int(nfe)
+        conditions.append(Condition(label, codec, float(bitrate), nfe, seed))
     return conditions
 
 
@@ -118,7 +120,7 @@ def _choose_conditions(
     if wanted is None:
         chosen = available
     else:
-        labels = {condition.label: condition for condition in available}
+        labels = {condition.name: condition for condition in available}
         unknown = [label for label in wanted if label not in labels]
         if unknown:
             raise ValueError(
@@ -228,14 +230,14 @@ def _build_trial(
     facts = {name: {"codec": name, "shift_samples": 0} for name in signals}
     for condition in conditions:
         decoded, codec_rate, kbps = _decode(
-            codecs[condition.codec], condition, loaded, run_max_seconds
+            codecs[condition.label], condition, loaded, run_max_seconds
         )
         decoded, _ = bench_audio.convert_channels(decoded, reference.shape[0])
         aligned, shift = align_to_reference(
             reference, bench_audio.resample(decoded, codec_rate, rate), rate
         )
-        signals[condition.label] = aligned
-        facts[condition.label] = {
+        signals[condition.name] = aligned
+        facts[condition.name] = {
             "codec": condition.codec,
             "bitrate": condition.bitrate,
             "nfe": condition.nfe,
@@ -334,10 +336,11 @@ def _build_package(run_dir: Path, config: dict, out: Path, settings: ExportSetti
         )
     chosen, selection_note = select_items(scores[~scores["item"].isin(skipped)], settings.items)
     codec_options = run_settings.get("codec_options", {})
-    codecs = {
-        name: create_codec(name, **codec_options.get(name, {}))
-        for name in {condition.codec for condition in conditions}
-    }
+    codecs: dict[str, Codec] = {}  # by label: one codec object per label, at every bitrate
+    for condition in conditions:
+        if condition.label not in codecs:
+            options = codec_options.get(condition.label, {})
+            codecs[condition.label] = create_codec(condition.codec, **options)
     out.mkdir()
     trials = []
     for item_id in chosen:
@@ -372,7 +375,7 @@ def _build_package(run_dir: Path, config: dict, out: Path, settings: ExportSetti
         "items": chosen,
         "skipped_items": skipped,
         "item_notes": {trial.item: list(trial.notes) for trial in trials if trial.notes},
-        "conditions": [condition.label for condition in conditions],
+        "conditions": [condition.name for condition in conditions],
         "target_lufs": settings.target_lufs,
     }
     write_atomically(out / "package.json", json.dumps(description, indent=2).encode())
@@ -561,11 +564,13 @@ def package_objective_means(package: str | Path) -> pd.DataFrame | None:
         return None
     frame = results_frame(run_dir)
     frame = frame[frame["item"].isin(description["items"])]
-    labels = []
-    for codec, bitrate, nfe in frame[["codec", "bitrate", "nfe"]].itertuples(index=False):
+    names = []
+    columns = ["label", "codec", "bitrate", "nfe"]
+    for label, codec, bitrate, nfe in frame[columns].itertuples(index=False):
         nfe = None if pd.isna(nfe) else int(nfe)
-        labels.append(BASELINE_CONDITIONS.get(codec) or Condition(codec, bitrate, nfe, 0).label)
-    frame = frame.assign(condition=labels)
+        condition = Condition(label, codec, bitrate, nfe, 0)
+        names.append(BASELINE_CONDITIONS.get(codec) or condition.name)
+    frame = frame.assign(condition=names)
     wanted = set(description["conditions"]) | set(BASELINE_CONDITIONS.values())
     frame = frame[frame["condition"].isin(wanted)]
     return frame.pivot_table(index="condition", columns="metric", values="value", aggfunc="mean")

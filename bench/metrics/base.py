@@ -34,8 +34,8 @@ class CodingStats:
     encode_seconds: float
     decode_seconds: float
     audio_seconds: float
-    nominal_kbps: float
-    actual_kbps: float
+    kbps_nominal: float
+    kbps_actual: float
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def rtf_decode(coding: CodingStats) -> float:
 
 def kbps_actual(coding: CodingStats) -> float:
     """The bitrate of the real payload bytes, in kbps."""
-    return coding.actual_kbps
+    return coding.kbps_actual
 
 
 for _function, _unit, _description in (

@@ -171,19 +171,19 @@ def _listening(
             continue
         reference_copy = _copy(reference, run_dir, out)
         decoded = []
-        for label, (codec, bitrate, nfe) in conditions.items():
-            path = store.decoded_audio_path(codec, bitrate, nfe, item["id"])
+        for title, (label, bitrate, nfe) in conditions.items():
+            path = store.decoded_audio_path(label, bitrate, nfe, item["id"])
             if not path.exists():
                 continue
-            decoded.append((label, path))
-            stem = out / "spectrograms" / f"{condition_slug(codec, bitrate, nfe)}__{path.stem}"
+            decoded.append((title, path))
+            stem = out / "spectrograms" / f"{condition_slug(label, bitrate, nfe)}__{path.stem}"
             (spectrogram,) = plot_spectrogram_comparison(
-                reference, [(label, path)], stem, title=f"{item['id']}: {label}", formats=("png",)
+                reference, [(title, path)], stem, title=f"{item['id']}: {title}", formats=("png",)
             )
             examples.append(
                 ListeningExample(
                     item=item["id"],
-                    condition=label,
+                    condition=title,
                     reference_audio=reference_copy,
                     decoded_audio=_copy(path, run_dir, out),
                     # The written path: a stem such as "encodec_1.5__x" holds a dot.
@@ -196,15 +196,15 @@ def _listening(
 
 
 def _conditions(summary: pd.DataFrame | None) -> dict[str, tuple[str, float, int | None]]:
-    """Every condition the run recorded, by label, in the summary's order."""
+    """Every condition the run recorded, by title ("opus 6 kbps"), in the summary's order."""
     if summary is None:
         return {}
     conditions = {}
-    for codec, bitrate, nfe in (
-        summary[["codec", "bitrate", "nfe"]].drop_duplicates().itertuples(index=False)
+    for label, bitrate, nfe in (
+        summary[["label", "bitrate", "nfe"]].drop_duplicates().itertuples(index=False)
     ):
-        key = ConditionKey(codec, float(bitrate), None if pd.isna(nfe) else int(nfe))
-        conditions[key.label()] = (key.codec, key.bitrate, key.nfe)
+        key = ConditionKey(label, float(bitrate), None if pd.isna(nfe) else int(nfe))
+        conditions[key.title()] = (key.label, key.bitrate, key.nfe)
     return conditions
 
 

@@ -1,6 +1,6 @@
 """Regression gating: compare the metric means of two runs, condition by condition.
 
-``bench compare BASELINE NEW`` matches each (codec, bitrate, NFE, metric) mean of the
+``bench compare BASELINE NEW`` matches each (label, bitrate, NFE, metric) mean of the
 new run with the baseline's. A change in the metric's worse direction beyond its
 tolerance is a regression; beyond it in the better direction, an improvement; a value
 that could be scored before and cannot now (NaN), more failed items or another item count
@@ -91,7 +91,7 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "rtf_decode": Tolerance(relative=1.0),
 }
 FALLBACK_TOLERANCE = Tolerance(relative=0.01)
-KEY_COLUMNS = ["codec", "bitrate", "nfe", "metric"]
+KEY_COLUMNS = ["label", "bitrate", "nfe", "metric"]
 COMPARISON_COLUMNS = [
     *KEY_COLUMNS,
     "higher_is_better",
@@ -167,6 +167,11 @@ def load_summary(path: str | os.PathLike) -> dict:
         raise ValueError(
             f"{path}: expected summary version {SUMMARY_VERSION}, got {document.get('version')}"
         )
+    # Summaries from before labelled conditions name each condition by its codec alone,
+    # which was then its label.
+    for condition in document.get("conditions") or []:
+        if isinstance(condition, dict) and "label" not in condition:
+            condition["label"] = condition.get("codec")
     check_summary(document, path)
     return document
 
@@ -181,6 +186,7 @@ def _is_count(value: object) -> bool:
 
 # What compare reads of each condition: (field, check, what the check expects).
 _CONDITION_FIELDS = (
+    ("label", lambda value: isinstance(value, str) and value != "", "a condition label"),
     ("codec", lambda value: isinstance(value, str) and value != "", "a codec name"),
     ("bitrate", lambda value: _is_number(value) and value > 0, "a finite number > 0"),
     ("nfe", lambda value: value is None or (_is_count(value) and value > 0), "null or an NFE"),
@@ -220,7 +226,7 @@ def check_summary(document: dict, source: str | os.PathLike) -> None:
         if not isinstance(condition, dict):
             raise ValueError(f"{source}: condition {index}: expected an object, got {condition!r}")
         where = (
-            f"{source}: condition {index} ({condition.get('codec')!r} at "
+            f"{source}: condition {index} ({condition.get('label')!r} at "
             f"{condition.get('bitrate')!r} kbps, NFE {condition.get('nfe')!r}, "
             f"metric {condition.get('metric')!r})"
         )
@@ -238,7 +244,7 @@ def check_summary(document: dict, source: str | os.PathLike) -> None:
             )
         keys.append(
             (
-                condition["codec"],
+                condition["label"],
                 round(condition["bitrate"], 6),
                 condition["nfe"],
                 condition["metric"],
@@ -398,7 +404,7 @@ def compare_summaries(
             higher = row["higher_is_better_new"]
         records.append(
             {
-                "codec": row["codec"],
+                "label": row["label"],
                 "bitrate": row["bitrate"],
                 "nfe": None if pd.isna(row["nfe"]) else int(row["nfe"]),
                 "metric": row["metric"],
@@ -526,7 +532,7 @@ def _display(rows: pd.DataFrame) -> pd.DataFrame:
 
     return pd.DataFrame(
         {
-            "codec": rows["codec"],
+            "codec": rows["label"],
             "kbps": rows["bitrate"].map("{:g}".format),
             "NFE": rows["nfe"].map(lambda nfe: "-" if nfe is None or pd.isna(nfe) else str(nfe)),
             "metric": [
@@ -563,7 +569,7 @@ def junit_xml(comparison: pd.DataFrame) -> bytes:
     for row in comparison.itertuples(index=False):
         nfe = f".nfe{row.nfe}" if row.nfe is not None and not pd.isna(row.nfe) else ""
         case = ElementTree.SubElement(
-            suite, "testcase", classname=f"{row.codec}.{row.bitrate:g}kbps{nfe}", name=row.metric
+            suite, "testcase", classname=f"{row.label}.{row.bitrate:g}kbps{nfe}", name=row.metric
         )
         message = f"baseline {row.baseline:.6g}, new {row.new:.6g}: {row.reason}".strip(": ")
         if row.status in FAILING_STATUSES:

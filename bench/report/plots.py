@@ -31,10 +31,10 @@ from bench.audio import convert_channels, load_audio
 from bench.codecs.modules.spectral import hz_to_mel, mel_spectrogram, mel_to_hz
 from bench.report.stats import CODING_METRICS
 
-# Columns of the long-form summary that each figure reads (one row per codec x bitrate x
-# nfe x metric); ``nfe`` is NaN for one-shot codecs.
+# Columns of the long-form summary that each figure reads (one row per label x bitrate x
+# nfe x metric); ``nfe`` is NaN for one-shot codecs. Lines are named by the label.
 CURVE_COLUMNS = (
-    "codec",
+    "label",
     "bitrate",
     "nfe",
     "metric",
@@ -328,13 +328,13 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 def _lines(
     rows: pd.DataFrame, within_codec: str
 ) -> list[tuple[tuple[str, float | None], pd.DataFrame]]:
-    """Rows per line, keyed ``(codec, value of within_codec)`` with ``None`` for NaN (no
-    NFE axis): codecs in order of appearance, then ``None`` first and ascending values."""
-    codec_order = {codec: position for position, codec in enumerate(rows["codec"].unique())}
+    """Rows per line, keyed ``(label, value of within_codec)`` with ``None`` for NaN (no
+    NFE axis): labels in order of appearance, then ``None`` first and ascending values."""
+    codec_order = {label: position for position, label in enumerate(rows["label"].unique())}
     lines = [
-        ((codec, None if pd.isna(value) else float(value)), line_rows)
-        for (codec, value), line_rows in rows.groupby(
-            ["codec", within_codec], dropna=False, sort=False
+        ((label, None if pd.isna(value) else float(value)), line_rows)
+        for (label, value), line_rows in rows.groupby(
+            ["label", within_codec], dropna=False, sort=False
         )
     ]
     return sorted(

@@ -31,7 +31,8 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 ROUND_DECIMALS = 10
-CONDITION_COLUMNS = ["codec", "bitrate", "nfe"]
+# A condition is named by its label; its codec (a function of the label) rides along.
+CONDITION_COLUMNS = ["label", "codec", "bitrate", "nfe"]
 # Coding metrics are shown as the table's own kbps and RTF columns, not as quality metrics.
 CODING_METRICS = ("kbps_actual", "rtf_encode", "rtf_decode")
 SUMMARY_COLUMNS = [
@@ -58,7 +59,7 @@ def results_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
     """All result rows of a run as a DataFrame; failed values are NaN."""
     store = RunStore(run_dir)
     frame = pd.DataFrame(list(store.rows()))
-    # Tables list codecs in the order the run named them, not the order tasks finished.
+    # Tables list labels in the order the run named them, not the order tasks finished.
     frame.attrs["codecs"] = list(store.read_config().get("settings", {}).get("codecs", []))
     if frame.empty:
         return frame
@@ -203,7 +204,7 @@ def _with_ratio_counts(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.D
                 row = frame.loc[index]
                 raise ValueError(
                     f"metric {row['metric']!r} is pooled as {wanted[0]} / {wanted[1]}, but the "
-                    f"scored row of item {row['item']!r} ({row['codec']} {row['bitrate']:g} "
+                    f"scored row of item {row['item']!r} ({row['label']} {row['bitrate']:g} "
                     f"kbps) has counts {entry!r}"
                 )
             numerators[index], denominators[index] = entry[wanted[0]], entry[wanted[1]]
@@ -233,7 +234,7 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
     """One row per (condition, metric): mean, 95% CI, items scored and failed, kbps, RTF.
 
     ``frame`` is :func:`results_frame`; ``directions`` is :func:`metric_directions`, whose
-    order (the run's) orders the metrics. Codecs keep the order of ``frame.attrs["codecs"]``
+    order (the run's) orders the metrics. Labels keep the order of ``frame.attrs["codecs"]``
     (the run's, set by :func:`results_frame`) or of first appearance; then bitrate and
     NFE ascend.
     """
@@ -243,7 +244,7 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
     counted = _with_ratio_counts(frame, directions)
     per_item = item_means(counted, ("value", "numerator", "denominator"))
     records = []
-    for (codec, bitrate, nfe, metric), group in per_item.groupby(
+    for (label, codec, bitrate, nfe, metric), group in per_item.groupby(
         [*CONDITION_COLUMNS, "metric"], dropna=False, sort=False
     ):
         values = group["value"].to_numpy(dtype=float)
@@ -253,6 +254,7 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
         aggregate, value, low, high = _aggregate(group, direction.get("aggregation"))
         records.append(
             {
+                "label": label,
                 "codec": codec,
                 "bitrate": bitrate,
                 "nfe": nfe,
@@ -289,18 +291,18 @@ def _coding_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ordered(summary: pd.DataFrame, frame: pd.DataFrame, families: list[str]) -> pd.DataFrame:
-    codecs = list(dict.fromkeys([*frame.attrs.get("codecs", []), *frame["codec"].unique()]))
-    codec_order = {codec: position for position, codec in enumerate(codecs)}
+    labels = list(dict.fromkeys([*frame.attrs.get("codecs", []), *frame["label"].unique()]))
+    label_order = {label: position for position, label in enumerate(labels)}
     family_order = {name: position for position, name in enumerate(families)}
     metric_order = {
         name: (family_order.get(name.split(".", 1)[0], len(family_order)), position)
         for position, name in enumerate(frame["metric"].unique())
     }
     return summary.sort_values(
-        ["codec", "bitrate", "nfe", "metric"],
+        ["label", "bitrate", "nfe", "metric"],
         key=lambda column: (
-            column.map(codec_order)
-            if column.name == "codec"
+            column.map(label_order)
+            if column.name == "label"
             else column.map(metric_order)
             if column.name == "metric"
             else column
@@ -323,18 +325,18 @@ def run_tags(frame: pd.DataFrame) -> list[str]:
 
 @dataclass(frozen=True)
 class ConditionKey:
-    """A condition of a run: codec, nominal kbps and NFE (``None`` for one-shot codecs)."""
+    """A condition of a run: label, nominal kbps and NFE (``None`` for one-shot codecs)."""
 
-    codec: str
+    label: str
     bitrate: float
     nfe: int | None = None
 
-    def label(self) -> str:
+    def title(self) -> str:
         nfe = f" NFE {self.nfe}" if self.nfe is not None else ""
-        return f"{self.codec} {self.bitrate:g} kbps{nfe}"
+        return f"{self.label} {self.bitrate:g} kbps{nfe}"
 
     def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
-        selected = (frame["codec"] == self.codec) & np.isclose(frame["bitrate"], self.bitrate)
+        selected = (frame["label"] == self.label) & np.isclose(frame["bitrate"], self.bitrate)
         selected &= frame["nfe"].isna() if self.nfe is None else frame["nfe"] == self.nfe
         return frame[selected]
 
@@ -365,7 +367,7 @@ def paired_comparison(
     for key in (baseline, candidate):
         rows = key.rows(per_item)
         if rows.empty:
-            raise ValueError(f"no results for {key.label()} in this run")
+            raise ValueError(f"no results for {key.title()} in this run")
         sides.append(rows.set_index(["metric", "item"])["value"])
     paired = pd.concat(sides, axis=1, keys=["baseline", "candidate"], join="inner").dropna()
     names = metrics or [name for name in dict.fromkeys(paired.index.get_level_values(0))]
@@ -383,8 +385,8 @@ def paired_comparison(
                 "metric": metric,
                 "higher_is_better": higher_is_better,
                 "pairs": len(differences),
-                "baseline": baseline.label(),
-                "candidate": candidate.label(),
+                "baseline": baseline.title(),
+                "candidate": candidate.title(),
                 "baseline_mean": float(pairs["baseline"].mean()),
                 "candidate_mean": float(pairs["candidate"].mean()),
                 "mean_difference": float(differences.mean()) if differences.size else np.nan,

@@ -1,4 +1,4 @@
-"""Summary tables: one row per codec x bitrate (x NFE), every metric as mean [95% CI]
+"""Summary tables: one row per condition (label x bitrate x NFE), every metric as mean [95% CI]
 (a ratio metric such as WER as its ratio of sums over items, see ``bench.report.stats``).
 
 Cells say how many items failed (NaN, excluded from the mean), so a mean over fewer items
@@ -79,10 +79,10 @@ def best_mask(summary: pd.DataFrame) -> pd.Series:
 
 def _conditions(summary: pd.DataFrame) -> pd.DataFrame:
     """The condition columns, kbps and RTF of each row of the table."""
-    conditions = summary.drop_duplicates(["codec", "bitrate", "nfe"])[
-        ["codec", "bitrate", "nfe", "kbps_actual", "rtf_encode", "rtf_decode"]
+    conditions = summary.drop_duplicates(["label", "bitrate", "nfe"])[
+        ["label", "bitrate", "nfe", "kbps_actual", "rtf_encode", "rtf_decode"]
     ]
-    items = summary.groupby(["codec", "bitrate", "nfe"], dropna=False, sort=False).apply(
+    items = summary.groupby(["label", "bitrate", "nfe"], dropna=False, sort=False).apply(
         lambda group: int((group["n"] + group["failed"]).max()), include_groups=False
     )
     return conditions.assign(items=items.to_numpy()).reset_index(drop=True)
@@ -104,7 +104,7 @@ def display_table(summary: pd.DataFrame, *, style: str = "markdown") -> pd.DataF
     marked = best_mask(summary)
     table = pd.DataFrame(
         {
-            "codec": conditions["codec"].map(escape),
+            "codec": conditions["label"].map(escape),
             "kbps": conditions["bitrate"].map("{:g}".format),
             "NFE": conditions["nfe"].map(lambda nfe: "-" if pd.isna(nfe) else f"{nfe:g}"),
             "items": conditions["items"],
@@ -119,14 +119,14 @@ def display_table(summary: pd.DataFrame, *, style: str = "markdown") -> pd.DataF
         cells = {}
         for index, row in rows.iterrows():
             cell = _cell(row, decimals)
-            cells[(row["codec"], row["bitrate"], _nfe_key(row["nfe"]))] = (
+            cells[(row["label"], row["bitrate"], _nfe_key(row["nfe"]))] = (
                 strong(cell) if marked[index] else cell
             )
-        keys = zip(conditions["codec"], conditions["bitrate"], conditions["nfe"], strict=True)
+        keys = zip(conditions["label"], conditions["bitrate"], conditions["nfe"], strict=True)
         higher_is_better = bool(rows["higher_is_better"].iloc[0])
         arrow = _LATEX_ARROWS[higher_is_better] if style == "latex" else _arrow(higher_is_better)
         table[f"{escape(metric)} {arrow}"] = [
-            cells.get((codec, bitrate, _nfe_key(nfe)), "") for codec, bitrate, nfe in keys
+            cells.get((label, bitrate, _nfe_key(nfe)), "") for label, bitrate, nfe in keys
         ]
     if conditions["nfe"].isna().all():
         table = table.drop(columns="NFE")
@@ -192,16 +192,18 @@ def latex_table(summary: pd.DataFrame, caption: str = "") -> str:
 
 def csv_table(summary: pd.DataFrame) -> pd.DataFrame:
     """One numeric row per condition: per metric mean, CI bounds, items scored and failed."""
-    conditions = _conditions(summary).rename(columns={"bitrate": "kbps_nominal"})
+    # The "codec" column names each condition by its label, as the other tables do.
+    conditions = _conditions(summary).rename(columns={"label": "codec", "bitrate": "kbps_nominal"})
     table = conditions[
         ["codec", "kbps_nominal", "nfe", "items", "kbps_actual", "rtf_encode", "rtf_decode"]
     ].copy()
     marked = best_mask(summary)
     for metric in quality_metrics(summary):
         rows = summary[summary["metric"] == metric].assign(best=marked)
-        rows = rows.rename(columns={"bitrate": "kbps_nominal"}).set_index(
-            ["codec", "kbps_nominal", "nfe"]
+        rows = rows.drop(columns="codec").rename(
+            columns={"label": "codec", "bitrate": "kbps_nominal"}
         )
+        rows = rows.set_index(["codec", "kbps_nominal", "nfe"])
         columns = rows[["mean", "ci_low", "ci_high", "n", "failed", "best"]]
         columns.columns = [f"{metric}_{name}" for name in columns.columns]
         table = table.join(columns, on=["codec", "kbps_nominal", "nfe"])

@@ -16,23 +16,24 @@ from bench.registry import did_you_mean
 from bench.sweep import SweepSettings
 
 SUITES_DIR = Path(__file__).resolve().parent
-# Keys a suite file may set; the rest of SweepSettings (workers) belongs to the machine.
-SUITE_KEYS = {field.name for field in fields(SweepSettings)} - {"workers"}
+# Keys a suite file may set: everything that decides a run's numbers (how the run is
+# executed, its workers and executor, belongs to the machine, not to the suite).
+SUITE_KEYS = {field.name for field in fields(SweepSettings)}
 
 
 def suite_names() -> list[str]:
     return sorted(path.stem for path in SUITES_DIR.glob("*.toml"))
 
 
-def load_suite(name: str, *, workers: int) -> SweepSettings:
+def load_suite(name: str) -> SweepSettings:
     """The settings of suite ``name``; ``ValueError`` names the known suites or bad keys."""
     path = SUITES_DIR / f"{name}.toml"
     if not path.is_file():
         raise ValueError(did_you_mean("suite", name, suite_names()))
-    return load_suite_file(path, workers=workers)
+    return load_suite_file(path)
 
 
-def load_suite_file(path: Path, *, workers: int) -> SweepSettings:
+def load_suite_file(path: Path) -> SweepSettings:
     """The settings in the suite file ``path``; ``ValueError`` names the file and the fault."""
     try:
         with open(path, "rb") as handle:
@@ -49,6 +50,6 @@ def load_suite_file(path: Path, *, workers: int) -> SweepSettings:
             f"{sorted(SUITE_KEYS)}"
         )
     try:
-        return SweepSettings.from_json({**data, "workers": workers})
+        return SweepSettings.from_json(data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"suite file {str(path)!r}: {error}") from None

@@ -24,7 +24,7 @@ import struct
 from pathlib import Path
 
 import torch
-from bench.codecs.base import Codec, Encoded
+from bench.codecs.base import Codec, CodecInfo, Encoded
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import (
     FORMAT,
@@ -84,6 +84,35 @@ class EncodecCodec(Codec):
     def __init__(
         self, checkpoint: str | os.PathLike | None = None, entropy_coding: bool = False
     ) -> None:
+        state, lm_state = self._read_weights(checkpoint, entropy_coding)
+        path = self.checkpoint_path
+        self.model = self.model_class(self.config)
+        try:
+            # Shipped checkpoints (the demo) leave out the codebooks' training sums.
+            load_strictly(self.model, restore_codebook_sums(state), str(path))
+        except RuntimeError as error:  # shape mismatches
+            raise CheckpointError(f"{path}: {error}") from None
+        # Inference only: bake weight norm into plain weights (same outputs, cheaper calls).
+        fold_weight_norm(self.model)
+        self.model.eval().requires_grad_(False)
+        self.lm = None if lm_state is None else _build_lm(*lm_state, self.config, path)
+
+    @classmethod
+    def info(
+        cls, checkpoint: str | os.PathLike | None = None, entropy_coding: bool = False
+    ) -> CodecInfo:
+        """The codec's bitrates, hash and description from its checkpoint alone: the file,
+        its hash, codec and configuration are checked, no network is built (the key sets
+        are checked when the codec is built)."""
+        shell = cls.__new__(cls)
+        shell._read_weights(checkpoint, entropy_coding)
+        return CodecInfo.of(shell)
+
+    def _read_weights(
+        self, checkpoint: str | os.PathLike | None, entropy_coding: bool
+    ) -> tuple[dict, tuple[dict, dict] | None]:
+        """Read the checkpoint into the codec's configuration, hashes and notes; returns the
+        model's state dict and, with entropy coding, the LM's configuration and state."""
         if checkpoint is None:
             if not self.demo_checkpoint.is_file():
                 raise CheckpointError(
@@ -96,8 +125,9 @@ class EncodecCodec(Codec):
         contents = read_weights_file(path)
 
         self.checkpoint_path = path
-        self.lm: EntropyLM | None = None
-        lm_hash = None
+        self.entropy_coding = entropy_coding
+        self._lm_hash = None
+        lm_state = None
         if isinstance(contents, dict) and contents.get("format") == FORMAT:
             del contents  # the shared loader reads the file again, with its checks
             checkpoint_data = load_checkpoint(path, self.name)
@@ -109,27 +139,15 @@ class EncodecCodec(Codec):
                 DEMO_NOTE if is_demo else _user_note(checkpoint_data.step, checkpoint_data.metadata)
             )
             if entropy_coding:
-                self.lm, lm_hash = _load_lm(
-                    checkpoint_data.extra_states, checkpoint_data.metadata, self.config, path
-                )
+                lm_state = _lm_state(checkpoint_data.extra_states, checkpoint_data.metadata, path)
+                self._lm_hash = state_hash(lm_state[1])
         else:
             self.config, state, self.model_note = self._read_official(contents, path)
             self._weights_hash = state_hash(state)
             self.checkpoint_kind = "official"
             if entropy_coding:
                 raise _no_lm_error(path)
-
-        self.model = self.model_class(self.config)
-        try:
-            # Shipped checkpoints (the demo) leave out the codebooks' training sums.
-            load_strictly(self.model, restore_codebook_sums(state), str(path))
-        except RuntimeError as error:  # shape mismatches
-            raise CheckpointError(f"{path}: {error}") from None
-        # Inference only: bake weight norm into plain weights (same outputs, cheaper calls).
-        fold_weight_norm(self.model)
-        self.model.eval().requires_grad_(False)
-        self.entropy_coding = entropy_coding
-        self._lm_hash = lm_hash
+        return state, lm_state
 
     # Properties of the Codec interface, all from the configuration.
 
@@ -296,15 +314,18 @@ def _no_lm_error(path: Path) -> ValueError:
     )
 
 
-def _load_lm(
-    extra_states: dict, metadata: dict, config: EncodecConfig, path: Path
-) -> tuple[EntropyLM, str]:
-    """The checkpoint's entropy-coding LM and its weights' hash."""
+def _lm_state(extra_states: dict, metadata: dict, path: Path) -> tuple[dict, dict]:
+    """The configuration and state dict of the checkpoint's entropy-coding LM."""
     if "lm" not in extra_states:
         raise _no_lm_error(path)
     lm_config = metadata.get("lm_config")
     if not isinstance(lm_config, dict):
         raise CheckpointError(f"{path}: an 'lm' state without metadata['lm_config'] to build it")
+    return lm_config, extra_states["lm"]
+
+
+def _build_lm(lm_config: dict, state: dict, config: EncodecConfig, path: Path) -> EntropyLM:
+    """The checkpoint's entropy-coding LM, checked against the codec's codebooks."""
     try:
         lm = EntropyLM(**lm_config)
     except (TypeError, ValueError) as error:
@@ -314,12 +335,11 @@ def _load_lm(
             f"{path}: expected an LM over {config.n_q} codebooks of {config.bins} codes, "
             f"got n_q={lm.n_q}, card={lm.card}"
         )
-    state = extra_states["lm"]
     try:
         load_strictly(lm, state, f"{path} (lm)")
     except RuntimeError as error:
         raise CheckpointError(f"{path} (lm): {error}") from None
-    return lm.eval().requires_grad_(False), state_hash(state)
+    return lm.eval().requires_grad_(False)
 
 
 def _read_official(contents: object, path: Path) -> tuple[EncodecConfig, dict, str]:

@@ -39,10 +39,9 @@ def package(tmp_path_factory):
         codec_bitrates={"opus": (6.0, 12.0)},
         items=tuple(ITEMS.split(",")),
         metrics=("mel_distance", "si_sdr"),
-        workers=1,
         listening_items=0,
     )
-    run_sweep(settings, run_dir=folder / "run", cache_dir=None, progress=False)
+    run_sweep(settings, workers=1, run_dir=folder / "run", cache_dir=None, progress=False)
     export = ["listen", "export", str(folder / "run"), "--out", str(folder / "pkg")]
     assert main([*export, "--items", "3", "--max-seconds", str(MAX_SECONDS)]) == EXIT_OK
     return folder / "pkg"
@@ -225,10 +224,9 @@ def odd_run(tmp_path_factory):
         codec_bitrates={"opus": (6.0,)},
         data=f"folder:{data}",
         metrics=("mel_distance",),
-        workers=1,
         listening_items=0,
     )
-    run_sweep(settings, run_dir=folder / "run", cache_dir=None, progress=False)
+    run_sweep(settings, workers=1, run_dir=folder / "run", cache_dir=None, progress=False)
     return folder / "run"
 
 
@@ -380,10 +378,9 @@ def test_a_run_with_no_playable_item_says_why_for_each(tmp_path, capsys):
         codec_bitrates={"opus": (6.0,)},
         data=f"folder:{data}",
         metrics=("mel_distance",),
-        workers=1,
         listening_items=0,
     )
-    run_sweep(settings, run_dir=tmp_path / "run", cache_dir=None, progress=False)
+    run_sweep(settings, workers=1, run_dir=tmp_path / "run", cache_dir=None, progress=False)
     out = tmp_path / "pkg"
     assert main(["listen", "export", str(tmp_path / "run"), "--out", str(out)]) == EXIT_USAGE
     error = capsys.readouterr().err

@@ -119,7 +119,8 @@ def test_a_cropped_item_hides_its_whole_file_transcript_from_every_metric_that_r
 
 def _asr_run(tmp_path: Path, name: str, cache: Path | None = None, **settings) -> list[dict]:
     summary = run_sweep(
-        SweepSettings(codecs=("identity",), metrics=("wer", "cer"), workers=1, **settings),
+        SweepSettings(codecs=("identity",), metrics=("wer", "cer"), **settings),
+        workers=1,
         run_dir=tmp_path / name,
         cache_dir=cache or tmp_path / f"{name}-cache",
         progress=False,

@@ -108,11 +108,14 @@ def test_a_sweep_over_a_codec_that_decodes_silence_gives_nan_rows(tmp_path):
         codecs=(SilentCodec.name,),
         data=f"folder:{tmp_path / 'data'}",
         metrics=("si_sdr", "mel_distance"),
-        workers=1,
     )
     for _ in range(2):  # computed, then from the cache
         summary = run_sweep(
-            settings, out_root=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False
+            settings,
+            workers=1,
+            out_root=tmp_path / "runs",
+            cache_dir=tmp_path / "cache",
+            progress=False,
         )
         rows = list(RunStore(summary.run_dir).rows())
         assert [row["metric"] for row in rows] == ["si_sdr", "mel_distance"]

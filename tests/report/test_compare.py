@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 from bench.codecs.classic.opus import OpusCodec
-from helpers import DIRECTIONS, frame, rows, with_added_noise
+from helpers import DIRECTIONS, frame, make_record, rows, with_added_noise
 
 from bench.cli import EXIT_NOT_COMPARABLE, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, main
 from bench.registry import CODECS
@@ -72,7 +72,7 @@ BASELINE = document(
 
 def statuses(comparison) -> dict[tuple, str]:
     return {
-        (row.codec, row.bitrate, row.metric): row.status
+        (row.label, row.bitrate, row.metric): row.status
         for row in comparison.itertuples(index=False)
     }
 
@@ -453,7 +453,8 @@ def run_directory(path, items: list[dict] = ITEMS) -> str:
             "dataset": {"items": [{**item, "path": "x.wav", "tags": []} for item in items]},
         }
     )
-    store.append(rows("opus", 6.0, "pesq_wb", [2.0, 2.2, 2.4]))
+    scored = rows("opus", 6.0, "pesq_wb", [2.0, 2.2, 2.4])
+    store.append(make_record(**row, metric_family=row["metric"]) for row in scored)
     return str(path)
 
 

@@ -50,6 +50,7 @@ def summary_frame(
                 mean, missing_ci = math.nan, True
             rows.append(
                 {
+                    "label": codec,
                     "codec": codec,
                     "bitrate": bitrate,
                     "nfe": nfe,
@@ -205,7 +206,7 @@ def test_spectrogram_comparison_needs_decoded_audio(tmp_path):
 @pytest.mark.parametrize(
     "plot", [plots.plot_rate_quality, plots.plot_quality_vs_nfe], ids=["rate", "nfe"]
 )
-@pytest.mark.parametrize("column", ["codec", "mean", "ci_low", "higher_is_better"])
+@pytest.mark.parametrize("column", ["label", "mean", "ci_low", "higher_is_better"])
 def test_missing_columns_raise_value_error_naming_them(tmp_path, plot, column):
     summary = summary_frame().drop(columns=[column])
 
@@ -245,7 +246,7 @@ LONG_NAMES = {
 
 
 def _long_name_figures(tmp_path: Path) -> list[Figure]:
-    summary = summary_frame().replace({"codec": LONG_NAMES})
+    summary = summary_frame().replace({"label": LONG_NAMES})
     reference = write_tone(tmp_path / "reference.wav", sample_rate=48000)
     decoded = [(f"{LONG_NAMES['encodec']} 24 kbps", write_tone(tmp_path / "d.wav"))]
     return [

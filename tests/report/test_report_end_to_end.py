@@ -127,7 +127,7 @@ def test_report_page_loads_cleanly_in_chromium(run_dir, tmp_path):
 
 
 def test_ci_suite_covers_every_built_in_codec_that_runs_by_default():
-    settings = load_suite("ci", workers=1)
+    settings = load_suite("ci")
     built_in = {name for name in CODECS.names() if CODECS.source(name) == "built-in"}
     runnable = set()
     for name in built_in:
@@ -145,7 +145,7 @@ def test_ci_suite_covers_every_built_in_codec_that_runs_by_default():
 
 def test_committed_baseline_matches_the_ci_suite():
     baseline = load_summary(REPO_ROOT / "reports" / "ci" / "baseline.json")
-    settings = load_suite("ci", workers=1)
+    settings = load_suite("ci")
     assert baseline["settings"]["codecs"] == list(settings.codecs)
     assert baseline["settings"]["items"] == list(settings.items)
     assert baseline["settings"]["metrics"] == list(settings.metrics)

@@ -1,0 +1,8 @@
+"""Where a sweep's tasks run: one :class:`Executor` protocol, implemented inline (in the
+calling process) and as a local process pool; a cluster executor (Ray) is one more
+implementation registered under its name. Resume, caching and writing stay with the caller,
+so every executor inherits them."""
+
+from bench.executors.base import Executor, WorkerSetup, create_executor
+
+__all__ = ["Executor", "WorkerSetup", "create_executor"]
