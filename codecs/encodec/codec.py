@@ -28,6 +28,7 @@ from bench.codecs.base import Codec, Encoded
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import (
     FORMAT,
+    Checkpoint,
     CheckpointError,
     load_checkpoint,
     load_strictly,
@@ -65,9 +66,9 @@ class EncodecCodec(Codec):
         checkpoint: a codec-bench checkpoint (``codec="encodec"``), an official EnCodec state
             dict (``encodec_24khz-d7cc33bc.th``, ``encodec_48khz-7e698e3e.th``), or ``None``
             for the project's demo checkpoint :data:`DEMO_CHECKPOINT`.
-        entropy_coding: range-code the codes under the checkpoint's LM (extra state ``"lm"``,
-            its ``EntropyLM`` arguments in ``metadata["lm_config"]``) instead of packing them
-            at ``log2(codebook_size)`` bits each.
+        entropy_coding: range-code the codes under the checkpoint's LM (its network ``"lm"``,
+            built from that network's ``EntropyLM`` arguments) instead of packing them at
+            ``log2(codebook_size)`` bits each.
 
     Raises:
         CheckpointError: the file is missing or is neither kind of checkpoint.
@@ -101,17 +102,16 @@ class EncodecCodec(Codec):
         if isinstance(contents, dict) and contents.get("format") == FORMAT:
             del contents  # the shared loader reads the file again, with its checks
             checkpoint_data = load_checkpoint(path, self.name)
-            self.config = self._config_from_json(checkpoint_data.config, path)
-            state, self._weights_hash = checkpoint_data.state_dict, checkpoint_data.hash
+            network = checkpoint_data.network("codec")
+            self.config = self._config_from_json(network.config, path)
+            state, self._weights_hash = network.state_dict, network.hash
             is_demo = path.resolve() == self.demo_checkpoint.resolve()
             self.checkpoint_kind = "demo" if is_demo else "user"
             self.model_note = (
                 DEMO_NOTE if is_demo else _user_note(checkpoint_data.step, checkpoint_data.metadata)
             )
             if entropy_coding:
-                self.lm, lm_hash = _load_lm(
-                    checkpoint_data.extra_states, checkpoint_data.metadata, self.config, path
-                )
+                self.lm, lm_hash = _load_lm(checkpoint_data, self.config, path)
         else:
             self.config, state, self.model_note = self._read_official(contents, path)
             self._weights_hash = state_hash(state)
@@ -292,34 +292,29 @@ def _user_note(step: int, metadata: dict) -> str:
 def _no_lm_error(path: Path) -> ValueError:
     return ValueError(
         f"entropy_coding=True, but this checkpoint has no entropy-coding LM ({path}); "
-        "train one with `bench train ... --lm`"
+        "train one with `bench train lm --checkpoint PATH`"
     )
 
 
-def _load_lm(
-    extra_states: dict, metadata: dict, config: EncodecConfig, path: Path
-) -> tuple[EntropyLM, str]:
-    """The checkpoint's entropy-coding LM and its weights' hash."""
-    if "lm" not in extra_states:
+def _load_lm(checkpoint: Checkpoint, config: EncodecConfig, path: Path) -> tuple[EntropyLM, str]:
+    """The checkpoint's entropy-coding LM (its network ``"lm"``) and its weights' hash."""
+    if "lm" not in checkpoint.networks:
         raise _no_lm_error(path)
-    lm_config = metadata.get("lm_config")
-    if not isinstance(lm_config, dict):
-        raise CheckpointError(f"{path}: an 'lm' state without metadata['lm_config'] to build it")
+    network = checkpoint.network("lm")
     try:
-        lm = EntropyLM(**lm_config)
+        lm = EntropyLM(**network.config)
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: bad lm_config {lm_config}: {error}") from None
+        raise CheckpointError(f"{path}: bad LM config {network.config}: {error}") from None
     if lm.card != config.bins or lm.n_q < config.n_q:
         raise CheckpointError(
             f"{path}: expected an LM over {config.n_q} codebooks of {config.bins} codes, "
             f"got n_q={lm.n_q}, card={lm.card}"
         )
-    state = extra_states["lm"]
     try:
-        load_strictly(lm, state, f"{path} (lm)")
+        load_strictly(lm, network.state_dict, f"{path} (lm)")
     except RuntimeError as error:
         raise CheckpointError(f"{path} (lm): {error}") from None
-    return lm.eval().requires_grad_(False), state_hash(state)
+    return lm.eval().requires_grad_(False), network.hash
 
 
 def _read_official(contents: object, path: Path) -> tuple[EncodecConfig, dict, str]:

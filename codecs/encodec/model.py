@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from bench.codecs.modules.conv import official_key_mapping
@@ -49,7 +49,6 @@ class EncodecConfig:
     segment_seconds: float | None = None
     overlap: float = 0.01
     normalize: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def hop_length(self) -> int:
@@ -79,6 +78,8 @@ class EncodecConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> EncodecConfig:
+        # Checkpoints of format 1 carry an `extra` field that was never read (since removed).
+        data = {name: value for name, value in data.items() if name != "extra"}
         return cls(
             **{
                 **data,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from bench.codecs.bitstream import pack, unpack
-from bench.codecs.checkpoint import Checkpoint, CheckpointError
+from bench.codecs.checkpoint import Checkpoint, CheckpointError, Network
 from bench.codecs.hificodec.codec import DEMO_CHECKPOINT, HiFiCodecCodec
 from bench.codecs.hificodec.model import CONFIGS, HiFiCodecModel
 from bench.codecs.modules.grvq import GroupResidualVectorQuantizer
@@ -71,9 +71,8 @@ def tiny_model() -> HiFiCodecModel:
 
 
 def save(path, model: HiFiCodecModel, step: int = 0):
-    Checkpoint(
-        codec="hificodec", config=model.config.to_json(), state_dict=model.state_dict(), step=step
-    ).save(path)
+    network = Network(model.config.to_json(), model.state_dict())
+    Checkpoint(codec="hificodec", networks={"codec": network}, step=step).save(path)
     return path
 
 
@@ -142,7 +141,7 @@ def test_other_checkpoints_and_bitstreams_are_refused(tiny_model, codec, tmp_pat
     torch.save({"generator": {"conv_pre.weight": torch.zeros(1)}}, tmp_path / "official.pth")
     with pytest.raises(CheckpointError, match="HiFi-GAN generator"):
         HiFiCodecCodec(tmp_path / "official.pth")
-    Checkpoint(codec="encodec", config={}, state_dict={}).save(tmp_path / "encodec.pt")
+    Checkpoint(codec="encodec", networks={"codec": Network({}, {})}).save(tmp_path / "encodec.pt")
     with pytest.raises(CheckpointError, match="expected a hificodec checkpoint, got encodec"):
         HiFiCodecCodec(tmp_path / "encodec.pt")
 
