@@ -13,11 +13,14 @@ import importlib
 import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.codecs.base import Codec
+if TYPE_CHECKING:  # imported where used: `bench train`'s options are listed without torch
+    from bench.codecs.base import Codec
 
 CODEC_ENTRY_POINT_GROUP = "bench.codecs"
+SOLVER_ENTRY_POINT_GROUP = "bench.solvers"
+DISCRIMINATOR_ENTRY_POINT_GROUP = "bench.discriminators"
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -108,6 +111,22 @@ for _name, _target in {
     CODECS.register(_name, _target)
 
 
+# `bench train NAME`: the training recipes (`bench.codecs.training.TrainingRecipe`), each
+# declared by the package that owns the model.
+SOLVERS = Registry("solver", entry_point_group=SOLVER_ENTRY_POINT_GROUP)
+for _name, _target in {
+    "encodec": "bench.codecs.encodec:TRAINING",
+    "hificodec": "bench.codecs.hificodec:TRAINING",
+    "lm": "bench.train.settings:ENTROPY_LM_TRAINING",
+}.items():
+    SOLVERS.register(_name, _target)
+
+# Discriminator families of the codec GAN solver: (channels, MS-STFT width) -> module.
+DISCRIMINATORS = Registry("discriminator", entry_point_group=DISCRIMINATOR_ENTRY_POINT_GROUP)
+for _name in ("msstft", "mpd", "msd"):
+    DISCRIMINATORS.register(_name, f"bench.train.solvers.codec_gan:{_name}_discriminator")
+
+
 def codec_options(name: str) -> set[str]:
     """The keyword options codec ``name``'s factory accepts (``checkpoint``, ...)."""
     parameters = inspect.signature(CODECS.factory(name)).parameters.values()
@@ -121,6 +140,8 @@ def codec_options(name: str) -> set[str]:
 def create_codec(name: str, **options: Any) -> Codec:
     """Instantiate the codec registered as ``name`` with ``options`` (a checkpoint, say),
     checking it implements the interface."""
+    from bench.codecs.base import Codec
+
     codec = CODECS.create(name, **options)
     if not isinstance(codec, Codec):
         raise TypeError(

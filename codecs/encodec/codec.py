@@ -77,8 +77,10 @@ class EncodecCodec(Codec):
 
     name = "encodec"
     display_name = "EnCodec"
-    # What a subclass for another model of the same code path (HiFi-Codec) replaces.
+    # What a subclass for another model of the same code path (HiFi-Codec) replaces; `configs`
+    # and `model_class` are also what the codec GAN solver trains (`bench train encodec`).
     config_class: type[EncodecConfig] = EncodecConfig
+    configs: dict[str, EncodecConfig] = CONFIGS
     model_class: type[EncodecModel] = EncodecModel
     demo_checkpoint = DEMO_CHECKPOINT
 

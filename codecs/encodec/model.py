@@ -69,6 +69,20 @@ class EncodecConfig:
         return "rvq"
 
     @property
+    def quantizers(self) -> tuple[str, ...]:
+        """The quantizer types :meth:`with_quantizer` can switch this configuration to."""
+        return ("rvq",)
+
+    def with_quantizer(self, quantizer: str) -> EncodecConfig:
+        """This configuration quantized by ``quantizer``, one of :attr:`quantizers` (the
+        quantizer ablation)."""
+        if quantizer not in self.quantizers:
+            raise ValueError(
+                f"expected a quantizer among {', '.join(self.quantizers)}, got {quantizer!r}"
+            )
+        return self
+
+    @property
     def quantizer_groups(self) -> int:
         """Channel groups the latent is quantized in; every group spends as many codebooks."""
         return 1

@@ -195,3 +195,19 @@ def test_the_card_records_where_the_official_code_differs():
     card = (DEMO_CHECKPOINT.parent / "MODEL_CARD.md").read_text()
     for difference in ("HiFi-GAN V1 generator", "least squares", "45 x mel", "resample(x, 16000)"):
         assert difference in card
+
+
+def test_entropy_coding_is_neither_offered_nor_trainable(tmp_path, capsys):
+    """HiFi-Codec once took `entropy_coding`, asked for an LM that `bench train` then refused
+    to train for it; now it takes no such option, and both commands say so up front."""
+    from bench.registry import codec_options
+
+    assert codec_options("hificodec") == {"checkpoint"}
+    with pytest.raises(TypeError, match="entropy_coding"):
+        HiFiCodecCodec(entropy_coding=True)
+    run = ["run", "--codec", "hificodec", "--entropy-coding", "--run-dir", str(tmp_path / "r")]
+    assert main(run) == EXIT_USAGE
+    assert "--entropy-coding: expected a codec that takes it" in capsys.readouterr().err
+    train = ["train", "lm", "--checkpoint", str(DEMO_CHECKPOINT), "--data", "embedded"]
+    assert main([*train, "--steps", "1", "--out", str(tmp_path / "lm")]) == EXIT_USAGE
+    assert "got a 'hificodec' checkpoint" in capsys.readouterr().err
