@@ -290,6 +290,9 @@ def test_cli_train_and_bad_settings(data, tmp_path, capsys):
     assert "--frequency-loss: expected one of" in capsys.readouterr().err
     assert main([*arguments, "--weight-init", "xavier", "--quiet"]) == EXIT_USAGE
     assert main([*arguments, "--quantizer-warmup-steps", "-1", "--quiet"]) == EXIT_USAGE
+    # Once a ZeroDivisionError at the first step (exit 1).
+    assert main([*arguments, "--checkpoint-every", "0", "--quiet"]) == EXIT_USAGE
+    assert "expected --checkpoint-every >= 1" in capsys.readouterr().err
 
 
 def test_one_hificodec_step_moves_the_generator_and_every_discriminator(data):
