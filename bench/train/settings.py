@@ -12,13 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from bench.codecs.training import TrainingRecipe
 from bench.registry import CODECS, DISCRIMINATORS, SOLVERS, load_target
-
-if TYPE_CHECKING:  # torch: imported only where a model is built
-    from bench.codecs.encodec.model import EncodecConfig
 
 # EnCodec's loss weights (Sec. 3.4): time L1, multi-scale mel, adversarial, feature matching.
 PAPER_WEIGHTS = {"time": 0.1, "frequency": 1.0, "adversarial": 3.0, "feature": 3.0}
@@ -246,8 +243,9 @@ class CodecTrainSettings(SolverSettings):
             )
         return configs
 
-    def model_config(self) -> EncodecConfig:
-        """The configuration to build: ``config``'s, with ``quantizer`` applied."""
+    def model_config(self) -> Any:
+        """The configuration to build (the codec's configuration class): ``config``'s, with
+        ``quantizer`` applied."""
         return self.configs()[self.config].with_quantizer(self.quantizer)
 
 

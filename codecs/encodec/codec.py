@@ -35,7 +35,7 @@ from bench.codecs.checkpoint import (
     read_weights_file,
     state_hash,
 )
-from bench.codecs.encodec.entropy import EntropyLM, decode_codes, encode_codes
+from bench.codecs.encodec.entropy import EntropyLM, decode_codes, encode_codes, lm_loss
 from bench.codecs.encodec.model import (
     CONFIGS,
     EncodecConfig,
@@ -83,6 +83,9 @@ class EncodecCodec(Codec):
     configs: dict[str, EncodecConfig] = CONFIGS
     model_class: type[EncodecModel] = EncodecModel
     demo_checkpoint = DEMO_CHECKPOINT
+    # The entropy-coding LM and the loss that trains it (`bench train lm`).
+    lm_class: type[EntropyLM] = EntropyLM
+    lm_loss = staticmethod(lm_loss)
 
     def __init__(
         self, checkpoint: str | os.PathLike | None = None, entropy_coding: bool = False

@@ -166,7 +166,7 @@ def test_cli_trains_the_lm_and_refuses_bad_input(codec_checkpoint, data, tmp_pat
         (
             ["--checkpoint", str(tmp_path / "run" / LM_LAST_CHECKPOINT)],
             "expected the checkpoint of a codec with entropy coding (a registered codec that "
-            "takes entropy_coding), got a 'encodec-lm' checkpoint",
+            "takes entropy_coding and declares its lm_class), got a 'encodec-lm' checkpoint",
         ),
         (
             ["--checkpoint", codec_checkpoint, "--segment-seconds", "0.1"],

@@ -1,8 +1,9 @@
 """The codec GAN solver: adversarial training of a neural codec, as in the EnCodec paper
 (Sec. 3.4). ``bench train encodec`` and ``bench train hificodec`` run it.
 
-It trains any registered codec whose class declares ``configs`` and ``model_class`` (an
-:class:`~bench.codecs.encodec.model.EncodecModel` code path: encoder, quantizer, decoder).
+It trains any registered codec whose class declares ``configs`` (of :class:`TrainableConfig`)
+and ``model_class`` (EnCodec's code path: ``encoder``, ``quantizer``, and a forward pass that
+returns the decoded ``audio``, the ``codes`` and the ``commitment_loss``).
 HiFi-Codec (Yang et al. 2023) trains through it with its group-residual quantizer, and MPD and
 MSD beside the MS-STFT discriminator (the hinge and feature losses average over all
 sub-discriminators of all families, as its paper states).
@@ -18,13 +19,13 @@ are settings: which discriminators, balancer on or off with the loss weights, an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.codecs.checkpoint import Checkpoint, Network
-from bench.codecs.encodec.model import EncodecConfig, EncodecModel
 from bench.codecs.modules.conv import init_fan_in_
 from bench.codecs.modules.discriminators import (
     MultiDiscriminator,
@@ -50,6 +51,20 @@ INIT_BATCH = 64
 LOSSES = ("time", "frequency", "adversarial", "feature", "commitment", "discriminator")
 
 
+class TrainableConfig(Protocol):
+    """What the solver reads from a codec's configuration (EnCodec's ``EncodecConfig``)."""
+
+    sample_rate: int
+    channels: int
+    bandwidths: tuple[float, ...]
+    frame_rate: float
+    bins: int
+    n_q: int
+    quantizer_groups: int
+
+    def to_json(self) -> dict: ...
+
+
 # The discriminator families (registered in bench.registry.DISCRIMINATORS), built from the
 # MS-STFT width ``filters``. HiFi-Codec narrows MPD and MSD to the MS-STFT discriminator's
 # parameter count: at the paper's 32 filters that is 0.47 M, against 0.65 M for MPD at width 4
@@ -67,7 +82,7 @@ def msd_discriminator(channels: int, filters: int) -> nn.Module:
     return MultiScaleDiscriminator(filters=16 * max(1, round(filters / 32)), in_channels=channels)
 
 
-def training_n_qs(settings: CodecTrainSettings, config: EncodecConfig) -> list[int]:
+def training_n_qs(settings: CodecTrainSettings, config: TrainableConfig) -> list[int]:
     """The numbers of codebooks that bandwidth sampling may draw."""
     if settings.bandwidth_sampling == "paper":
         return [bandwidth_to_n_q(b, config.frame_rate, config.bins) for b in config.bandwidths]
@@ -76,13 +91,15 @@ def training_n_qs(settings: CodecTrainSettings, config: EncodecConfig) -> list[i
     return list(range(groups, config.n_q + 1, groups))
 
 
-def _discriminator_keys(settings: CodecTrainSettings, config: EncodecConfig) -> list[str]:
+def _discriminator_keys(settings: CodecTrainSettings, config: TrainableConfig) -> list[str]:
     if not settings.discriminator_per_bandwidth:
         return ["shared"]
     return [f"n_q={n_q}" for n_q in training_n_qs(settings, config)]
 
 
-def discriminator_key(settings: CodecTrainSettings, config: EncodecConfig, n_q: int | None) -> str:
+def discriminator_key(
+    settings: CodecTrainSettings, config: TrainableConfig, n_q: int | None
+) -> str:
     """Which discriminator judges a batch coded with ``n_q`` codebooks (None: unquantized,
     the quantizer warm-up, judged by the highest bandwidth's)."""
     if not settings.discriminator_per_bandwidth:
@@ -102,7 +119,7 @@ def _active_weights(settings: CodecTrainSettings) -> dict[str, float]:
 
 @torch.no_grad()
 def initialise_codebooks(
-    model: EncodecModel, batch: torch.Tensor, seed: int, training_batch_size: int
+    model: nn.Module, batch: torch.Tensor, seed: int, training_batch_size: int
 ) -> None:
     """k-means-initialise every codebook on ``batch``, a batch larger than a training one.
 
@@ -135,7 +152,7 @@ class CodecGANSolver(Solver):
     the loss balancer."""
 
     settings: CodecTrainSettings
-    config: EncodecConfig
+    config: TrainableConfig
 
     def __init__(self, settings: CodecTrainSettings, device: torch.device | None = None) -> None:
         super().__init__(settings, device)
@@ -146,7 +163,7 @@ class CodecGANSolver(Solver):
             config.sample_rate,
             config.channels,
         )
-        self.model: EncodecModel = CODECS.factory(settings.codec).model_class(config)
+        self.model: nn.Module = CODECS.factory(settings.codec).model_class(config)
         if settings.weight_init == "fan_in":
             init_fan_in_(self.model)
         # Keyed by `discriminator_key`: one per bandwidth, or one shared.

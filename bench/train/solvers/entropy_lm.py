@@ -2,12 +2,12 @@
 2022, Sec. 3.3). ``bench train lm --checkpoint model.pt`` runs it.
 
 The codec, found through the registry by the name its checkpoint records, must take
-``entropy_coding`` (it range-codes its codes under the LM) and is frozen. Each step encodes a
-seeded batch of random segments into codes at the codec's largest bandwidth, and takes one Adam
-step on the LM's cross-entropy of each frame's codes given the frames before it
-(:func:`~bench.codecs.encodec.entropy.lm_loss`), under the same causal window as the range
-coder. The export is the codec checkpoint with the LM added as its network ``"lm"``, which the
-codec loads with ``entropy_coding=True``.
+``entropy_coding`` (it range-codes its codes under the LM) and declare its LM (``lm_class``)
+and the LM's loss (``lm_loss``); it is frozen. Each step encodes a seeded batch of random
+segments into codes at the codec's largest bandwidth, and takes one Adam step on the LM's
+cross-entropy of each frame's codes given the frames before it, under the same causal window as
+the range coder. The export is the codec checkpoint with the LM added as its network ``"lm"``,
+which the codec loads with ``entropy_coding=True``.
 
 The coder sends only the first K codebooks of a bandwidth, and the LM's input is the sum of
 their K embeddings, so an LM fed all codebooks in training would meet inputs it never saw at
@@ -25,7 +25,6 @@ from torch import nn
 
 from bench.codecs.base import Codec
 from bench.codecs.checkpoint import Checkpoint, CheckpointError, Network, load_checkpoint
-from bench.codecs.encodec.entropy import EntropyLM, lm_loss
 from bench.registry import CODECS, codec_options, create_codec
 from bench.train.settings import LMTrainSettings
 from bench.train.solvers.base import Solver, step_seed
@@ -44,12 +43,16 @@ def load_codec(path: str | os.PathLike) -> tuple[Checkpoint, Codec]:
             f"--checkpoint: expected a codec checkpoint written by `bench train` (its "
             f"model.pt): {error}"
         ) from None
-    if checkpoint.codec not in CODECS.names() or "entropy_coding" not in codec_options(
-        checkpoint.codec
+    name = checkpoint.codec
+    if not (
+        name in CODECS.names()
+        and "entropy_coding" in codec_options(name)
+        and hasattr(CODECS.factory(name), "lm_class")
     ):
         raise ValueError(
             "--checkpoint: expected the checkpoint of a codec with entropy coding (a registered "
-            f"codec that takes entropy_coding), got a {checkpoint.codec!r} checkpoint ({path})"
+            f"codec that takes entropy_coding and declares its lm_class), got a {name!r} "
+            f"checkpoint ({path})"
         )
     if not checkpoint.network("codec").state_dict:
         raise CheckpointError(f"--checkpoint: {path} holds no codec weights (empty state dict)")
@@ -83,7 +86,7 @@ class EntropyLMSolver(Solver):
             "hidden_scale": settings.hidden_scale,
             "past_context": int(settings.context_seconds * config.frame_rate),
         }
-        self.lm = EntropyLM(**self.lm_config)
+        self.lm = type(self.codec).lm_class(**self.lm_config)
         self.optimizer = torch.optim.Adam(self.lm.parameters(), lr=settings.learning_rate)
         self._check_sequence_length()
         self.levels = [
@@ -171,7 +174,7 @@ class EntropyLMSolver(Solver):
             group = codes[(index - step) % len(levels) :: len(levels), :n_q]
             if not len(group):
                 continue
-            loss = lm_loss(self.lm, group, generator=generator)
+            loss = type(self.codec).lm_loss(self.lm, group, generator=generator)
             total = total + loss * group.numel()
             count += group.numel()
             kbps[f"{bandwidth:g}"] = loss.item() / math.log(2) * n_q * frame_rate / 1000
