@@ -42,33 +42,6 @@ EPILOG = (
 )
 
 
-# `bench train` options of the codec trainer only, and of the LM trainer (--lm) only.
-CODEC_TRAIN_OPTIONS = (
-    "codec",
-    "config",
-    "discriminators",
-    "discriminator_filters",
-    "shared_discriminator",
-    "no_balancer",
-    "weights",
-    "quantizer",
-    "bandwidth_sampling",
-    "learning_rate",
-    "commitment_weight",
-    "frequency_loss",
-    "weight_init",
-    "quantizer_warmup_steps",
-)
-LM_TRAIN_OPTIONS = (
-    "checkpoint",
-    "lm_dim",
-    "lm_layers",
-    "lm_heads",
-    "lm_context_seconds",
-    "lm_learning_rate",
-)
-
-
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -226,93 +199,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train a neural codec (adversarial, loss balancer) and export a checkpoint; "
-        "with --lm, the entropy-coding LM of a trained codec",
+        help="train a model with its solver and export a checkpoint: a neural codec "
+        "(adversarial, loss balancer) or the entropy-coding LM of a trained codec",
         epilog=EPILOG,
     )
-    train.add_argument(
-        "--lm",
-        action="store_true",
-        help="train the entropy-coding LM of the codec in --checkpoint (EnCodec Sec. 3.3) and "
-        "write that checkpoint plus the LM to --out/model_lm.pt",
-    )
-    train.add_argument(
-        "--checkpoint",
-        help="with --lm: the trained codec, a `bench train` EnCodec checkpoint (model.pt)",
-    )
-    train.add_argument("--codec", default="encodec", help="codec to train (default: encodec)")
-    train.add_argument("--config", default="tiny", help="model configuration (default: tiny)")
-    train.add_argument("--data", required=True, help="training data: a dataset spec")
-    train.add_argument("--steps", type=int, required=True, help="train until this step")
-    train.add_argument("--out", required=True, help="folder for checkpoints and logs")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument(
-        "--segment-seconds",
-        type=_finite_float,
-        help="training segment length (default: 1, 5 with --lm)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--discriminators",
-        help="comma-separated discriminator families (msstft, mpd, msd), or 'none' "
-        "(default: the codec's; encodec: msstft; hificodec: msstft,mpd,msd)",
-    )
-    train.add_argument("--discriminator-filters", type=int, default=32)
-    train.add_argument(
-        "--shared-discriminator",
-        action="store_true",
-        help="one discriminator for all bandwidths (the paper trains one per bandwidth)",
-    )
-    train.add_argument("--no-balancer", action="store_true", help="sum the weighted losses")
-    train.add_argument(
-        "--weights",
-        help="loss weights as time=0.1,frequency=1,adversarial=3,feature=3 (the paper's)",
-    )
-    train.add_argument(
-        "--quantizer",
-        help="rvq or grvq (HiFi-Codec's group-residual VQ; default: the codec's own)",
-    )
-    train.add_argument("--bandwidth-sampling", default="paper", help="paper | uniform")
-    train.add_argument(
-        "--learning-rate", type=_finite_float, default=3e-4, help="Adam (paper: 3e-4)"
-    )
-    train.add_argument("--commitment-weight", type=_finite_float, default=1.0)
-    train.add_argument(
-        "--frequency-loss",
-        default="paper",
-        help="paper (L1+L2 on mels) | audiocraft (the L2 term on log mels)",
-    )
-    train.add_argument(
-        "--weight-init",
-        default="fan_in",
-        help="fan_in (variance-preserving convolutions) | pytorch (PyTorch's default)",
-    )
-    train.add_argument(
-        "--quantizer-warmup-steps",
-        type=int,
-        default=0,
-        help="train as a plain autoencoder this many steps before k-means (default: 0)",
-    )
-    train.add_argument("--checkpoint-every", type=int, default=100)
-    train.add_argument("--data-limit", type=int, help="use the first N items of --data")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    lm = train.add_argument_group(
-        "entropy-coding LM (with --lm; size and window default to the paper's)"
-    )
-    lm.add_argument("--lm-dim", type=int, help="transformer width (default: 200)")
-    lm.add_argument("--lm-layers", type=int, help="transformer layers (default: 5)")
-    lm.add_argument("--lm-heads", type=int, help="attention heads (default: 8)")
-    lm.add_argument(
-        "--lm-context-seconds", type=_finite_float, help="causal attention window (default: 3.5)"
-    )
-    lm.add_argument(
-        "--lm-learning-rate", type=_finite_float, help="Adam learning rate (default: 1e-3)"
-    )
-    # Options of the codec trainer that --lm would ignore (the codec is fixed by --checkpoint).
-    train.set_defaults(
-        codec_option_defaults={dest: train.get_default(dest) for dest in CODEC_TRAIN_OPTIONS}
-    )
+    _add_train_parsers(train)
 
     compare = commands.add_parser(
         "compare",
@@ -690,103 +581,91 @@ def _compare(arguments: argparse.Namespace) -> int:
     return code
 
 
-def _loss_weights(text: str | None) -> dict[str, float]:
-    from bench.train.trainer import PAPER_WEIGHTS
+def _add_train_parsers(train: argparse.ArgumentParser) -> None:
+    """``bench train MODEL``, one subcommand per training recipe (``bench.registry.SOLVERS``),
+    with the options and defaults of its settings dataclass (``bench.train.settings``)."""
+    from dataclasses import MISSING, fields
+    from typing import get_type_hints
 
-    weights = dict(PAPER_WEIGHTS)
-    for part in _names(text or ""):
-        name, _, value = part.partition("=")
-        if name not in weights or not value:
-            raise ValueError(
-                f"--weights: expected NAME=VALUE with NAME in {sorted(weights)}, got {part!r}"
+    from bench.registry import SOLVERS, load_target
+
+    models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    for name in SOLVERS.names():
+        recipe = SOLVERS.factory(name)
+        settings_class = load_target(recipe.settings)
+        parser = models.add_parser(
+            name, help=recipe.description, description=recipe.description, epilog=EPILOG
+        )
+        parser.add_argument("--out", required=True, help="folder for checkpoints and logs")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        types = get_type_hints(settings_class)
+        options = {}
+        for field in fields(settings_class):
+            option = field.metadata.get("option")
+            if option is None:
+                continue
+            options[field.name] = option
+            default = field.default
+            if field.default_factory is not MISSING:
+                default = field.default_factory()
+            default = recipe.defaults.get(field.name, default)
+            flag = option.flag or "--" + field.name.replace("_", "-")
+            if types[field.name] is bool:  # a switch away from the default
+                action = "store_false" if default else "store_true"
+                parser.add_argument(flag, dest=field.name, action=action, help=option.help)
+                continue
+            # Numbers parse here; other values (lists, weights) through `option.parse` later,
+            # whose errors name the option.
+            kind = next(
+                (kind for kind in (int, float) if kind in _type_parts(types[field.name])), str
             )
-        try:
-            weights[name] = _finite_float(value)
-        except argparse.ArgumentTypeError as error:
-            raise ValueError(f"--weights {part!r}: {error}") from None
-    return weights
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=_finite_float if kind is float else kind,
+                required=default is MISSING,
+                default=None if default is MISSING else default,
+                help=option.help
+                if default in (MISSING, None)
+                else f"{option.help} (default: {_shown(default)})",
+            )
+        parser.set_defaults(settings_options=options)
 
 
-def _option(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
+def _type_parts(annotation) -> tuple:
+    """``int | None`` -> (int, NoneType); any other annotation -> (annotation,)."""
+    import types
+
+    return annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+
+
+def _shown(default) -> str:
+    """A default as the command line writes it."""
+    if isinstance(default, dict):
+        return ",".join(f"{name}={value:g}" for name, value in default.items())
+    if isinstance(default, tuple):
+        return ",".join(default) or "none"
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _train_settings(arguments: argparse.Namespace):
+    """The settings of ``bench train MODEL``: its recipe's, with the options given."""
+    from bench.train.settings import recipe_settings
+
+    given = {}
+    for name, option in arguments.settings_options.items():
+        value = getattr(arguments, name)
+        given[name] = option.parse(value) if option.parse and isinstance(value, str) else value
+    return recipe_settings(arguments.model, **given)
 
 
 def _train(arguments: argparse.Namespace) -> int:
-    from bench.train.trainer import TrainSettings, train
+    from bench.train.loop import train
 
-    if arguments.lm:
-        return _train_lm(arguments)
-    given = [_option(dest) for dest in LM_TRAIN_OPTIONS if getattr(arguments, dest) is not None]
-    if given:
-        raise ValueError(f"{', '.join(given)}: only with --lm (training the entropy-coding LM)")
-    discriminators = None if arguments.discriminators is None else _names(arguments.discriminators)
-    settings = TrainSettings(
-        data=arguments.data,
-        steps=arguments.steps,
-        codec=arguments.codec,
-        config=arguments.config,
-        batch_size=arguments.batch_size,
-        segment_seconds=(
-            TrainSettings.segment_seconds
-            if arguments.segment_seconds is None
-            else arguments.segment_seconds
-        ),
-        discriminators=() if discriminators == ("none",) else discriminators,
-        discriminator_filters=arguments.discriminator_filters,
-        discriminator_per_bandwidth=not arguments.shared_discriminator,
-        balancer=not arguments.no_balancer,
-        weights=_loss_weights(arguments.weights),
-        quantizer=arguments.quantizer,
-        bandwidth_sampling=arguments.bandwidth_sampling,
-        learning_rate=arguments.learning_rate,
-        commitment_weight=arguments.commitment_weight,
-        frequency_loss=arguments.frequency_loss,
-        weight_init=arguments.weight_init,
-        quantizer_warmup_steps=arguments.quantizer_warmup_steps,
-        seed=arguments.seed,
-        checkpoint_every=arguments.checkpoint_every,
-        data_limit=arguments.data_limit,
-    )
+    settings = _train_settings(arguments)
     model = train(settings, arguments.out, resume=arguments.resume, progress=not arguments.quiet)
     print(f"model: {model}")
-    return EXIT_OK
-
-
-def _train_lm(arguments: argparse.Namespace) -> int:
-    from bench.train.lm import LMTrainSettings, train_lm
-
-    if arguments.checkpoint is None:
-        raise ValueError("--lm: expected --checkpoint FILE, the trained codec (its model.pt)")
-    ignored = [
-        _option(dest)
-        for dest, default in arguments.codec_option_defaults.items()
-        if getattr(arguments, dest) != default
-    ]
-    if ignored:
-        raise ValueError(
-            f"{', '.join(ignored)}: not with --lm (the codec and its configuration come from "
-            "--checkpoint)"
-        )
-    given = {
-        "segment_seconds": arguments.segment_seconds,
-        "dim": arguments.lm_dim,
-        "num_layers": arguments.lm_layers,
-        "num_heads": arguments.lm_heads,
-        "context_seconds": arguments.lm_context_seconds,
-        "learning_rate": arguments.lm_learning_rate,
-    }
-    settings = LMTrainSettings(
-        checkpoint=arguments.checkpoint,
-        data=arguments.data,
-        steps=arguments.steps,
-        batch_size=arguments.batch_size,
-        seed=arguments.seed,
-        checkpoint_every=arguments.checkpoint_every,
-        data_limit=arguments.data_limit,
-        **{name: value for name, value in given.items() if value is not None},
-    )
-    model = train_lm(settings, arguments.out, resume=arguments.resume, progress=not arguments.quiet)
-    print(f"model with LM: {model}")
     return EXIT_OK
 
 

@@ -13,12 +13,15 @@ import importlib
 import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.codecs.base import Codec, CodecInfo
+if TYPE_CHECKING:  # imported where used: `bench train`'s options are listed without torch
+    from bench.codecs.base import Codec, CodecInfo
 
 CODEC_ENTRY_POINT_GROUP = "bench.codecs"
 EXECUTOR_ENTRY_POINT_GROUP = "bench.executors"
+SOLVER_ENTRY_POINT_GROUP = "bench.solvers"
+DISCRIMINATOR_ENTRY_POINT_GROUP = "bench.discriminators"
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -109,6 +112,22 @@ for _name, _target in {
     CODECS.register(_name, _target)
 
 
+# `bench train NAME`: the training recipes (`bench.codecs.training.TrainingRecipe`), each
+# declared by the package that owns the model.
+SOLVERS = Registry("solver", entry_point_group=SOLVER_ENTRY_POINT_GROUP)
+for _name, _target in {
+    "encodec": "bench.codecs.encodec:TRAINING",
+    "hificodec": "bench.codecs.hificodec:TRAINING",
+    "lm": "bench.train.settings:ENTROPY_LM_TRAINING",
+}.items():
+    SOLVERS.register(_name, _target)
+
+# Discriminator families of the codec GAN solver: (channels, MS-STFT width) -> module.
+DISCRIMINATORS = Registry("discriminator", entry_point_group=DISCRIMINATOR_ENTRY_POINT_GROUP)
+for _name in ("msstft", "mpd", "msd"):
+    DISCRIMINATORS.register(_name, f"bench.train.solvers.codec_gan:{_name}_discriminator")
+
+
 def codec_options(name: str) -> dict[str, Any]:
     """The keyword options codec ``name``'s factory accepts, each with its default
     (``inspect.Parameter.empty`` where it has none): ``{"checkpoint": None, ...}``."""
@@ -123,6 +142,8 @@ def codec_options(name: str) -> dict[str, Any]:
 def create_codec(name: str, **options: Any) -> Codec:
     """Instantiate the codec registered as ``name`` with ``options`` (a checkpoint, say),
     checking it implements the interface."""
+    from bench.codecs.base import Codec
+
     codec = CODECS.create(name, **options)
     if not isinstance(codec, Codec):
         raise TypeError(
@@ -139,6 +160,8 @@ def codec_info(name: str, **options: Any) -> CodecInfo:
     A factory that is not a :class:`Codec` subclass (a plain function) cannot be asked
     without being called, so its codec is built.
     """
+    from bench.codecs.base import Codec, CodecInfo
+
     factory = CODECS.factory(name)
     if isinstance(factory, type) and issubclass(factory, Codec):
         return factory.info(**options)

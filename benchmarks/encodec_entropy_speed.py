@@ -4,7 +4,7 @@
         [--seconds 10] [--rounds 5] [--threads 1] [--audio FILE]
 
 Builds two codecs from one checkpoint (default: the project's demo checkpoint, which must
-carry an LM from ``bench train --lm``): codes bit-packed at ``log2(codebook_size)`` bits
+carry an LM from ``bench train lm``): codes bit-packed at ``log2(codebook_size)`` bits
 each, and codes range-coded under the checkpoint's LM (Défossez et al. 2022, Sec. 3.3).
 The audio is the held-out real speech of the embedded corpus (LibriVox and CMU cards, not
 synthetic, not noisy) concatenated, or ``--audio FILE``, at the codec's rate and channel

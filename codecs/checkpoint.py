@@ -1,11 +1,22 @@
-"""Self-describing checkpoints for the neural codecs: weights plus what made them.
+"""Self-describing checkpoints for the neural codecs: named networks plus what made them.
 
 A checkpoint is one ``torch.save`` file holding a dict: the format name and version, the
-codec and its configuration, the model's state dict, optional extra state dicts (the
-entropy-coding LM, the discriminator and optimisers of a training run), the training step,
-library versions, free-form metadata, and a SHA-256 over the model's tensors. Loading
-checks the format, the hash and the key set, so a truncated file, a file for another
-codec or weights edited after saving are refused with a message saying which.
+codec, its networks by name (``"codec"``, and e.g. ``"lm"`` for the entropy-coding LM or a
+``"vocoder"``), each with the arguments that build it, its state dict and a SHA-256 over its
+tensors; then the training step, the state of a resumable training run (optimisers, loss
+balancer), library versions and free-form metadata. Loading checks the format and every
+network's hash, so a truncated file, a file for another codec or weights edited after saving
+are refused with a message saying which; :func:`load_strictly` checks a network's key set
+against the module it loads into.
+
+A network may live in another checkpoint file and be *referenced* (a vocoder shared by several
+codecs): the entry then holds the file's path, relative to the referring checkpoint's folder,
+the network's name there and its hash when referenced. Loading resolves the reference and
+refuses a file whose network changed since.
+
+Format 1 held a single network (top-level ``config``, ``state_dict`` and ``hash``) and kept the
+LM and a training run's state in ``extra_states``; it is still read, upgraded on loading
+(:func:`upgrade_format_1`).
 """
 
 from __future__ import annotations
@@ -21,7 +32,10 @@ from pathlib import Path
 import torch
 
 FORMAT = "codec-bench checkpoint"
-VERSION = 1
+VERSION = 2
+# A network's file may reference a network of a file that references another...; deeper
+# chains than this are taken for a cycle.
+MAX_REFERENCE_DEPTH = 8
 
 
 class CheckpointError(ValueError):
@@ -39,42 +53,108 @@ def state_hash(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 @dataclass
+class Network:
+    """One named network of a checkpoint: the arguments that build it and its weights.
+
+    ``hash`` is filled on saving and loading. ``reference`` is set for a network kept in
+    another checkpoint file (see :meth:`Checkpoint.reference`): saving writes the reference,
+    not the weights.
+    """
+
+    config: dict
+    state_dict: dict[str, torch.Tensor]
+    hash: str = ""
+    reference: NetworkReference | None = None
+
+
+@dataclass(frozen=True)
+class NetworkReference:
+    """Where a shared network lives: the checkpoint file (absolute once loaded) and its name
+    there."""
+
+    path: Path
+    network: str
+
+
+@dataclass
 class Checkpoint:
     """What a checkpoint file holds; see the module docstring."""
 
     codec: str
-    config: dict
-    state_dict: dict[str, torch.Tensor]
+    networks: dict[str, Network]
     step: int = 0
-    extra_states: dict[str, dict] = field(default_factory=dict)
+    # A resumable training run's state beside its networks: optimisers, the loss balancer.
+    training_state: dict[str, dict] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
-    hash: str = ""
+    # The file it was read from (None until saved or loaded), for messages.
+    path: Path | None = None
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Write atomically (temporary file, then rename); returns the weights' hash."""
-        self.hash = state_hash(self.state_dict)
+    def network(self, name: str) -> Network:
+        """The network called ``name``; :class:`CheckpointError` names those there are."""
+        if name not in self.networks:
+            raise CheckpointError(
+                f"{self.path or 'checkpoint'}: expected a network {name!r}, got "
+                f"{', '.join(sorted(self.networks)) or 'none'}"
+            )
+        return self.networks[name]
+
+    @staticmethod
+    def reference(path: str | os.PathLike, name: str) -> Network:
+        """Network ``name`` of the checkpoint at ``path``, to be saved as a reference to it."""
+        network = load_checkpoint(path).network(name)
+        return Network(
+            network.config,
+            network.state_dict,
+            network.hash,
+            NetworkReference(Path(path).resolve(), name),
+        )
+
+    def save(self, path: str | os.PathLike) -> dict[str, str]:
+        """Write atomically (temporary file, then rename); returns each network's hash."""
+        path = Path(path)
         versions = self.versions or {
             "torch": torch.__version__,
             "python": platform.python_version(),
         }
         # Plain strings only: weights_only loading refuses other classes (TorchVersion).
         self.versions = {name: str(value) for name, value in versions.items()}
+        networks = {}
+        for name, network in self.networks.items():
+            weights_hash = state_hash(network.state_dict)
+            if network.reference is not None and weights_hash != network.hash:
+                # A reference writes no weights: changed ones would be silently dropped.
+                raise CheckpointError(
+                    f"network {name!r} is shared from {network.reference.path} but was changed "
+                    "since it was read; save it inline (reference=None) or into that file"
+                )
+            network.hash = weights_hash
+            if network.reference is None:
+                networks[name] = {
+                    "config": network.config,
+                    "state_dict": network.state_dict,
+                    "hash": network.hash,
+                }
+            else:
+                # Relative to this file's folder, so that the two files can move together.
+                where = os.path.relpath(network.reference.path, path.parent.resolve())
+                networks[name] = {
+                    "reference": where,
+                    "network": network.reference.network,
+                    "hash": network.hash,
+                }
         payload = {
             "format": FORMAT,
             "version": VERSION,
             "codec": self.codec,
-            "config": self.config,
-            "state_dict": self.state_dict,
+            "networks": networks,
             "step": self.step,
-            "extra_states": self.extra_states,
+            "training_state": self.training_state,
             "metadata": self.metadata,
             "versions": self.versions,
-            "hash": self.hash,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
@@ -85,7 +165,8 @@ class Checkpoint:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        return self.hash
+        self.path = path
+        return {name: network.hash for name, network in self.networks.items()}
 
 
 def read_weights_file(path: str | os.PathLike) -> object:
@@ -102,36 +183,122 @@ def read_weights_file(path: str | os.PathLike) -> object:
         raise CheckpointError(f"cannot read {path} as a checkpoint: {error}") from None
 
 
-def load_checkpoint(path: str | os.PathLike, codec: str) -> Checkpoint:
-    """Read a checkpoint of ``codec``; :class:`CheckpointError` says what is wrong."""
+def upgrade_format_1(payload: dict) -> dict:
+    """A format-1 payload in the format-2 layout, weights untouched.
+
+    Format 1's one network becomes ``"codec"`` (its recorded hash kept, so it is still
+    checked), or ``"lm"`` for the resumable state of an LM run (codec ``"<codec>-lm"``,
+    settings under ``metadata["lm_settings"]``). Its ``extra_states`` split into networks
+    (the LM, built from ``metadata["lm_config"]``, and a training run's discriminator; format
+    1 recorded no hash for these) and the training state (optimisers, balancer).
+    """
+    extra = dict(payload.get("extra_states", {}))
+    metadata = dict(payload.get("metadata", {}))
+    primary = {"config": payload.get("config"), "state_dict": payload.get("state_dict")}
+    primary["hash"] = payload.get("hash")
+    networks = {}
+    if str(payload.get("codec")).endswith("-lm"):
+        networks["lm"] = primary
+        metadata["train_settings"] = metadata.pop("lm_settings", None)
+    else:
+        networks["codec"] = primary
+    for name, config in (("lm", metadata.pop("lm_config", {})), ("discriminator", {})):
+        if name in extra:
+            state = extra.pop(name)
+            networks[name] = {"config": config, "state_dict": state, "hash": state_hash(state)}
+    return {
+        **payload,
+        "version": VERSION,
+        "networks": networks,
+        "training_state": extra,
+        "metadata": metadata,
+    }
+
+
+def _read_payload(path: Path) -> dict:
     payload = read_weights_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: expected a {FORMAT!r} file, got something else (an official EnCodec "
             "state dict is loaded by the codec itself)"
         )
+    if payload.get("version") == 1:
+        payload = upgrade_format_1(payload)
     if payload.get("version") != VERSION:
         raise CheckpointError(
-            f"{path}: expected checkpoint version {VERSION}, got {payload.get('version')}"
+            f"{path}: expected checkpoint version 1 or {VERSION}, got {payload.get('version')}"
         )
-    if payload.get("codec") != codec:
-        raise CheckpointError(f"{path}: expected a {codec} checkpoint, got {payload.get('codec')}")
-    actual = state_hash(payload["state_dict"])
-    if actual != payload.get("hash"):
+    if not isinstance(payload.get("networks"), dict):
         raise CheckpointError(
-            f"{path}: weights do not match the recorded hash "
-            f"(recorded {str(payload.get('hash'))[:12]}, computed {actual[:12]})"
+            f"{path}: expected a dict of networks, got {payload.get('networks')!r}"
         )
+    return payload
+
+
+def _check_hash(path: Path, name: str, recorded: object, actual: str) -> None:
+    if actual != recorded:
+        raise CheckpointError(
+            f"{path}: network {name!r}: weights do not match the recorded hash "
+            f"(recorded {str(recorded)[:12]}, computed {actual[:12]})"
+        )
+
+
+def _load_network(path: Path, name: str, entry: object, depth: int) -> Network:
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: network {name!r}: expected a dict, got {entry!r}")
+    if "reference" not in entry:
+        state_dict = entry.get("state_dict")
+        if not isinstance(state_dict, dict):
+            raise CheckpointError(f"{path}: network {name!r} holds no state dict")
+        actual = state_hash(state_dict)
+        _check_hash(path, name, entry.get("hash"), actual)
+        return Network(entry.get("config") or {}, state_dict, actual)
+    if depth >= MAX_REFERENCE_DEPTH:
+        raise CheckpointError(
+            f"{path}: network {name!r}: more than {MAX_REFERENCE_DEPTH} references deep "
+            "(a cycle of checkpoints referencing each other?)"
+        )
+    target = (path.parent / str(entry["reference"])).resolve()
+    target_name = str(entry.get("network", name))
+    try:
+        shared = _load(target, depth + 1).network(target_name)
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"{path}: network {name!r} is shared from {target}: {error}"
+        ) from None
+    if shared.hash != entry.get("hash"):
+        raise CheckpointError(
+            f"{path}: network {name!r} is shared from {target}, whose {target_name!r} changed "
+            f"since (recorded hash {str(entry.get('hash'))[:12]}, now {shared.hash[:12]})"
+        )
+    return Network(
+        shared.config, shared.state_dict, shared.hash, NetworkReference(target, target_name)
+    )
+
+
+def _load(path: Path, depth: int) -> Checkpoint:
+    payload = _read_payload(path)
+    networks = {
+        name: _load_network(path, name, entry, depth) for name, entry in payload["networks"].items()
+    }
     return Checkpoint(
-        codec=payload["codec"],
-        config=payload["config"],
-        state_dict=payload["state_dict"],
+        codec=payload.get("codec"),
+        networks=networks,
         step=payload.get("step", 0),
-        extra_states=payload.get("extra_states", {}),
+        training_state=payload.get("training_state", {}),
         metadata=payload.get("metadata", {}),
         versions=payload.get("versions", {}),
-        hash=actual,
+        path=path,
     )
+
+
+def load_checkpoint(path: str | os.PathLike, codec: str | None = None) -> Checkpoint:
+    """Read a checkpoint (of ``codec``, unless None); :class:`CheckpointError` says what is
+    wrong."""
+    checkpoint = _load(Path(path), depth=0)
+    if codec is not None and checkpoint.codec != codec:
+        raise CheckpointError(f"{path}: expected a {codec} checkpoint, got {checkpoint.codec}")
+    return checkpoint
 
 
 def load_strictly(module: torch.nn.Module, state_dict: dict, source: str) -> None:

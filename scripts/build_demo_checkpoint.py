@@ -18,7 +18,7 @@ model card.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -33,15 +33,9 @@ from bench.data import load_dataset
 from bench.report.stats import metric_directions, results_frame, summary_stats
 from bench.report.table import markdown_table
 from bench.sweep import SweepSettings, run_sweep
-from bench.train.trainer import (
-    INIT_BATCH,
-    SegmentSampler,
-    TrainSettings,
-    build_state,
-    export_model,
-    initialise_codebooks,
-    step_seed,
-)
+from bench.train.settings import CodecTrainSettings, recipe_settings
+from bench.train.solvers.base import step_seed
+from bench.train.solvers.codec_gan import INIT_BATCH, CodecGANSolver, initialise_codebooks
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,7 @@ DEMOS = {
         configuration="`tiny`: 24 kHz mono, non-causal, 8 base filters, 32-d latent in 2 groups "
         "of 16, 75 Hz, 2 groups x up to 4 residual levels of 1024 codes",
         bitrates=(1.5, 3.0, 6.0),
-        real_weights="(a `bench train --codec hificodec` checkpoint of the `24khz` config; the "
+        real_weights="(a `bench train hificodec` checkpoint of the `24khz` config; the "
         "official AcademiCodec files are another architecture and do not load)",
         references=(
             ("encodec demo", "encodec", (1.5, 3.0, 6.0)),
@@ -135,39 +129,28 @@ HELD_OUT = dict(data="embedded", tags=("speech",), exclude_tags=("synthetic", "n
 def ship_half_precision(model_path: Path, target: Path, codec: str) -> Checkpoint:
     """The model (with its LM, if trained) in float16, without the codebooks' EMA sums."""
     checkpoint = load_checkpoint(model_path, codec)
-    checkpoint.state_dict = {
-        key: value.half() if value.is_floating_point() else value
-        for key, value in strip_codebook_sums(checkpoint.state_dict).items()
-    }
-    checkpoint.extra_states = {
-        name: {
+    for name, network in checkpoint.networks.items():
+        state = network.state_dict
+        network.state_dict = {
             key: value.half() if value.is_floating_point() else value
-            for key, value in state.items()
+            for key, value in (strip_codebook_sums(state) if name == "codec" else state).items()
         }
-        for name, state in checkpoint.extra_states.items()
-    }
     checkpoint.metadata = {**checkpoint.metadata, "stored_as": "float16", "source": str(model_path)}
     checkpoint.save(target)
     return checkpoint
 
 
-def untrained_checkpoint(settings: TrainSettings, target: Path) -> Path:
-    state = build_state(settings)
-    config = state.model.config
-    sampler = SegmentSampler(
-        settings.data,
-        config.sample_rate,
-        config.channels,
-        settings.segment_seconds,
-        settings.data_limit,
-    )
+def untrained_checkpoint(settings: CodecTrainSettings, target: Path) -> Path:
+    solver = CodecGANSolver(settings)
+    solver.use_data()
     initialise_codebooks(
-        state.model,
-        sampler.batch(settings.seed, 0, INIT_BATCH, stream=1),
+        solver.model,
+        solver.sampler.batch(settings.seed, 0, INIT_BATCH, stream=1),
         step_seed(settings.seed, 0),
         settings.batch_size,
     )
-    return export_model(state, settings, target, {"note": "untrained: step 0, k-means init"})
+    solver.export(target, 0, {"note": "untrained: step 0, k-means init"})
+    return target
 
 
 def score(label: str, codec: str, out: Path, options: dict, bitrates) -> pd.DataFrame:
@@ -192,21 +175,27 @@ def _git_fact(git: dict) -> str:
     return commit
 
 
-def _train_command(settings: dict) -> str:
-    """The `bench train` command line of ``settings``: its flags that differ from defaults."""
-    fixed = ("codec", "config", "data", "steps")
-    defaults = TrainSettings(**{name: settings[name] for name in fixed}).to_json()
-    flags = [f"--{name} {settings[name]}" for name in fixed]
-    for name, value in settings.items():
-        if name in fixed or value == defaults[name]:
+def _train_command(saved: dict) -> str:
+    """The `bench train CODEC` command line of ``saved``: the options that differ from the
+    recipe's defaults."""
+    settings = CodecTrainSettings.from_json(saved).to_json()
+    given = ("config", "data", "steps")
+    defaults = recipe_settings(saved["codec"], **{name: settings[name] for name in given})
+    flags = [f"--{name} {settings[name]}" for name in given]
+    for field in fields(CodecTrainSettings):
+        option, value = field.metadata.get("option"), settings[field.name]
+        if option is None or field.name in given or value == defaults.to_json()[field.name]:
             continue
-        option = "--" + name.replace("_", "-")
-        if name == "weights":
+        flag = option.flag or "--" + field.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag)
+            continue
+        if field.name == "weights":
             value = ",".join(f"{loss}={weight:g}" for loss, weight in value.items())
-        elif name == "discriminators":
+        elif field.name == "discriminators":
             value = ",".join(value) or "none"
-        flags.append(f"{option} {value}")
-    return "bench train " + " ".join(flags)
+        flags.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return f"bench train {saved['codec']} " + " ".join(flags)
 
 
 def _losses_fact(settings: dict) -> str:
@@ -282,7 +271,7 @@ def write_card(
     size_mb = demo.path.stat().st_size / 1e6
     facts = [
         ("file", f"`{demo.path.name}` ({size_mb:.2f} MB, float16)"),
-        ("weights hash (SHA-256)", f"`{checkpoint.hash}`"),
+        ("weights hash (SHA-256)", f"`{checkpoint.network('codec').hash}`"),
         ("configuration", demo.configuration),
         ("quantizer", settings["quantizer"]),
         (
@@ -339,14 +328,14 @@ def write_card(
         "",
     ]
     if rates is not None:
-        lm = checkpoint.metadata["lm_config"]
+        lm = checkpoint.network("lm").config
         training = checkpoint.metadata["lm_training"]
         lines += [
             "## Entropy coding (`--entropy-coding`)",
             "",
             f"The checkpoint carries an entropy-coding LM ({lm['num_layers']} layers, "
             f"width {lm['dim']}, {lm['num_heads']} heads; paper: 5 x 200), trained by "
-            f"`bench train --lm` for {training['steps']} steps (batch "
+            f"`bench train lm` for {training['steps']} steps (batch "
             f"{training['settings']['batch_size']} x {training['settings']['segment_seconds']} s,"
             f" {training['wall_seconds'] / 60:.0f} min) on the codes of the same training "
             "corpus. Mean payload rate over the same held-out items (headers included), codes "
@@ -365,7 +354,7 @@ def main() -> None:
     parser.add_argument("--codec", choices=sorted(DEMOS), default="encodec")
     parser.add_argument("--run", type=Path, required=True, help="a `bench train` output folder")
     parser.add_argument(
-        "--lm-run", type=Path, help="a `bench train --lm` folder: its LM ships in the checkpoint"
+        "--lm-run", type=Path, help="a `bench train lm` folder: its LM ships in the checkpoint"
     )
     parser.add_argument("--scores", type=Path, default=Path("/tmp/demo_checkpoint_scores"))
     arguments = parser.parse_args()
@@ -376,11 +365,12 @@ def main() -> None:
     source = arguments.run / "model.pt"
     if arguments.lm_run is not None:
         with_lm = arguments.lm_run / "model_lm.pt"
-        if load_checkpoint(with_lm, demo.codec).hash != load_checkpoint(source, demo.codec).hash:
+        trained_on = load_checkpoint(with_lm, demo.codec).network("codec").hash
+        if trained_on != load_checkpoint(source, demo.codec).network("codec").hash:
             raise SystemExit(f"{with_lm}: its LM was trained on another codec than {source}")
         source = with_lm
     checkpoint = ship_half_precision(source, demo.path, demo.codec)
-    settings = TrainSettings.from_json(checkpoint.metadata["train_settings"])
+    settings = CodecTrainSettings.from_json(checkpoint.metadata["train_settings"])
     untrained = untrained_checkpoint(settings, arguments.scores / "untrained.pt")
     scores = arguments.scores
     tables = pd.concat(

@@ -191,8 +191,8 @@ def test_max_seconds_below_the_minimum_exits_2_naming_it(tmp_path, capsys, max_s
     [
         ["listen", "export", "RUN", "--out", "PKG", "--loudness", "nan"],
         ["listen", "export", "RUN", "--out", "PKG", "--max-seconds", "inf"],
-        ["train", "--data", "embedded", "--steps", "1", "--out", "X", "--learning-rate", "nan"],
-        ["train", "--data", "embedded", "--steps", "1", "--out", "X", "--segment-seconds=-inf"],
+        "train encodec --data embedded --steps 1 --out X --learning-rate nan".split(),
+        "train encodec --data embedded --steps 1 --out X --segment-seconds=-inf".split(),
     ],
 )
 def test_float_options_refuse_nan_and_inf(arguments, capsys):
@@ -203,7 +203,7 @@ def test_float_options_refuse_nan_and_inf(arguments, capsys):
 
 
 def test_loss_weights_refuse_nan(capsys):
-    arguments = ["train", "--data", "embedded", "--steps", "1", "--out", "X"]
+    arguments = ["train", "encodec", "--data", "embedded", "--steps", "1", "--out", "X"]
     assert main([*arguments, "--weights", "time=nan"]) == EXIT_USAGE
     assert "--weights 'time=nan': expected a finite number" in capsys.readouterr().err
 

@@ -16,9 +16,6 @@ HARNESS = REPO_ROOT / "bench"
 CODECS = REPO_ROOT / "codecs"
 # The one place that names codec implementations, by import path.
 REGISTRY = HARNESS / "registry.py"
-# Still importing EnCodec and HiFi-Codec until the training loop finds its solvers through
-# the registry (issue 14, point 6); a module leaves this set when it stops naming them.
-NOT_YET_THROUGH_THE_REGISTRY = {"bench/train/trainer.py", "bench/train/lm.py"}
 
 
 def codec_families() -> set[str]:
@@ -59,4 +56,4 @@ def test_the_codec_families_are_found():
 
 def test_the_harness_reaches_codecs_only_through_the_registry():
     offenders = modules_naming_a_codec(codec_families())
-    assert set(offenders) <= NOT_YET_THROUGH_THE_REGISTRY, offenders
+    assert not offenders, offenders

@@ -81,4 +81,4 @@ def test_demo_checkpoint_fits_the_budget_and_carries_its_card(codec):
     checkpoint = load_checkpoint(path, codec)
     assert checkpoint.metadata["stored_as"] == "float16" and checkpoint.step > 0
     card = (path.parent / "MODEL_CARD.md").read_text()
-    assert checkpoint.hash in card and "not the" in card
+    assert checkpoint.network("codec").hash in card and "not the" in card

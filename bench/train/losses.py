@@ -1,8 +1,7 @@
 """Reconstruction and adversarial losses for codec training.
 
 Follows EnCodec (Défossez et al., 2022, Section 3.4): the time-domain L1, the multi-scale mel
-loss, the hinge GAN losses and the relative feature-matching loss. The least-squares GAN
-losses follow HiFi-GAN (Kong et al., 2020), which HiFi-Codec trains with.
+loss, the hinge GAN losses and the relative feature-matching loss.
 
 Audio is shaped ``(batch, channels, samples)``. Discriminator outputs come as one logit tensor
 (and one list of feature maps) per sub-discriminator, as in
@@ -132,27 +131,6 @@ def hinge_discriminator_loss(
     _check_logits(fake_logits, real_logits)
     per_discriminator = [
         F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-        for real, fake in zip(real_logits, fake_logits, strict=True)
-    ]
-    return torch.stack(per_discriminator).mean()
-
-
-def lsgan_generator_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Least-squares generator loss: mean over k of mean((1 - D_k(x_hat))^2)."""
-    _check_logits(fake_logits)
-    return torch.stack([(1 - logit).pow(2).mean() for logit in fake_logits]).mean()
-
-
-def lsgan_discriminator_loss(
-    real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    """Least-squares discriminator loss.
-
-    Mean over discriminators k of mean((1 - D_k(x))^2) + mean(D_k(x_hat)^2).
-    """
-    _check_logits(fake_logits, real_logits)
-    per_discriminator = [
-        (1 - real).pow(2).mean() + fake.pow(2).mean()
         for real, fake in zip(real_logits, fake_logits, strict=True)
     ]
     return torch.stack(per_discriminator).mean()

@@ -28,13 +28,15 @@ from bench.codecs.base import Codec, CodecInfo, Encoded
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import (
     FORMAT,
+    Checkpoint,
     CheckpointError,
+    Network,
     load_checkpoint,
     load_strictly,
     read_weights_file,
     state_hash,
 )
-from bench.codecs.encodec.entropy import EntropyLM, decode_codes, encode_codes
+from bench.codecs.encodec.entropy import EntropyLM, decode_codes, encode_codes, lm_loss
 from bench.codecs.encodec.model import (
     CONFIGS,
     EncodecConfig,
@@ -65,9 +67,9 @@ class EncodecCodec(Codec):
         checkpoint: a codec-bench checkpoint (``codec="encodec"``), an official EnCodec state
             dict (``encodec_24khz-d7cc33bc.th``, ``encodec_48khz-7e698e3e.th``), or ``None``
             for the project's demo checkpoint :data:`DEMO_CHECKPOINT`.
-        entropy_coding: range-code the codes under the checkpoint's LM (extra state ``"lm"``,
-            its ``EntropyLM`` arguments in ``metadata["lm_config"]``) instead of packing them
-            at ``log2(codebook_size)`` bits each.
+        entropy_coding: range-code the codes under the checkpoint's LM (its network ``"lm"``,
+            built from that network's ``EntropyLM`` arguments) instead of packing them at
+            ``log2(codebook_size)`` bits each.
 
     Raises:
         CheckpointError: the file is missing or is neither kind of checkpoint.
@@ -76,15 +78,20 @@ class EncodecCodec(Codec):
 
     name = "encodec"
     display_name = "EnCodec"
-    # What a subclass for another model of the same code path (HiFi-Codec) replaces.
+    # What a subclass for another model of the same code path (HiFi-Codec) replaces; `configs`
+    # and `model_class` are also what the codec GAN solver trains (`bench train encodec`).
     config_class: type[EncodecConfig] = EncodecConfig
+    configs: dict[str, EncodecConfig] = CONFIGS
     model_class: type[EncodecModel] = EncodecModel
     demo_checkpoint = DEMO_CHECKPOINT
+    # The entropy-coding LM and the loss that trains it (`bench train lm`).
+    lm_class: type[EntropyLM] = EntropyLM
+    lm_loss = staticmethod(lm_loss)
 
     def __init__(
         self, checkpoint: str | os.PathLike | None = None, entropy_coding: bool = False
     ) -> None:
-        state, lm_state = self._read_weights(checkpoint, entropy_coding)
+        state, lm_network = self._read_weights(checkpoint, entropy_coding)
         path = self.checkpoint_path
         self.model = self.model_class(self.config)
         try:
@@ -95,7 +102,7 @@ class EncodecCodec(Codec):
         # Inference only: bake weight norm into plain weights (same outputs, cheaper calls).
         fold_weight_norm(self.model)
         self.model.eval().requires_grad_(False)
-        self.lm = None if lm_state is None else _build_lm(*lm_state, self.config, path)
+        self.lm = None if lm_network is None else _build_lm(lm_network, self.config, path)
 
     @classmethod
     def info(
@@ -110,9 +117,9 @@ class EncodecCodec(Codec):
 
     def _read_weights(
         self, checkpoint: str | os.PathLike | None, entropy_coding: bool
-    ) -> tuple[dict, tuple[dict, dict] | None]:
+    ) -> tuple[dict, Network | None]:
         """Read the checkpoint into the codec's configuration, hashes and notes; returns the
-        model's state dict and, with entropy coding, the LM's configuration and state."""
+        model's state dict and, with entropy coding, the LM's network (config and state)."""
         if checkpoint is None:
             if not self.demo_checkpoint.is_file():
                 raise CheckpointError(
@@ -127,27 +134,28 @@ class EncodecCodec(Codec):
         self.checkpoint_path = path
         self.entropy_coding = entropy_coding
         self._lm_hash = None
-        lm_state = None
+        lm_network = None
         if isinstance(contents, dict) and contents.get("format") == FORMAT:
             del contents  # the shared loader reads the file again, with its checks
             checkpoint_data = load_checkpoint(path, self.name)
-            self.config = self._config_from_json(checkpoint_data.config, path)
-            state, self._weights_hash = checkpoint_data.state_dict, checkpoint_data.hash
+            network = checkpoint_data.network("codec")
+            self.config = self._config_from_json(network.config, path)
+            state, self._weights_hash = network.state_dict, network.hash
             is_demo = path.resolve() == self.demo_checkpoint.resolve()
             self.checkpoint_kind = "demo" if is_demo else "user"
             self.model_note = (
                 DEMO_NOTE if is_demo else _user_note(checkpoint_data.step, checkpoint_data.metadata)
             )
             if entropy_coding:
-                lm_state = _lm_state(checkpoint_data.extra_states, checkpoint_data.metadata, path)
-                self._lm_hash = state_hash(lm_state[1])
+                lm_network = _lm_network(checkpoint_data, path)
+                self._lm_hash = lm_network.hash
         else:
             self.config, state, self.model_note = self._read_official(contents, path)
             self._weights_hash = state_hash(state)
             self.checkpoint_kind = "official"
             if entropy_coding:
                 raise _no_lm_error(path)
-        return state, lm_state
+        return state, lm_network
 
     # Properties of the Codec interface, all from the configuration.
 
@@ -310,33 +318,30 @@ def _user_note(step: int, metadata: dict) -> str:
 def _no_lm_error(path: Path) -> ValueError:
     return ValueError(
         f"entropy_coding=True, but this checkpoint has no entropy-coding LM ({path}); "
-        "train one with `bench train ... --lm`"
+        "train one with `bench train lm --checkpoint PATH`"
     )
 
 
-def _lm_state(extra_states: dict, metadata: dict, path: Path) -> tuple[dict, dict]:
-    """The configuration and state dict of the checkpoint's entropy-coding LM."""
-    if "lm" not in extra_states:
+def _lm_network(checkpoint: Checkpoint, path: Path) -> Network:
+    """The checkpoint's entropy-coding LM, its network ``"lm"`` (not built yet)."""
+    if "lm" not in checkpoint.networks:
         raise _no_lm_error(path)
-    lm_config = metadata.get("lm_config")
-    if not isinstance(lm_config, dict):
-        raise CheckpointError(f"{path}: an 'lm' state without metadata['lm_config'] to build it")
-    return lm_config, extra_states["lm"]
+    return checkpoint.network("lm")
 
 
-def _build_lm(lm_config: dict, state: dict, config: EncodecConfig, path: Path) -> EntropyLM:
-    """The checkpoint's entropy-coding LM, checked against the codec's codebooks."""
+def _build_lm(network: Network, config: EncodecConfig, path: Path) -> EntropyLM:
+    """The entropy-coding LM of ``network``, checked against the codec's codebooks."""
     try:
-        lm = EntropyLM(**lm_config)
+        lm = EntropyLM(**network.config)
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: bad lm_config {lm_config}: {error}") from None
+        raise CheckpointError(f"{path}: bad LM config {network.config}: {error}") from None
     if lm.card != config.bins or lm.n_q < config.n_q:
         raise CheckpointError(
             f"{path}: expected an LM over {config.n_q} codebooks of {config.bins} codes, "
             f"got n_q={lm.n_q}, card={lm.card}"
         )
     try:
-        load_strictly(lm, state, f"{path} (lm)")
+        load_strictly(lm, network.state_dict, f"{path} (lm)")
     except RuntimeError as error:
         raise CheckpointError(f"{path} (lm): {error}") from None
     return lm.eval().requires_grad_(False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from bench.codecs.modules.conv import official_key_mapping
@@ -49,7 +49,6 @@ class EncodecConfig:
     segment_seconds: float | None = None
     overlap: float = 0.01
     normalize: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def hop_length(self) -> int:
@@ -70,6 +69,20 @@ class EncodecConfig:
         return "rvq"
 
     @property
+    def quantizers(self) -> tuple[str, ...]:
+        """The quantizer types :meth:`with_quantizer` can switch this configuration to."""
+        return ("rvq",)
+
+    def with_quantizer(self, quantizer: str) -> EncodecConfig:
+        """This configuration quantized by ``quantizer``, one of :attr:`quantizers` (the
+        quantizer ablation)."""
+        if quantizer not in self.quantizers:
+            raise ValueError(
+                f"expected a quantizer among {', '.join(self.quantizers)}, got {quantizer!r}"
+            )
+        return self
+
+    @property
     def quantizer_groups(self) -> int:
         """Channel groups the latent is quantized in; every group spends as many codebooks."""
         return 1
@@ -79,6 +92,8 @@ class EncodecConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> EncodecConfig:
+        # Checkpoints of format 1 carry an `extra` field that was never read (since removed).
+        data = {name: value for name, value in data.items() if name != "extra"}
         return cls(
             **{
                 **data,

@@ -17,7 +17,7 @@ causal, as neither the official encoder nor its HiFi-GAN decoder is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.codecs.encodec.model import EncodecConfig, EncodecModel
 from bench.codecs.modules.grvq import GroupResidualVectorQuantizer
@@ -55,6 +55,18 @@ class HiFiCodecConfig(EncodecConfig):
     @property
     def quantizer_groups(self) -> int:
         return self.groups
+
+    @property
+    def quantizers(self) -> tuple[str, ...]:
+        return ("grvq", "rvq") if self.groups > 1 else ("rvq",)
+
+    def with_quantizer(self, quantizer: str) -> HiFiCodecConfig:
+        """``"rvq"`` is the same model with one group, the same codebook count at every
+        bitrate; named apart, so that a bitstream of one variant is refused by the other."""
+        config = super().with_quantizer(quantizer)
+        if quantizer == "rvq" and self.groups > 1:
+            return replace(config, groups=1, name=f"{config.name}-rvq")
+        return config
 
 
 def _config(name: str, **sizes) -> HiFiCodecConfig:

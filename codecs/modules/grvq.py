@@ -14,45 +14,8 @@ dead-code replacement), not the gradient-learned embeddings of the AcademiCodec 
 from __future__ import annotations
 
 import torch
-from bench.codecs.modules.rvq import (
-    QuantizedResult,
-    ResidualVectorQuantizer,
-    bandwidth_to_n_q,
-    n_q_to_bandwidth,
-)
+from bench.codecs.modules.rvq import QuantizedResult, ResidualVectorQuantizer
 from torch import nn
-
-
-def bandwidth_to_n_q_per_group(
-    bandwidth_kbps: float, frame_rate: float, groups: int, bins: int = 1024
-) -> int:
-    """The residual levels per group that spend ``bandwidth_kbps`` at ``frame_rate`` Hz.
-
-    Every group spends the same number of codebooks, so the bandwidth must be a whole multiple
-    of ``groups`` codebooks: at 75 Hz with 2 groups of 1024 bins, 1.5 kbps is 1 level per group,
-    3 kbps 2 and 6 kbps 4, while 2.25 kbps (3 codebooks) raises, naming the valid bitrates.
-    """
-    _check_groups(groups)
-    try:
-        total = bandwidth_to_n_q(bandwidth_kbps, frame_rate, bins)
-    except ValueError as error:
-        if not (bandwidth_kbps > 0 and frame_rate > 0 and bins > 1):
-            raise
-        raise ValueError(
-            f"{error}; with {groups} groups, {_valid_bitrates(frame_rate, groups, bins)}"
-        ) from error
-    if total % groups:
-        raise ValueError(
-            f"{bandwidth_kbps} kbps is {total} codebooks, which {groups} groups cannot share "
-            f"equally; {_valid_bitrates(frame_rate, groups, bins)}"
-        )
-    return total // groups
-
-
-def _valid_bitrates(frame_rate: float, groups: int, bins: int) -> str:
-    step = n_q_to_bandwidth(groups, frame_rate, bins)
-    examples = ", ".join(f"{k * step:g}" for k in (1, 2, 3, 4))
-    return f"valid bitrates are multiples of {step:g} kbps ({examples}, ...)"
 
 
 def _check_groups(groups: int) -> None:

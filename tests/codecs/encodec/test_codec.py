@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from bench.codecs.bitstream import BitstreamError, pack, unpack
-from bench.codecs.checkpoint import Checkpoint, CheckpointError
+from bench.codecs.checkpoint import Checkpoint, CheckpointError, Network
 from bench.codecs.encodec.codec import DEMO_NOTE, EncodecCodec
 from bench.codecs.encodec.entropy import EntropyLM, encode_codes
 from bench.codecs.encodec.model import CONFIGS, EncodecModel
@@ -49,13 +49,14 @@ def signal(channels: int, samples: int, sample_rate: int, seed: int = 0) -> torc
     return (gains * chord + noise).to(torch.float32)
 
 
-def save_checkpoint(path: Path, model: EncodecModel, **fields) -> Path:
+def save_checkpoint(path: Path, model: EncodecModel, lm: Network | None = None, **fields) -> Path:
+    """``model`` as network "codec", and ``lm`` as network "lm" if given."""
+    networks = {"codec": Network(model.config.to_json(), model.state_dict())}
     # versions as plain strings: torch.__version__ (Checkpoint's default) is a TorchVersion,
     # which torch.load(weights_only=True) refuses.
     Checkpoint(
         codec=fields.pop("codec", "encodec"),
-        config=model.config.to_json(),
-        state_dict=model.state_dict(),
+        networks=networks if lm is None else {**networks, "lm": lm},
         versions={"torch": str(torch.__version__)},
         **fields,
     ).save(path)
@@ -226,8 +227,7 @@ def tiny_checkpoint(tiny_model, tiny_lm, tmp_path_factory) -> Path:
     return save_checkpoint(
         path,
         tiny_model,
-        extra_states={"lm": tiny_lm.state_dict()},
-        metadata={"lm_config": LM_CONFIG},
+        lm=Network(LM_CONFIG, tiny_lm.state_dict()),
     )
 
 
@@ -314,7 +314,7 @@ def test_describe_names_the_config_checkpoint_and_weights(codec, tiny_checkpoint
     assert "untrained random weights" in info["model_note"]
     assert "torch" in info["backend_versions"]
     assert info["entropy_coding"] is False and info["checkpoint_hash"] == codec.checkpoint_hash
-    weights_hash = torch.load(tiny_checkpoint, weights_only=True)["hash"]
+    weights_hash = torch.load(tiny_checkpoint, weights_only=True)["networks"]["codec"]["hash"]
     assert codec.checkpoint_hash == weights_hash[:16]
     assert entropy_codec.checkpoint_hash.startswith(weights_hash[:16] + "+lm")
 
@@ -338,7 +338,7 @@ def test_bad_checkpoints_say_what_is_wrong(tiny_model, tiny_checkpoint, tmp_path
         EncodecCodec(checkpoint=wrong_codec)
     tampered = tmp_path / "tampered.pt"
     contents = torch.load(tiny_checkpoint, weights_only=True)
-    next(iter(contents["state_dict"].values())).add_(1e-3)
+    next(iter(contents["networks"]["codec"]["state_dict"].values())).add_(1e-3)
     torch.save(contents, tampered)
     with pytest.raises(CheckpointError, match="do not match the recorded hash"):
         EncodecCodec(checkpoint=tampered)
@@ -369,13 +369,12 @@ def test_entropy_coding_keeps_the_codes_and_counts_the_coded_bytes(codec, entrop
 
 def test_entropy_coding_needs_an_lm(tiny_model, tmp_path):
     without_lm = save_checkpoint(tmp_path / "no_lm.pt", tiny_model)
-    with pytest.raises(ValueError, match="no entropy-coding LM.*bench train .* --lm"):
+    with pytest.raises(ValueError, match="no entropy-coding LM.*bench train lm --checkpoint"):
         EncodecCodec(checkpoint=without_lm, entropy_coding=True)
     mismatched = save_checkpoint(
         tmp_path / "small_lm.pt",
         tiny_model,
-        extra_states={"lm": EntropyLM(**{**LM_CONFIG, "n_q": 2}).state_dict()},
-        metadata={"lm_config": {**LM_CONFIG, "n_q": 2}},
+        lm=Network({**LM_CONFIG, "n_q": 2}, EntropyLM(**{**LM_CONFIG, "n_q": 2}).state_dict()),
     )
     with pytest.raises(CheckpointError, match="LM over 16 codebooks"):
         EncodecCodec(checkpoint=mismatched, entropy_coding=True)

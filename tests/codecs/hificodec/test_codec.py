@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from bench.codecs.bitstream import pack, unpack
-from bench.codecs.checkpoint import Checkpoint, CheckpointError
+from bench.codecs.checkpoint import Checkpoint, CheckpointError, Network
 from bench.codecs.hificodec.codec import DEMO_CHECKPOINT, HiFiCodecCodec
 from bench.codecs.hificodec.model import CONFIGS, HiFiCodecModel
 from bench.codecs.modules.grvq import GroupResidualVectorQuantizer
@@ -72,9 +72,8 @@ def tiny_model() -> HiFiCodecModel:
 
 
 def save(path, model: HiFiCodecModel, step: int = 0):
-    Checkpoint(
-        codec="hificodec", config=model.config.to_json(), state_dict=model.state_dict(), step=step
-    ).save(path)
+    network = Network(model.config.to_json(), model.state_dict())
+    Checkpoint(codec="hificodec", networks={"codec": network}, step=step).save(path)
     return path
 
 
@@ -136,7 +135,7 @@ def test_other_checkpoints_and_bitstreams_are_refused(tiny_model, codec, tmp_pat
     torch.save({"generator": {"conv_pre.weight": torch.zeros(1)}}, tmp_path / "official.pth")
     with pytest.raises(CheckpointError, match="HiFi-GAN generator"):
         HiFiCodecCodec(tmp_path / "official.pth")
-    Checkpoint(codec="encodec", config={}, state_dict={}).save(tmp_path / "encodec.pt")
+    Checkpoint(codec="encodec", networks={"codec": Network({}, {})}).save(tmp_path / "encodec.pt")
     with pytest.raises(CheckpointError, match="expected a hificodec checkpoint, got encodec"):
         HiFiCodecCodec(tmp_path / "encodec.pt")
 
@@ -190,3 +189,19 @@ def test_the_card_records_where_the_official_code_differs():
     card = (DEMO_CHECKPOINT.parent / "MODEL_CARD.md").read_text()
     for difference in ("HiFi-GAN V1 generator", "least squares", "45 x mel", "resample(x, 16000)"):
         assert difference in card
+
+
+def test_entropy_coding_is_neither_offered_nor_trainable(tmp_path, capsys):
+    """HiFi-Codec once took `entropy_coding`, asked for an LM that `bench train` then refused
+    to train for it; now it takes no such option, and both commands say so up front."""
+    from bench.registry import codec_options
+
+    assert codec_options("hificodec") == {"checkpoint"}
+    with pytest.raises(TypeError, match="entropy_coding"):
+        HiFiCodecCodec(entropy_coding=True)
+    run = ["run", "--codec", "hificodec", "--entropy-coding", "--run-dir", str(tmp_path / "r")]
+    assert main(run) == EXIT_USAGE
+    assert "--entropy-coding: expected a codec that takes it" in capsys.readouterr().err
+    train = ["train", "lm", "--checkpoint", str(DEMO_CHECKPOINT), "--data", "embedded"]
+    assert main([*train, "--steps", "1", "--out", str(tmp_path / "lm")]) == EXIT_USAGE
+    assert "got a 'hificodec' checkpoint" in capsys.readouterr().err

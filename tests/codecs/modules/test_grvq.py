@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bench.codecs.modules.grvq import GroupResidualVectorQuantizer, bandwidth_to_n_q_per_group
+from bench.codecs.modules.grvq import GroupResidualVectorQuantizer
 from bench.codecs.modules.rvq import ResidualVectorQuantizer
 
 
@@ -193,25 +193,3 @@ def test_bad_latents_codes_and_levels_raise():
         quantizer.decode(codes + 8)
     with pytest.raises(TypeError, match="integer codes"):
         quantizer.decode(codes.float())
-
-
-# Bandwidths
-
-
-@pytest.mark.parametrize(("kbps", "expected"), [(1.5, 1), (3, 2), (6, 4), (12, 8)])
-def test_bandwidth_to_levels_per_group(kbps, expected):
-    assert bandwidth_to_n_q_per_group(kbps, 75, groups=2, bins=1024) == expected
-
-
-def test_bandwidth_groups_cannot_share_raises_with_the_valid_bitrates():
-    # 2.25 kbps is 3 codebooks of 0.75 kbps: whole, but not shared by 2 groups.
-    with pytest.raises(ValueError, match=r"multiples of 1\.5 kbps \(1\.5, 3, 4\.5, 6"):
-        bandwidth_to_n_q_per_group(2.25, 75, groups=2, bins=1024)
-    # 1 kbps is not even a whole number of codebooks.
-    with pytest.raises(ValueError, match=r"with 2 groups, valid bitrates are multiples of 1\.5"):
-        bandwidth_to_n_q_per_group(1.0, 75, groups=2, bins=1024)
-    with pytest.raises(ValueError, match="positive bandwidth"):
-        bandwidth_to_n_q_per_group(0, 75, groups=2, bins=1024)
-    with pytest.raises(ValueError, match="groups must be positive"):
-        bandwidth_to_n_q_per_group(3, 75, groups=0, bins=1024)
-    assert bandwidth_to_n_q_per_group(2.25, 75, groups=3, bins=1024) == 1

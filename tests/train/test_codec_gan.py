@@ -1,5 +1,6 @@
-"""`bench train`: losses fall, checkpoints describe themselves, a resumed run continues
-exactly as an uninterrupted one, and two `torchrun` workers train one model together."""
+"""`bench train encodec|hificodec`, the codec GAN solver under the training loop: losses
+fall, checkpoints describe themselves, a resumed run continues exactly as an uninterrupted one,
+and two `torchrun` workers train one model together."""
 
 from __future__ import annotations
 
@@ -18,21 +19,21 @@ from helpers import write_tone
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
 from bench.data import DatasetError
+from bench.registry import DISCRIMINATORS
+from bench.train.data import SegmentSampler
+from bench.train.loop import train
 from bench.train.losses import MultiScaleMelLoss
-from bench.train.trainer import (
-    DISCRIMINATORS,
-    LAST_CHECKPOINT,
-    LOG_FILE,
-    MODEL_CHECKPOINT,
-    SegmentSampler,
-    TrainSettings,
-    _training_n_qs,
-    build_state,
+from bench.train.settings import CodecTrainSettings, recipe_settings
+from bench.train.solvers.codec_gan import (
+    CodecGANSolver,
     discriminator_key,
     initialise_codebooks,
-    train,
-    train_step,
+    training_n_qs,
 )
+
+LAST_CHECKPOINT = CodecGANSolver.last_checkpoint
+LOG_FILE = CodecGANSolver.log_file
+MODEL_CHECKPOINT = CodecGANSolver.model_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -45,14 +46,14 @@ def data(tmp_path_factory):
     return f"folder:{folder}"
 
 
-def settings_for(data: str, steps: int, **changes) -> TrainSettings:
-    # Built anew rather than replaced: defaults that depend on the codec resolve from `changes`.
+def settings_for(data: str, steps: int, codec: str = "encodec", **changes) -> CodecTrainSettings:
+    """``bench train CODEC``'s settings (its recipe's defaults), small enough for a CPU test."""
     small = dict(batch_size=2, segment_seconds=0.25, discriminator_filters=4, checkpoint_every=2)
-    return TrainSettings(data=data, steps=steps, **{**small, **changes})
+    return recipe_settings(codec, data=data, steps=steps, **{**small, **changes})
 
 
 def weights(path):
-    return load_checkpoint(path, "encodec").state_dict
+    return load_checkpoint(path, "encodec").network("codec").state_dict
 
 
 @pytest.mark.parametrize("warmup", [0, 2], ids=["paper", "quantizer-warmup"])
@@ -78,17 +79,48 @@ def test_resumed_run_equals_an_uninterrupted_one(data, tmp_path, warmup):
     assert [entry["frequency"] for entry in logs[0]] == [entry["frequency"] for entry in logs[1]]
 
 
+def test_a_format_1_state_resumes_exactly(data, tmp_path):
+    """A `last.pt` as format 1 wrote it (one network; the discriminator and optimisers in
+    `extra_states`) continues to the weights of an uninterrupted run."""
+    straight = train(settings_for(data, 4), tmp_path / "straight", progress=False)
+    train(settings_for(data, 2), tmp_path / "split", progress=False)
+    last = load_checkpoint(tmp_path / "split" / LAST_CHECKPOINT, "encodec")
+    codec = last.network("codec")
+    torch.save(
+        {
+            "format": "codec-bench checkpoint",
+            "version": 1,
+            "codec": "encodec",
+            "config": {**codec.config, "extra": {}},
+            "state_dict": codec.state_dict,
+            "hash": codec.hash,
+            "step": last.step,
+            "extra_states": {
+                **last.training_state,
+                "discriminator": last.network("discriminator").state_dict,
+            },
+            "metadata": last.metadata,
+            "versions": last.versions,
+        },
+        tmp_path / "split" / LAST_CHECKPOINT,
+    )
+    resumed = train(settings_for(data, 4), tmp_path / "split", resume=True, progress=False)
+    first, second = weights(straight), weights(resumed)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
 def test_checkpoints_describe_themselves_and_load_in_the_codec(data, tmp_path):
     model_path = train(settings_for(data, 2), tmp_path / "run", progress=False)
     checkpoint = load_checkpoint(model_path, "encodec")
-    assert checkpoint.step == 2 and checkpoint.config["name"] == "tiny"
+    assert checkpoint.step == 2 and checkpoint.network("codec").config["name"] == "tiny"
     assert checkpoint.metadata["train_settings"]["discriminator_filters"] == 4
-    assert checkpoint.versions["torch"] and len(checkpoint.hash) == 64
-    assert checkpoint.extra_states == {}, "the exported model carries no optimiser state"
-    last = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT, "encodec")
-    assert {"optimizer", "discriminator", "discriminator_optimizer", "balancer"} <= set(
-        last.extra_states
+    assert checkpoint.versions["torch"] and len(checkpoint.network("codec").hash) == 64
+    assert set(checkpoint.networks) == {"codec"} and checkpoint.training_state == {}, (
+        "the exported model carries no discriminator or optimiser state"
     )
+    last = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT, "encodec")
+    assert set(last.networks) == {"codec", "discriminator"}
+    assert set(last.training_state) == {"optimizer", "discriminator_optimizer", "balancer"}
     codec = EncodecCodec(checkpoint=str(model_path))
     audio = torch.zeros(1, 12000).uniform_(-0.1, 0.1)
     assert codec.decode(codec.encode(audio, 6.0)).shape == audio.shape
@@ -129,13 +161,13 @@ def test_only_the_batch_bandwidths_discriminator_learns(data, tmp_path):
     """The paper: one discriminator per bandwidth, only the batch's one updated."""
     settings = settings_for(data, 4, discriminator_probability=1.0)
     train(settings, tmp_path / "run", progress=False)
-    before = build_state(settings).discriminator.state_dict()
-    after = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT, "encodec").extra_states
+    before = CodecGANSolver(settings).discriminator.state_dict()
+    after = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT, "encodec").network("discriminator")
     log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     used = {f"n_q={entry['n_q']}" for entry in log}
     assert {key.split(".")[0] for key in before} == {"n_q=2", "n_q=4", "n_q=8", "n_q=16"}
     for key, value in before.items():
-        changed = not torch.equal(value, after["discriminator"][key])
+        changed = not torch.equal(value, after.state_dict[key])
         assert changed == (key.split(".")[0] in used), key
 
 
@@ -146,7 +178,7 @@ def test_quantizer_warmup_trains_an_autoencoder_then_initialises_the_codebooks(d
     assert [entry["codes_used"] for entry in log[:2]] == [[], []]
     assert [entry["commitment"] for entry in log[:2]] == [0.0, 0.0]
     assert log[2]["n_q"] >= 2 and all(used >= 1 for used in log[2]["codes_used"])
-    state = load_checkpoint(tmp_path / "run" / MODEL_CHECKPOINT, "encodec").state_dict
+    state = weights(tmp_path / "run" / MODEL_CHECKPOINT)
     assert state["quantizer.vq.layers.0._codebook.inited"].item() == 1.0
 
 
@@ -154,7 +186,7 @@ def test_quantizer_warmup_trains_an_autoencoder_then_initialises_the_codebooks(d
 def test_weight_init_decides_whether_the_untrained_encoder_sees_its_input(data, weight_init):
     """PyTorch's default init leaves the latent almost independent of the audio (the demo
     model's first run collapsed from it); the fan-in init keeps the signal."""
-    model = build_state(settings_for(data, 1, weight_init=weight_init)).model
+    model = CodecGANSolver(settings_for(data, 1, weight_init=weight_init)).model
     audio = SegmentSampler(data, 24000, 1, 0.25).batch(seed=1, step=0, batch_size=2)
     with torch.no_grad():
         latent = model.encoder(audio)
@@ -176,6 +208,7 @@ def test_two_torchrun_workers_train_one_model(data, tmp_path):
         "-m",
         "bench.cli",
         "train",
+        "encodec",
         "--data",
         data,
         "--steps",
@@ -211,9 +244,9 @@ def test_reconstruction_improves_with_training(data, tmp_path):
     mel = MultiScaleMelLoss(24000)
 
     def loss(path) -> float:
-        checkpoint = load_checkpoint(path, "encodec")
-        model = EncodecModel(EncodecConfig.from_json(checkpoint.config)).eval()
-        model.load_state_dict(checkpoint.state_dict)
+        network = load_checkpoint(path, "encodec").network("codec")
+        model = EncodecModel(EncodecConfig.from_json(network.config)).eval()
+        model.load_state_dict(network.state_dict)
         with torch.no_grad():
             return mel(batch, model(batch, 8).audio).item()
 
@@ -242,7 +275,7 @@ def test_a_file_too_short_to_use_is_skipped_naming_it(tmp_path, capsys):
 
 
 def test_cli_train_and_bad_settings(data, tmp_path, capsys):
-    arguments = ["train", "--data", data, "--steps", "1", "--out", str(tmp_path / "run")]
+    arguments = ["train", "encodec", "--data", data, "--steps", "1", "--out", str(tmp_path / "run")]
     small = ["--batch-size", "2", "--segment-seconds", "0.25", "--discriminator-filters", "4"]
     assert main([*arguments, *small, "--quiet"]) == EXIT_OK
     assert "model:" in capsys.readouterr().out
@@ -250,13 +283,16 @@ def test_cli_train_and_bad_settings(data, tmp_path, capsys):
     assert "--config: expected one of" in capsys.readouterr().err
     assert main([*arguments, "--weights", "time=0.1,loud=3", "--quiet"]) == EXIT_USAGE
     assert main([*arguments, "--discriminators", "wavegan", "--quiet"]) == EXIT_USAGE
-    assert "--discriminators: expected some of msstft, mpd, msd" in capsys.readouterr().err
+    assert "--discriminators: expected some of mpd, msd, msstft" in capsys.readouterr().err
     assert main([*arguments, "--quantizer", "grvq", "--quiet"]) == EXIT_USAGE
-    assert "--codec hificodec" in capsys.readouterr().err
+    assert "--quantizer: expected one of rvq for encodec tiny" in capsys.readouterr().err
     assert main([*arguments, "--frequency-loss", "log", "--quiet"]) == EXIT_USAGE
     assert "--frequency-loss: expected one of" in capsys.readouterr().err
     assert main([*arguments, "--weight-init", "xavier", "--quiet"]) == EXIT_USAGE
     assert main([*arguments, "--quantizer-warmup-steps", "-1", "--quiet"]) == EXIT_USAGE
+    # Once a ZeroDivisionError at the first step (exit 1).
+    assert main([*arguments, "--checkpoint-every", "0", "--quiet"]) == EXIT_USAGE
+    assert "expected --checkpoint-every >= 1" in capsys.readouterr().err
 
 
 def test_one_hificodec_step_moves_the_generator_and_every_discriminator(data):
@@ -265,23 +301,23 @@ def test_one_hificodec_step_moves_the_generator_and_every_discriminator(data):
     settings = settings_for(data, 1, codec="hificodec", discriminator_probability=1.0)
     assert settings.discriminators == ("msstft", "mpd", "msd")
     assert settings.quantizer == "grvq"
-    state = build_state(settings)
+    solver = CodecGANSolver(settings)
     before = {
-        "generator": {k: v.clone() for k, v in state.model.named_parameters()},
+        "generator": {k: v.clone() for k, v in solver.model.named_parameters()},
         **{
             f"{key}/{family}": {k: v.clone() for k, v in module.named_parameters()}
-            for key, combined in state.discriminator.items()
+            for key, combined in solver.discriminator.items()
             for family, module in zip(settings.discriminators, combined.discriminators, strict=True)
         },
     }
     batch = SegmentSampler(data, 24000, 1, 0.25).batch(seed=0, step=0, batch_size=2)
-    initialise_codebooks(state.model, batch, seed=0, training_batch_size=2)
-    log = train_step(state, settings, batch, MultiScaleMelLoss(24000))
-    key = discriminator_key(settings, state.model.config, log["n_q"])
-    modules = {"generator": state.model} | {
+    initialise_codebooks(solver.model, batch, seed=0, training_batch_size=2)
+    log = solver.train_on_batch(batch, step=0)
+    key = discriminator_key(settings, solver.model.config, log["n_q"])
+    modules = {"generator": solver.model} | {
         f"{key}/{family}": module
         for family, module in zip(
-            settings.discriminators, state.discriminator[key].discriminators, strict=True
+            settings.discriminators, solver.discriminator[key].discriminators, strict=True
         )
     }
     for name, module in modules.items():
@@ -297,8 +333,8 @@ def test_one_hificodec_step_moves_the_generator_and_every_discriminator(data):
 def test_hificodec_quantizer_switch_keeps_the_bitrates(data):
     """The quantizer ablation: --quantizer rvq is the same model with one group, the same
     codebook count at every bitrate, and a configuration named apart."""
-    grvq = build_state(settings_for(data, 1, codec="hificodec", discriminators=())).model
-    rvq = build_state(
+    grvq = CodecGANSolver(settings_for(data, 1, codec="hificodec", discriminators=())).model
+    rvq = CodecGANSolver(
         settings_for(data, 1, codec="hificodec", quantizer="rvq", discriminators=())
     ).model
     assert type(grvq.quantizer).__name__ == "GroupResidualVectorQuantizer"
@@ -311,7 +347,7 @@ def test_hificodec_quantizer_switch_keeps_the_bitrates(data):
         grvq.quantizer_levels(3)
     # Uniform sampling draws whole levels per group.
     uniform = settings_for(data, 1, codec="hificodec", bandwidth_sampling="uniform")
-    assert _training_n_qs(uniform, grvq.config) == [2, 4, 6, 8]
+    assert training_n_qs(uniform, grvq.config) == [2, 4, 6, 8]
     with pytest.raises(ValueError, match="expected one of 24khz, 16khz, tiny for hificodec"):
         settings_for(data, 1, codec="hificodec", config="48khz")
 
@@ -319,8 +355,11 @@ def test_hificodec_quantizer_switch_keeps_the_bitrates(data):
 def test_narrowed_hificodec_discriminators_match_the_msstft_size():
     """The paper narrows MPD and MSD to the MS-STFT discriminator's parameter count."""
     sizes = {
-        name: sum(parameter.numel() for parameter in build(1, 32).parameters())
-        for name, build in DISCRIMINATORS.items()
+        name: sum(
+            parameter.numel()
+            for parameter in DISCRIMINATORS.create(name, channels=1, filters=32).parameters()
+        )
+        for name in DISCRIMINATORS.names()
     }
     for name in ("mpd", "msd"):
         assert 0.7 < sizes[name] / sizes["msstft"] < 1.4, sizes

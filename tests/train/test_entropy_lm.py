@@ -1,5 +1,6 @@
-"""`bench train --lm`: the entropy-coding LM learns, ships inside the codec checkpoint, codes
-audio losslessly in fewer bytes than bit packing, and resumes exactly."""
+"""`bench train lm`, the entropy-LM solver under the training loop: the LM learns, ships inside
+the codec checkpoint, codes audio losslessly in fewer bytes than bit packing, and resumes
+exactly."""
 
 from __future__ import annotations
 
@@ -10,31 +11,23 @@ from dataclasses import replace
 import pytest
 import torch
 from bench.codecs.bitstream import unpack
-from bench.codecs.checkpoint import Checkpoint, load_checkpoint
+from bench.codecs.checkpoint import Checkpoint, Network, load_checkpoint
 from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.encodec.entropy import decode_codes
 from bench.codecs.encodec.model import CONFIGS, EncodecModel
-from bench.codecs.modules.rvq import bandwidth_to_n_q
 from helpers import write_tone
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
-from bench.train.lm import (
-    LM_LAST_CHECKPOINT,
-    LM_LOG_FILE,
-    LMTrainSettings,
-    build_lm_state,
-    lm_train_step,
-    train_lm,
-)
-from bench.train.trainer import SegmentSampler
+from bench.train.data import SegmentSampler
+from bench.train.loop import train
+from bench.train.settings import LMTrainSettings
+from bench.train.solvers.entropy_lm import EntropyLMSolver
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = CONFIGS["tiny"]
-LEVELS = [
-    (bandwidth, bandwidth_to_n_q(bandwidth, TINY.frame_rate, TINY.bins))
-    for bandwidth in TINY.bandwidths
-]
+LM_LAST_CHECKPOINT = EntropyLMSolver.last_checkpoint
+LM_LOG_FILE = EntropyLMSolver.log_file
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +51,8 @@ def codec_checkpoint(sampler, tmp_path_factory) -> str:
     with torch.no_grad():
         model(sampler.batch(0, 0, 8, stream=1), TINY.n_q)
     path = tmp_path_factory.mktemp("codec") / "model.pt"
-    Checkpoint(codec="encodec", config=TINY.to_json(), state_dict=model.state_dict()).save(path)
+    network = Network(TINY.to_json(), model.state_dict())
+    Checkpoint(codec="encodec", networks={"codec": network}).save(path)
     return str(path)
 
 
@@ -85,13 +79,12 @@ def read_log(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / LM_LOG_FILE).read_text().splitlines()]
 
 
-def test_the_lm_learns_a_repeated_pattern_of_codes():
+def test_the_lm_learns_a_repeated_pattern_of_codes(codec_checkpoint):
     """Codes repeating every 3 frames: from log2(1024) = 10 bits per code to almost none."""
-    settings = settings_for("unused", "unused", 1)
-    state = build_lm_state(settings, TINY)
+    solver = EntropyLMSolver(settings_for(codec_checkpoint, "unused", 1))
     pattern = torch.randint(1024, (1, TINY.n_q, 3), generator=torch.Generator().manual_seed(1))
     codes = pattern.repeat(4, 1, 14)  # (4, 16, 42): longer than the 15-frame window
-    logs = [lm_train_step(state, codes, LEVELS, 75.0, seed=0) for _ in range(40)]
+    logs = [solver.train_on_codes(codes, step) for step in range(40)]
     assert logs[0]["bits_per_code"] > 0.9 * math.log2(1024)
     # Measured 10.4 at the first step, 1.31 after 40 steps.
     assert logs[-1]["bits_per_code"] < 2.5
@@ -102,7 +95,7 @@ def test_trained_lm_ships_in_the_checkpoint_and_codes_losslessly_in_fewer_bytes(
     codec_checkpoint, data, sampler, tmp_path
 ):
     run = tmp_path / "run"
-    model_path = train_lm(
+    model_path = train(
         settings_for(codec_checkpoint, data, 40), run, progress=False, sampler=sampler
     )
     log = read_log(run)
@@ -113,9 +106,10 @@ def test_trained_lm_ships_in_the_checkpoint_and_codes_losslessly_in_fewer_bytes(
     assert log[-1]["kbps"]["12"] < 12.0 and log[-1]["kbps"]["1.5"] < 1.5
 
     checkpoint = load_checkpoint(model_path, "encodec")
-    assert checkpoint.metadata["lm_config"]["past_context"] == 15
+    assert checkpoint.network("lm").config["past_context"] == 15
     assert checkpoint.metadata["lm_training"]["steps"] == 40
-    assert checkpoint.hash == load_checkpoint(codec_checkpoint, "encodec").hash
+    codec_network = load_checkpoint(codec_checkpoint, "encodec").network("codec")
+    assert checkpoint.network("codec").hash == codec_network.hash
 
     plain = EncodecCodec(checkpoint=codec_checkpoint)
     coded = EncodecCodec(checkpoint=model_path, entropy_coding=True)
@@ -134,11 +128,11 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     codec_checkpoint, data, sampler, tmp_path
 ):
     settings = settings_for(codec_checkpoint, data, 6, checkpoint_every=3)
-    straight = train_lm(settings, tmp_path / "straight", progress=False, sampler=sampler)
-    train_lm(replace(settings, steps=3), tmp_path / "split", progress=False, sampler=sampler)
-    resumed = train_lm(settings, tmp_path / "split", resume=True, progress=False, sampler=sampler)
-    first = load_checkpoint(straight, "encodec").extra_states["lm"]
-    second = load_checkpoint(resumed, "encodec").extra_states["lm"]
+    straight = train(settings, tmp_path / "straight", progress=False, sampler=sampler)
+    train(replace(settings, steps=3), tmp_path / "split", progress=False, sampler=sampler)
+    resumed = train(settings, tmp_path / "split", resume=True, progress=False, sampler=sampler)
+    first = load_checkpoint(straight, "encodec").network("lm").state_dict
+    second = load_checkpoint(resumed, "encodec").network("lm").state_dict
     assert first.keys() == second.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
     losses = [
@@ -147,42 +141,59 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     assert losses[0] == losses[1] and len(losses[0]) == 6
 
     with pytest.raises(ValueError, match="only --steps may change"):
-        train_lm(replace(settings, dim=64), tmp_path / "split", resume=True, sampler=sampler)
+        train(replace(settings, dim=64), tmp_path / "split", resume=True, sampler=sampler)
     with pytest.raises(ValueError, match="pass --resume"):
-        train_lm(settings, tmp_path / "split", sampler=sampler)
+        train(settings, tmp_path / "split", sampler=sampler)
     with pytest.raises(ValueError, match="expected .*lm_last.pt"):
-        train_lm(settings, tmp_path / "empty", resume=True, sampler=sampler)
+        train(settings, tmp_path / "empty", resume=True, sampler=sampler)
 
 
 def test_cli_trains_the_lm_and_refuses_bad_input(codec_checkpoint, data, tmp_path, capsys):
-    base = ["train", "--data", data, "--steps", "2", "--quiet"]
+    base = ["train", "lm", "--data", data, "--steps", "2", "--quiet"]
     small = ["--batch-size", "2", "--segment-seconds", "0.5", "--lm-context-seconds", "0.2"]
     lm_size = ["--lm-dim", "16", "--lm-layers", "1", "--lm-heads", "2"]
-    run = ["--out", str(tmp_path / "run"), "--lm", "--checkpoint", codec_checkpoint]
+    run = ["--out", str(tmp_path / "run"), "--checkpoint", codec_checkpoint]
     assert main([*base, *run, *small, *lm_size]) == EXIT_OK
-    assert "model with LM:" in capsys.readouterr().out
+    assert "model: " in capsys.readouterr().out
 
     empty = tmp_path / "empty.pt"
-    Checkpoint(codec="encodec", config=TINY.to_json(), state_dict={}).save(empty)
+    Checkpoint(codec="encodec", networks={"codec": Network(TINY.to_json(), {})}).save(empty)
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("not a checkpoint")
     cases = [
-        (["--lm"], "--lm: expected --checkpoint FILE"),
-        (["--checkpoint", codec_checkpoint], "--checkpoint: only with --lm"),
-        (["--lm-dim", "16"], "--lm-dim: only with --lm"),
-        (["--lm", "--checkpoint", codec_checkpoint, "--config", "24khz"], "--config: not with"),
-        (["--lm", "--checkpoint", str(empty)], "holds no codec weights"),
-        (["--lm", "--checkpoint", str(not_a_checkpoint)], "expected an EnCodec checkpoint"),
+        (["--checkpoint", str(empty)], "holds no codec weights"),
+        (["--checkpoint", str(not_a_checkpoint)], "expected a codec checkpoint written by"),
         (
-            ["--lm", "--checkpoint", str(tmp_path / "run" / LM_LAST_CHECKPOINT)],
-            "expected a encodec checkpoint, got encodec-lm",
+            ["--checkpoint", str(tmp_path / "run" / LM_LAST_CHECKPOINT)],
+            "expected the checkpoint of a codec with entropy coding (a registered codec that "
+            "takes entropy_coding and declares its lm_class), got a 'encodec-lm' checkpoint",
         ),
         (
-            ["--lm", "--checkpoint", codec_checkpoint, "--segment-seconds", "0.1"],
+            ["--checkpoint", codec_checkpoint, "--segment-seconds", "0.1"],
             "--segment-seconds 0.1 gives 8 frames",
         ),
-        (["--lm", "--checkpoint", codec_checkpoint, "--lm-dim", "30"], "divisible by num_heads"),
+        (["--checkpoint", codec_checkpoint, "--lm-dim", "30"], "divisible by num_heads"),
     ]
     for extra, message in cases:
         assert main([*base, "--out", str(tmp_path / "bad"), *extra]) == EXIT_USAGE, extra
         assert message in capsys.readouterr().err, extra
+    # The codec's options are not the LM's, and the LM needs its codec.
+    for extra, message in [
+        (
+            ["--checkpoint", codec_checkpoint, "--config", "24khz"],
+            "unrecognized arguments: --config",
+        ),
+        ([], "the following arguments are required: --checkpoint"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, "--out", str(tmp_path / "bad"), *extra])
+        assert exit_info.value.code == EXIT_USAGE
+        assert message in capsys.readouterr().err, extra
+
+
+def test_several_workers_are_refused(codec_checkpoint):
+    """A step runs one LM forward per bandwidth before its backward, which DDP does not
+    allow; under torchrun the LM solver says so instead of training each worker alone."""
+    solver = EntropyLMSolver(settings_for(codec_checkpoint, "unused", 1))
+    with pytest.raises(ValueError, match="expected one worker, got 2"):
+        solver.wrap_for_workers(rank=0, world_size=2)

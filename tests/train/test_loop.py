@@ -1,0 +1,202 @@
+"""The one training loop, on a toy solver that a third-party package registers through the
+``bench.solvers`` entry-point group: `bench train` finds it with no harness file touched, and
+the loop stops at Ctrl-C with the state saved and the model exported, then resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from bench.codecs.checkpoint import load_checkpoint
+from helpers import REPO_ROOT, write_tone
+
+from bench import cli
+from bench.registry import SOLVER_ENTRY_POINT_GROUP, SOLVERS
+from bench.train.loop import train
+from bench.train.settings import recipe_settings
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# A whole trainable model in one module: its recipe, settings and solver. It predicts each
+# sample from the `width` before it, with noise drawn per step, so that an inexact resume shows.
+TOY_PACKAGE = '''
+"""A toy next-sample predictor."""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bench.codecs.checkpoint import Checkpoint, Network
+from bench.codecs.training import TrainingRecipe
+from bench.train.settings import SolverSettings, option
+from bench.train.solvers.base import Solver, step_seed
+
+TRAINING = TrainingRecipe(
+    description="a toy next-sample predictor",
+    settings="toy_trainer:ToySettings",
+    defaults={"width": 3, "segment_seconds": 0.25},
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToySettings(SolverSettings):
+    solver = "toy_trainer:ToySolver"
+    width: int = field(default=8, metadata=option("samples the prediction sees"))
+
+
+class ToySolver(Solver):
+    def __init__(self, settings, device=None):
+        super().__init__(settings, device)
+        torch.manual_seed(settings.seed)
+        self.model = nn.Linear(settings.width, 1)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-2)
+
+    name, sample_rate, channels = "toy", 16000, 1
+
+    def networks(self):
+        return {"predictor": ({"width": self.settings.width}, self.model)}
+
+    def training_state(self):
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_training_state(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def run_step(self, step):
+        settings = self.settings
+        batch = self.sampler.batch(settings.seed, step, settings.batch_size)[:, 0]
+        generator = torch.Generator().manual_seed(step_seed(settings.seed, step))
+        batch = batch + 0.01 * torch.randn(batch.shape, generator=generator)
+        windows = batch.unfold(-1, settings.width + 1, 1)
+        prediction = self.model(windows[..., :-1])[..., 0]
+        loss = (prediction - windows[..., -1]).pow(2).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def export(self, path, step, metadata):
+        network = Network({"width": self.settings.width}, self.model.state_dict())
+        Checkpoint("toy", {"predictor": network}, step=step, metadata=metadata).save(path)
+'''
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toy package installed as the distribution `toy-trainer`; returns its folder."""
+    folder = tmp_path_factory.mktemp("plugin")
+    (folder / "toy_trainer.py").write_text(textwrap.dedent(TOY_PACKAGE))
+    dist_info = folder / "toy_trainer-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-trainer\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        f"[{SOLVER_ENTRY_POINT_GROUP}]\ntoy = toy_trainer:TRAINING\n"
+    )
+    sys.path.insert(0, str(folder))
+    yield folder
+    sys.path.remove(str(folder))
+    sys.modules.pop("toy_trainer", None)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("toy_data")
+    for index, frequency in enumerate((220.0, 330.0)):
+        write_tone(folder / f"tone{index}.wav", seconds=0.5, frequency=frequency)
+    return f"folder:{folder}"
+
+
+def toy_settings(data: str, steps: int):
+    from toy_trainer import ToySettings
+
+    return ToySettings(data=data, steps=steps, width=3, batch_size=2, segment_seconds=0.25)
+
+
+def test_a_registered_recipe_trains_from_the_command_line(toy, data, tmp_path):
+    """`bench train toy`: listed, its options and defaults taken from its settings class."""
+    environment = {**os.environ, "PYTHONPATH": f"{toy}{os.pathsep}{REPO_ROOT / 'tests'}"}
+
+    def bench(*arguments: str) -> str:
+        command = [sys.executable, "-m", "bench.cli", *arguments]
+        finished = subprocess.run(command, capture_output=True, text=True, env=environment)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        return finished.stdout
+
+    assert "a toy next-sample predictor" in bench("train", "--help")
+    assert "samples the prediction sees (default: 3)" in bench("train", "toy", "--help")
+    printed = bench(
+        "train", "toy", "--data", data, "--steps", "2", "--out", str(tmp_path), "--quiet"
+    )
+    assert printed.strip() == f"model: {tmp_path / 'model.pt'}"
+    checkpoint = load_checkpoint(tmp_path / "model.pt", "toy")
+    assert checkpoint.step == 2 and checkpoint.network("predictor").config == {"width": 3}
+    assert checkpoint.metadata["data"] == data
+
+
+def test_ctrl_c_saves_exports_and_the_resumed_run_ends_as_an_uninterrupted_one(
+    toy, data, tmp_path, monkeypatch
+):
+    from toy_trainer import ToySolver
+
+    straight = train(toy_settings(data, 6), tmp_path / "straight", progress=False)
+    run_step = ToySolver.run_step
+
+    def interrupted_at_4(solver, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return run_step(solver, step)
+
+    monkeypatch.setattr(ToySolver, "run_step", interrupted_at_4)
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 4; model exported to"):
+        train(toy_settings(data, 6), tmp_path / "split", progress=False)
+    assert load_checkpoint(tmp_path / "split" / "last.pt", "toy").step == 4
+    assert load_checkpoint(tmp_path / "split" / "model.pt", "toy").step == 4
+    monkeypatch.setattr(ToySolver, "run_step", run_step)
+    resumed = train(toy_settings(data, 6), tmp_path / "split", resume=True, progress=False)
+
+    first, second = (load_checkpoint(path).network("predictor") for path in (straight, resumed))
+    assert first.hash == second.hash
+    logs = [
+        [
+            json.loads(line)
+            for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()
+        ]
+        for name in ("straight", "split")
+    ]
+    assert [entry["loss"] for entry in logs[0]] == [entry["loss"] for entry in logs[1]]
+    assert [entry["step"] for entry in logs[1]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_a_state_holding_other_networks(toy, data, tmp_path):
+    train(toy_settings(data, 1), tmp_path, progress=False)
+    payload = torch.load(tmp_path / "last.pt", weights_only=True)
+    payload["networks"]["decoder"] = payload["networks"].pop("predictor")
+    torch.save(payload, tmp_path / "last.pt")
+    with pytest.raises(
+        ValueError, match=r"holds the networks \['decoder'\], expected \['predictor'\]"
+    ):
+        train(toy_settings(data, 2), tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("name", SOLVERS.names())
+def test_the_command_line_defaults_are_the_settings_defaults(name):
+    """Defaults are stated once, in the settings dataclasses and the recipes."""
+    required = {"data": "embedded", "steps": 1}
+    if name == "lm":
+        required["checkpoint"] = "model.pt"
+    flags = [f"--{key}={value}" for key, value in required.items()]
+    arguments = cli._build_parser().parse_args(["train", name, "--out", "out", *flags])
+    assert cli._train_settings(arguments) == recipe_settings(name, **required)
+
+
+def test_the_command_line_starts_without_torch():
+    """Every recipe's options are listed at start-up; that must not import torch (2 s)."""
+    script = "import sys, bench.cli; bench.cli._build_parser(); print('torch' in sys.modules)"
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert finished.stdout.strip() == "False", finished.stderr
