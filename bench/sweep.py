@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from bench import audio as bench_audio
-from bench.codecs.base import Codec
+from bench.codecs.base import Codec, Encoded
 from bench.data import Dataset, Item, load_dataset
 from bench.metrics import CodingStats
 from bench.parallel import THREADS_PER_WORKER, pinned_threads, process_pool
@@ -400,6 +400,8 @@ class Evaluator:
         self._bound: dict[str, tuple[BoundMetric, ...]] = {}
         # Tasks arrive item by item, so the last prepared input is usually the next one's.
         self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...], bool]] | None = None
+        # The last bitstream this process made, by decoded key, for metrics on tokens.
+        self._last_encoded: tuple[str, Encoded] | None = None
 
     def codec(self, name: str, options: dict) -> Codec:
         key = content_key({"codec": name, "options": options})
@@ -476,6 +478,7 @@ class Evaluator:
         start = time.perf_counter()
         encoded = codec.encode(reference, condition.bitrate)
         encode_seconds = time.perf_counter() - start
+        self._last_encoded = (task.decoded_key, encoded)
         start = time.perf_counter()
         decoded = codec.decode(encoded, condition.nfe, condition.seed)
         decode_seconds = time.perf_counter() - start
@@ -492,6 +495,42 @@ class Evaluator:
         if self.cache is not None:
             self.cache.put_decoded(task.decoded_key, decoded.numpy(), encoded.payload, meta)
         return decoded, meta, False, encode_seconds + decode_seconds
+
+    def _encoded(self, task: Task, codec: Codec, reference: torch.Tensor) -> Encoded:
+        """The task's bitstream, for a metric on tokens: the one just made, or, where the
+        decoded audio came from the cache, the input encoded again (untimed). Encoding
+        depends only on what the decoded key holds, so it is the same bitstream."""
+        if self._last_encoded is None or self._last_encoded[0] != task.decoded_key:
+            encoded = codec.encode(reference, task.condition.bitrate)
+            self._last_encoded = (task.decoded_key, encoded)
+        return self._last_encoded[1]
+
+    def _score(
+        self,
+        task: Task,
+        metric: BoundMetric,
+        codec: Codec,
+        signals: tuple[torch.Tensor, torch.Tensor],
+        resampled: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        cropped: bool,
+    ) -> MetricOutcome:
+        """Score one metric of the task; a metric on tokens gets the task's bitstream."""
+        encoded = None
+        if metric.spec.needs_codes:
+            try:
+                encoded = self._encoded(task, codec, signals[0])
+            except Exception as error:  # noqa: BLE001 - a codec failure must not stop the run
+                reason = f"codec: {type(error).__name__}: {error}"
+                return MetricOutcome.failed(metric, reason, cacheable=False)
+        return score_metric(
+            metric,
+            task.item,
+            *signals,
+            codec.sample_rate,
+            resampled,
+            cropped=cropped,
+            encoded=encoded,
+        )
 
     def _prepared_input(
         self, task: Task, codec: Codec
@@ -549,15 +588,7 @@ class Evaluator:
             key = metric.cache_key(task.decoded_key, task.item)
             entry = self.cache.get_metric(key) if self.cache is not None else None
             if entry is None:
-                outcome = score_metric(
-                    metric,
-                    task.item,
-                    reference,
-                    decoded,
-                    codec.sample_rate,
-                    resampled,
-                    cropped=cropped,
-                )
+                outcome = self._score(task, metric, codec, (reference, decoded), resampled, cropped)
                 result.metric_seconds += outcome.seconds
                 if self.cache is not None and outcome.cacheable:
                     self.cache.put_metric(key, outcome.to_cache())
