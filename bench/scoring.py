@@ -475,10 +475,10 @@ def score_paths(
     process pool when ``workers > 1``; results keep the pairing order. ``trim``: see
     :func:`score_pair`.
     """
-    coding = [metric.name for metric in metrics if not metric.spec.scores_files]
-    if coding:
+    run_only = [metric.name for metric in metrics if not metric.spec.scores_files]
+    if run_only:
         raise ValueError(
-            f"{', '.join(coding)} measure a codec run and cannot score files; "
+            f"{', '.join(run_only)} measure a codec run and cannot score files; "
             "choose audio metrics (see `bench metrics`)"
         )
     jobs = [(ref, deg, metrics, trim) for ref, deg in pair_paths(reference, degraded)]

@@ -230,9 +230,7 @@ def metric(**metadata: Any) -> Callable[[F], F]:
 
     def register(function: F) -> F:
         module, attribute = function.__module__, function.__qualname__
-        spec = MetricSpec(
-            **{"name": function.__name__, **metadata, "function": function},  # type: ignore[arg-type]
-        )
+        spec = MetricSpec(function=function, **{"name": function.__name__, **metadata})
         METRICS.register(spec.name, spec, source=module, path=f"{module}:{attribute}")
         return function
 
