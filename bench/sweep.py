@@ -400,7 +400,7 @@ class Evaluator:
         self._bound: dict[str, tuple[BoundMetric, ...]] = {}
         # Tasks arrive item by item, so the last prepared input is usually the next one's.
         self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...], bool]] | None = None
-        # The last bitstream this process made, by decoded key, for metrics on tokens.
+        # The task's bitstream by decoded key, while metrics on tokens need it.
         self._last_encoded: tuple[str, Encoded] | None = None
 
     def codec(self, name: str, options: dict) -> Codec:
@@ -478,7 +478,9 @@ class Evaluator:
         start = time.perf_counter()
         encoded = codec.encode(reference, condition.bitrate)
         encode_seconds = time.perf_counter() - start
-        self._last_encoded = (task.decoded_key, encoded)
+        if any(metric.spec.needs_codes for metric in self.metrics(task)):
+            # Kept only for metrics on tokens: the identity codec's payload is the signal.
+            self._last_encoded = (task.decoded_key, encoded)
         start = time.perf_counter()
         decoded = codec.decode(encoded, condition.nfe, condition.seed)
         decode_seconds = time.perf_counter() - start
@@ -498,8 +500,8 @@ class Evaluator:
 
     def _encoded(self, task: Task, codec: Codec, reference: torch.Tensor) -> Encoded:
         """The task's bitstream, for a metric on tokens: the one just made, or, where the
-        decoded audio came from the cache, the input encoded again (untimed). Encoding
-        depends only on what the decoded key holds, so it is the same bitstream."""
+        decoded audio came from the cache, the input encoded again (untimed, once per
+        task). Encoding depends only on what the decoded key holds: the same bitstream."""
         if self._last_encoded is None or self._last_encoded[0] != task.decoded_key:
             encoded = codec.encode(reference, task.condition.bitrate)
             self._last_encoded = (task.decoded_key, encoded)
@@ -564,6 +566,7 @@ class Evaluator:
         return result
 
     def _evaluate(self, task: Task) -> TaskResult:
+        self._last_encoded = None  # the previous task's
         base = _base_row(task)
         metrics = self.metrics(task)
         codec = self.codec(task.condition.codec, task.codec_options)
