@@ -422,7 +422,7 @@ def _score(arguments: argparse.Namespace) -> int:
     names = (
         _names(arguments.metrics)
         if arguments.metrics
-        else tuple(name for name in metric_names() if get_metric(name).inputs == "audio")
+        else tuple(name for name in metric_names() if get_metric(name).scores_files)
     )
     metrics = bind_metrics(names, _metric_options(arguments))
     pairs = score_paths(
@@ -498,8 +498,8 @@ def _list_metrics() -> int:
 
     costs, cost_source = load_costs()
     print(
-        f"{'metric':<18} {'better':<7} {'ref':<4} {'text':<5} {'rate':>6} {'content':<8} "
-        f"{'cost':>7}  backend"
+        f"{'metric':<18} {'better':<7} {'gate':<7} {'ref':<4} {'text':<5} {'rate':>6} "
+        f"{'content':<8} {'cost':>7}  backend"
     )
     for name in metric_names():
         spec = get_metric(name)
@@ -508,11 +508,14 @@ def _list_metrics() -> int:
         cost = f"{costs[name]:.4f}" if name in costs else "-"
         print(
             f"{name:<18} {'higher' if spec.higher_is_better else 'lower':<7} "
-            f"{'yes' if spec.needs_reference else 'no':<4} "
+            f"{spec.tolerance.describe():<7} {'yes' if spec.needs_reference else 'no':<4} "
             f"{'yes' if spec.needs_transcript else 'no':<5} {rate:>6} {content:<8} {cost:>7}  "
             f"{spec.backend} {spec.backend_version}"
         )
-    print(f"\nref: needs a reference (no = non-intrusive); text: needs a transcript; {cost_source}")
+    print(
+        "\ngate: the change `bench compare` allows; ref: needs a reference (no = "
+        f"non-intrusive); text: needs a transcript; {cost_source}"
+    )
     return EXIT_OK
 
 

@@ -1,9 +1,12 @@
 """Name registries with lazy ``"module:attribute"`` targets and helpful errors.
 
 After lm-evaluation-harness's registry: built-ins are registered by import path so that
-listing codecs imports nothing heavy, third-party packages add codecs through the
-``bench.codecs`` entry-point group (executors through ``bench.executors``), collisions are
-errors, and an unknown name gets a "did you mean" and the list of known names.
+listing codecs imports nothing heavy, third-party packages add theirs through an
+entry-point group per kind (``bench.codecs``, ``bench.metrics``, ``bench.datasets``,
+``bench.solvers``, ``bench.discriminators``, ``bench.executors``),
+collisions are errors, and an unknown name gets a "did you mean" and the list of known
+names. A kind whose built-ins register themselves as their modules are imported (metrics,
+through a decorator) names the package holding them, imported at the first look-up.
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported where used: `bench train`'s options are listed without torch
+# Imported where used: `bench train`'s options are listed, and reports look metrics up,
+# without torch.
+if TYPE_CHECKING:
     from bench.codecs.base import Codec, CodecInfo
 
 CODEC_ENTRY_POINT_GROUP = "bench.codecs"
+METRIC_ENTRY_POINT_GROUP = "bench.metrics"
+DATASET_ENTRY_POINT_GROUP = "bench.datasets"
 EXECUTOR_ENTRY_POINT_GROUP = "bench.executors"
 SOLVER_ENTRY_POINT_GROUP = "bench.solvers"
 DISCRIMINATOR_ENTRY_POINT_GROUP = "bench.discriminators"
@@ -47,26 +55,73 @@ def load_target(target: str) -> Any:
 
 
 class Registry:
-    """Maps names to lazily imported factories (classes or callables)."""
+    """Maps names to lazily imported factories (classes or callables) or registered objects.
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    ``discover`` names a package whose modules register built-ins as they are imported
+    (a decorator); every module of it is imported at the first look-up, so adding one
+    needs no list to edit.
+    """
+
+    def __init__(
+        self, kind: str, entry_point_group: str | None = None, discover: str | None = None
+    ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.discover = discover
         self._targets: dict[str, str | Callable[..., Any]] = {}
         self._sources: dict[str, str] = {}
+        # Where each target lives, "module:attribute": the lazy target itself, or what the
+        # module that registered an object said (see register's ``path``).
+        self._paths: dict[str, str] = {}
         self._entry_points_loaded = False
+        self._discovered = False
 
     def register(
-        self, name: str, target: str | Callable[..., Any], source: str = "built-in"
+        self,
+        name: str,
+        target: str | Callable[..., Any],
+        source: str = "built-in",
+        *,
+        path: str | None = None,
     ) -> None:
-        """Register ``target`` (a ``"module:attr"`` string or a factory) under ``name``."""
+        """Register ``target`` (a ``"module:attr"`` string or a factory) under ``name``.
+
+        ``path`` is where an object ``target`` lives (``"module:attr"``), given by a module
+        that registers its own objects as it is imported. An entry point naming that same
+        path is then the same registration reached twice, not a collision: the object
+        replaces the lazy target, whichever of the two came first.
+        """
+        path = target if isinstance(target, str) else path
         if name in self._targets:
-            raise ValueError(
-                f"{self.kind} {name!r} is already registered by {self._sources[name]}; "
-                f"cannot register it again from {source}"
-            )
+            if path is None or self._paths.get(name) != path:
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered by {self._sources[name]}; "
+                    f"cannot register it again from {source}"
+                )
+            if not isinstance(target, str):
+                self._targets[name] = target
+            return
         self._targets[name] = target
         self._sources[name] = source
+        if path is not None:
+            self._paths[name] = path
+
+    def _load(self) -> None:
+        """Import the built-in modules and register the entry points, once."""
+        self._import_builtins()
+        self._load_entry_points()
+
+    def _import_builtins(self) -> None:
+        if self._discovered or self.discover is None:
+            return
+        self._discovered = True  # a module that looks names up while it registers
+        try:
+            package = importlib.import_module(self.discover)
+            for module in pkgutil.iter_modules(package.__path__, prefix=f"{self.discover}."):
+                importlib.import_module(module.name)
+        except BaseException:
+            self._discovered = False  # the error again at the next look-up, not fewer names
+            raise
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded or self.entry_point_group is None:
@@ -77,7 +132,7 @@ class Registry:
             self.register(entry_point.name, entry_point.value, source=distribution)
 
     def names(self) -> list[str]:
-        self._load_entry_points()
+        self._load()
         return sorted(self._targets)
 
     def source(self, name: str) -> str:
@@ -86,14 +141,19 @@ class Registry:
 
     def check(self, name: str) -> str:
         """Return ``name`` if registered, else raise :class:`UnknownNameError`."""
-        self._load_entry_points()
+        self._load()
         if name not in self._targets:
             raise UnknownNameError(did_you_mean(self.kind, name, list(self._targets)))
         return name
 
     def factory(self, name: str) -> Callable[..., Any]:
         target = self._targets[self.check(name)]
-        return load_target(target) if isinstance(target, str) else target
+        if not isinstance(target, str):
+            return target
+        loaded = load_target(target)
+        # Importing the target's module may have registered the object itself (a decorator).
+        registered = self._targets[name]
+        return loaded if isinstance(registered, str) else registered
 
     def create(self, name: str, **kwargs: Any) -> Any:
         return self.factory(name)(**kwargs)
@@ -110,6 +170,16 @@ for _name, _target in {
     "hificodec": "bench.codecs.hificodec.codec:HiFiCodecCodec",
 }.items():
     CODECS.register(_name, _target)
+DATASETS = Registry("dataset scheme", entry_point_group=DATASET_ENTRY_POINT_GROUP)
+for _name, _target in {
+    "embedded": "bench.data.embedded:SCHEME",
+    "folder": "bench.data.folder:SCHEME",
+    "librispeech": "bench.data.librispeech:SCHEME",
+    "manifest": "bench.data.manifest:SCHEME",
+}.items():
+    DATASETS.register(_name, _target)
+# Each module of bench.metrics registers its metrics with the @metric decorator.
+METRICS = Registry("metric", entry_point_group=METRIC_ENTRY_POINT_GROUP, discover="bench.metrics")
 
 
 # `bench train NAME`: the training recipes (`bench.codecs.training.TrainingRecipe`), each

@@ -8,8 +8,8 @@ substitute value.
 
 Two files given to `bench score` may differ in length. Up to :func:`length_tolerance`
 (20 ms or 1 % of the reference, whichever is larger) the metrics that compare sample by
-sample score both trimmed to the shorter, and the metrics that align the pair themselves
-(``MetricSpec.aligns_signals``) or need no reference score the files as they are. A
+sample score both trimmed to the shorter (``MetricSpec.needs_equal_lengths``), and the
+metrics that align the pair themselves or need no reference score the files as they are. A
 larger difference means the pair is not what it claims to be (a truncated decode, the
 wrong file): every full-reference metric is NaN with the reason, unless ``trim`` asks
 to score the common part.
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from bench import audio as bench_audio
+from bench.codecs.base import Encoded
 from bench.data.item import Item
 from bench.metrics import CannotScore, MetricSpec, Score, get_metric, metric_names
 from bench.parallel import pinned_threads, process_pool
@@ -194,11 +195,14 @@ def score_metric(
     resampled: dict[int, tuple[torch.Tensor, torch.Tensor]],
     *,
     cropped: bool = False,
+    encoded: Encoded | None = None,
 ) -> MetricOutcome:
     """Score one audio metric on ``(channels, samples)`` signals at ``sample_rate``.
 
     ``resampled`` memoises both signals at the last metric rate other than
     ``sample_rate`` for the next metric of the item (see :func:`scoring_order`).
+    ``encoded`` is the codec's bitstream of the item, passed to a metric on tokens
+    (``needs_codes``), which cannot score without it.
     ``cropped`` says the signals are a crop of the item's file: its transcript, which is
     of the whole file, then does not apply (WER becomes a dWER; a metric that needs a
     transcript gives NaN), and the row's note says so.
@@ -214,6 +218,8 @@ def score_metric(
         transcript_note = CROPPED_TRANSCRIPT_NOTE
     if spec.needs_transcript and not item.transcript:
         return MetricOutcome.failed(metric, transcript_note or "no transcript for this item")
+    if spec.needs_codes and encoded is None:
+        return MetricOutcome.failed(metric, "no codec bitstream (Encoded) to read codes from")
     duration = reference.shape[-1] / sample_rate
     if spec.max_seconds is not None and duration > spec.max_seconds:
         # Not cached: the limit is not part of the cache key, and refusing costs nothing.
@@ -249,8 +255,11 @@ def score_metric(
             )
         metric_reference, metric_degraded = resampled[rate]
     note, counts = None, None
+    inputs = {"encoded": encoded} if spec.needs_codes else {}
     try:
-        result = spec.function(metric_reference, metric_degraded, rate, item, **metric.options)
+        result = spec.function(
+            metric_reference, metric_degraded, rate, item, **inputs, **metric.options
+        )
         if isinstance(result, Score):
             result, note, counts = result.value, result.note, result.counts
         _check_counts(spec, counts)
@@ -324,7 +333,7 @@ def length_tolerance(reference_samples: int, sample_rate: int) -> int:
 def _takes_any_lengths(spec: MetricSpec) -> bool:
     """Whether a metric scores a pair of different lengths as it is: it aligns the pair
     itself (PESQ, ViSQOL), or it never reads the reference (DNSMOS)."""
-    return spec.aligns_signals or not spec.needs_reference
+    return not spec.needs_equal_lengths
 
 
 def _length_note(metrics: tuple[BoundMetric, ...], lengths: str, shorter: int) -> str:
@@ -466,10 +475,10 @@ def score_paths(
     process pool when ``workers > 1``; results keep the pairing order. ``trim``: see
     :func:`score_pair`.
     """
-    coding = [metric.name for metric in metrics if metric.spec.inputs == "coding"]
-    if coding:
+    run_only = [metric.name for metric in metrics if not metric.spec.scores_files]
+    if run_only:
         raise ValueError(
-            f"{', '.join(coding)} measure a codec run and cannot score files; "
+            f"{', '.join(run_only)} measure a codec run and cannot score files; "
             "choose audio metrics (see `bench metrics`)"
         )
     jobs = [(ref, deg, metrics, trim) for ref, deg in pair_paths(reference, degraded)]

@@ -9,6 +9,8 @@ A dataset is named by a spec string, ``SCHEME`` or ``SCHEME:ARGUMENT``:
   (:mod:`bench.data.librispeech`);
 - ``manifest:FILE``: a CSV or JSONL list of files (:mod:`bench.data.manifest`).
 
+Each scheme is registered in :data:`bench.registry.DATASETS` (a :class:`DatasetScheme`);
+third-party packages add schemes through the ``bench.datasets`` entry-point group.
 Loaders only list items; audio is read later by :mod:`bench.audio`, so a listed file that
 turns out to be missing or unreadable is scored as NaN with a reason rather than dropped.
 Files a folder listing cannot use at all (a FIFO, a device, a symbolic link loop) are
@@ -18,18 +20,14 @@ skipped, and the dataset's ``skipped`` notes name each one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.data.embedded import load_embedded
-from bench.data.folder import load_folder
-from bench.data.item import DatasetError, Item, Listing
-from bench.data.librispeech import load_librispeech
-from bench.data.manifest import load_manifest
-from bench.registry import did_you_mean
+from bench.data.item import DatasetError, DatasetScheme, Item, Listing
+from bench.registry import DATASETS, did_you_mean
 
-__all__ = ["Dataset", "DatasetError", "Item", "SCHEMES", "load_dataset"]
+__all__ = ["Dataset", "DatasetError", "DatasetScheme", "Item", "load_dataset"]
 
 
 @dataclass(frozen=True)
@@ -46,31 +44,6 @@ class Dataset:
 
     def __iter__(self) -> Iterator[Item]:
         return iter(self.items)
-
-
-@dataclass(frozen=True)
-class _Scheme:
-    """How one spec scheme loads: its loader, whether it takes a path, and an example."""
-
-    load: Callable[..., Listing]
-    takes_path: bool
-    example: str
-
-
-SCHEMES: dict[str, _Scheme] = {
-    "embedded": _Scheme(lambda: Listing(load_embedded()), takes_path=False, example="embedded"),
-    "folder": _Scheme(load_folder, takes_path=True, example="folder:/data/wavs"),
-    "librispeech": _Scheme(
-        lambda root: Listing(load_librispeech(root)),
-        takes_path=True,
-        example="librispeech:/data/LibriSpeech/test-clean",
-    ),
-    "manifest": _Scheme(
-        lambda manifest: Listing(load_manifest(manifest)),
-        takes_path=True,
-        example="manifest:/data/items.csv",
-    ),
-}
 
 
 def load_dataset(
@@ -134,15 +107,26 @@ def _name_set(tags: Iterable[str] | None, argument: str) -> frozenset[str] | Non
     return None if tags is None else frozenset(tags)
 
 
+def dataset_scheme(name: str) -> DatasetScheme:
+    """The scheme registered as ``name``, checking it is a :class:`DatasetScheme`."""
+    scheme = DATASETS.factory(name)
+    if not isinstance(scheme, DatasetScheme):
+        raise TypeError(
+            f"dataset scheme {name!r} from {DATASETS.source(name)} is a "
+            f"{type(scheme).__name__}; expected a bench.data.DatasetScheme"
+        )
+    return scheme
+
+
 def _load_items(spec: str) -> Listing:
     scheme_name, _, argument = spec.partition(":")
-    if scheme_name not in SCHEMES:
-        examples = ", ".join(scheme.example for scheme in SCHEMES.values())
+    if scheme_name not in DATASETS.names():
+        examples = ", ".join(dataset_scheme(name).example for name in DATASETS.names())
         raise DatasetError(
-            f"{did_you_mean('dataset scheme', scheme_name, list(SCHEMES))}; "
+            f"{did_you_mean('dataset scheme', scheme_name, DATASETS.names())}; "
             f"expected a spec such as {examples} (got {spec!r})"
         )
-    scheme = SCHEMES[scheme_name]
+    scheme = dataset_scheme(scheme_name)
     if not scheme.takes_path:
         if argument:
             raise DatasetError(

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.data.item import Item
+from bench.data.item import DatasetScheme, Item, Listing
 
 # Wheels install the package as plain files, so the audio has real paths soundfile can open.
 EMBEDDED_DIR = Path(__file__).with_name("embedded")
@@ -59,3 +59,6 @@ def embedded_entries() -> tuple[EmbeddedEntry, ...]:
 def load_embedded() -> tuple[Item, ...]:
     """The items of the embedded corpus."""
     return tuple(entry.item for entry in embedded_entries())
+
+
+SCHEME = DatasetScheme(lambda: Listing(load_embedded()), takes_path=False, example="embedded")

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from bench.audio import AudioError, require_regular_file
-from bench.data.item import DatasetError, Item, Listing
+from bench.data.item import DatasetError, DatasetScheme, Item, Listing
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})
 
@@ -85,3 +85,6 @@ def _audio_files(root: Path) -> list[Path]:
             if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
         )
     return found
+
+
+SCHEME = DatasetScheme(load_folder, takes_path=True, example="folder:/data/wavs")

@@ -1,7 +1,9 @@
-"""The unit of evaluation: one audio file with its optional transcript, speaker and tags."""
+"""The unit of evaluation: one audio file with its optional transcript, speaker and tags;
+and what a dataset scheme registers to list such items."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,3 +33,18 @@ class Listing:
 
     items: tuple[Item, ...]
     skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetScheme:
+    """How a dataset spec ``SCHEME`` or ``SCHEME:PATH`` is listed, as registered in
+    :data:`bench.registry.DATASETS` (third-party packages: the ``bench.datasets``
+    entry-point group).
+
+    ``load()``, or ``load(path)`` when ``takes_path``, lists the items; ``example`` is a
+    spec of this scheme, shown when a spec is wrong.
+    """
+
+    load: Callable[..., Listing]
+    takes_path: bool
+    example: str

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.data.folder import require_directory
-from bench.data.item import DatasetError, Item
+from bench.data.item import DatasetError, DatasetScheme, Item, Listing
 
 TRANSCRIPT_SUFFIX = ".trans.txt"
 
@@ -61,3 +61,10 @@ def _read_chapter(transcript_file: Path) -> list[Item]:
             )
         )
     return items
+
+
+SCHEME = DatasetScheme(
+    lambda root: Listing(load_librispeech(root)),
+    takes_path=True,
+    example="librispeech:/data/LibriSpeech/test-clean",
+)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.data.item import DatasetError, Item
+from bench.data.item import DatasetError, DatasetScheme, Item, Listing
 
 TAG_SEPARATOR = ";"
 FIELDS = ("path", "id", "transcript", "speaker", "tags")
@@ -166,3 +166,10 @@ def _tags_field(value: Any, where: str, separator: str | None) -> frozenset[str]
         )
         raise DatasetError(f"{where}: expected 'tags' as {expected}, got {value!r}")
     return frozenset(tag.strip() for tag in parts if tag.strip())
+
+
+SCHEME = DatasetScheme(
+    lambda manifest: Listing(load_manifest(manifest)),
+    takes_path=True,
+    example="manifest:/data/items.csv",
+)

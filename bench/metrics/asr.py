@@ -35,14 +35,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from bench import audio as bench_audio
 from bench.data.item import Item
-from bench.metrics.base import (
-    SPEECH_ONLY,
-    CannotScore,
-    MetricSpec,
-    Ratio,
-    Score,
-    register_metric,
-)
+from bench.metrics.base import SPEECH_ONLY, CannotScore, Ratio, Score, Tolerance, metric
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -304,35 +297,6 @@ WORD_ERRORS = ErrorRate(_word_edits, Ratio("edits", "reference_words"), DWER_NOT
 CHARACTER_ERRORS = ErrorRate(_character_edits, Ratio("edits", "reference_characters"), DCER_NOTE)
 
 
-def wer(
-    reference: torch.Tensor,
-    degraded: torch.Tensor,
-    sample_rate: int,
-    item: Item,
-    model: str = DEFAULT_MODEL,
-) -> Score:
-    """Word error rate of Whisper's transcript of ``degraded``; lower is better.
-
-    Against the item's transcript when it has one; otherwise a dWER against Whisper's
-    transcript of ``reference``. Both sides are normalised by Whisper's English
-    normaliser. The WER is (substitutions + deletions + insertions) / reference words,
-    so it can exceed 1; the score's counts are those edits and reference words.
-    """
-    return WORD_ERRORS.score(reference, degraded, item, model)
-
-
-def cer(
-    reference: torch.Tensor,
-    degraded: torch.Tensor,
-    sample_rate: int,
-    item: Item,
-    model: str = DEFAULT_MODEL,
-) -> Score:
-    """Character error rate, as :func:`wer` but over the characters of the normalised
-    texts (spaces included, as jiwer counts them); lower is better."""
-    return CHARACTER_ERRORS.score(reference, degraded, item, model)
-
-
 def setup(model: str = DEFAULT_MODEL) -> None:
     """Check and load the ASR model once per worker."""
     _whisper(resolve_model(model).folder)
@@ -357,29 +321,61 @@ ASR_DESCRIPTION = (
 )
 
 
-def _register(name: str, function: Callable[..., Score], rate: ErrorRate, unit: str) -> None:
-    register_metric(
-        MetricSpec(
-            name=name,
-            function=function,
-            higher_is_better=False,
-            needs_reference=True,
-            needs_transcript=False,
-            content=SPEECH_ONLY,
-            sample_rate=SAMPLE_RATE,
-            backend="faster-whisper",
-            backend_version=BACKEND_VERSION,
-            description=f"{unit} error rate {ASR_DESCRIPTION}",
-            options=("model",),
-            setup=setup,
-            describe_backend=describe_backend,
-            optional_transcript=True,
-            aggregation=rate.counts,
-        )
-    )
+ASR = {
+    "higher_is_better": False,
+    "needs_reference": True,
+    "needs_transcript": False,
+    "content": SPEECH_ONLY,
+    "sample_rate": SAMPLE_RATE,
+    "backend": "faster-whisper",
+    "backend_version": BACKEND_VERSION,
+    "options": ("model",),
+    "setup": setup,
+    "describe_backend": describe_backend,
+    "optional_transcript": True,
+}
 
 
-_register("wer", wer, WORD_ERRORS, "word")
-_register("cer", cer, CHARACTER_ERRORS, "character")
+@metric(
+    **ASR,
+    description=f"word error rate {ASR_DESCRIPTION}",
+    aggregation=WORD_ERRORS.counts,
+    tolerance=Tolerance(absolute=0.01),  # one word in a hundred
+)
+def wer(
+    reference: torch.Tensor,
+    degraded: torch.Tensor,
+    sample_rate: int,
+    item: Item,
+    model: str = DEFAULT_MODEL,
+) -> Score:
+    """Word error rate of Whisper's transcript of ``degraded``; lower is better.
+
+    Against the item's transcript when it has one; otherwise a dWER against Whisper's
+    transcript of ``reference``. Both sides are normalised by Whisper's English
+    normaliser. The WER is (substitutions + deletions + insertions) / reference words,
+    so it can exceed 1; the score's counts are those edits and reference words.
+    """
+    return WORD_ERRORS.score(reference, degraded, item, model)
+
+
+@metric(
+    **ASR,
+    description=f"character error rate {ASR_DESCRIPTION}",
+    aggregation=CHARACTER_ERRORS.counts,
+    tolerance=Tolerance(absolute=0.01),  # one character in a hundred
+)
+def cer(
+    reference: torch.Tensor,
+    degraded: torch.Tensor,
+    sample_rate: int,
+    item: Item,
+    model: str = DEFAULT_MODEL,
+) -> Score:
+    """Character error rate, as :func:`wer` but over the characters of the normalised
+    texts (spaces included, as jiwer counts them); lower is better."""
+    return CHARACTER_ERRORS.score(reference, degraded, item, model)
+
+
 # The metrics that take the ASR model option (`--asr-model`).
 METRIC_NAMES = ("wer", "cer")

@@ -1,26 +1,35 @@
-"""The metric contract: a pure function plus metadata, and a registry of them.
+"""The metric contract: a pure function plus metadata, registered with the ``@metric``
+decorator.
 
 A metric is ``(reference, degraded, sample_rate, item, **options) -> float | dict | Score``
 on ``(channels, samples)`` float32 audio at the rate the metric declares (``bench.audio``
-resamples; the metric never does). Coding metrics (rates, real-time factors) read the
-measured :class:`CodingStats` instead of audio. A metric that cannot score an item
-raises :class:`CannotScore` with the reason; the harness records NaN and that reason.
+resamples; the metric never does). A metric on tokens (``needs_codes``) receives the
+codec's :class:`~bench.codecs.base.Encoded` as the keyword ``encoded`` as well. Coding
+metrics (rates, real-time factors) read the measured :class:`CodingStats` instead of audio.
+A metric that cannot score an item raises :class:`CannotScore` with the reason; the harness
+records NaN and that reason.
 
 Metrics with heavy state (models, JIT-compiled kernels) keep it in per-process caches and
 declare a ``setup`` that builds it, which the harness calls once per worker, untimed.
+
+Every module of this package is imported at the first look-up of a metric
+(:data:`bench.registry.METRICS`), so a new built-in metric is one module; third-party
+packages add theirs through the ``bench.metrics`` entry-point group, naming the decorated
+function (``toy = "mypackage.metrics:toy"``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from bench.registry import UnknownNameError, did_you_mean
+from bench.registry import METRICS
 
 # Content classes of items (tags); a metric made for one class is not run on the others.
 CONTENT_TAGS = frozenset({"speech", "music", "audio"})
 SPEECH_ONLY = frozenset({"speech"})
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CannotScore(Exception):
@@ -63,8 +72,30 @@ class Ratio:
     denominator: str
 
 
-AudioMetricFunction = Callable[..., "float | dict[str, float] | Score"]
-CodingMetricFunction = Callable[[CodingStats], float]
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a mean may move in the worse direction before `bench compare` calls it a
+    regression.
+
+    The allowed change is the larger of ``absolute`` and ``relative`` times the
+    baseline's magnitude. A metric's is about the smallest change a codec researcher would
+    act on, and well above the run-to-run drift of deterministic decoding on one machine
+    (which is zero) or across BLAS builds (last digits).
+    """
+
+    absolute: float = 0.0
+    relative: float = 0.0
+
+    def allowed(self, baseline: float) -> float:
+        return max(self.absolute, self.relative * abs(baseline))
+
+    def describe(self) -> str:
+        parts = []
+        if self.absolute:
+            parts.append(f"±{self.absolute:g}")
+        if self.relative:
+            parts.append(f"±{self.relative:.0%}")
+        return " or ".join(parts) or "exact"
 
 
 @dataclass(frozen=True)
@@ -74,13 +105,20 @@ class MetricSpec:
     ``sample_rate`` is the rate the metric works at; ``None`` means the codec's own rate.
     ``version`` is the version of the metric's definition in this project and, with
     ``backend_version``, keys the metric cache: bump it when the definition changes.
-    ``needs_reference=False`` marks a non-intrusive (no-reference) metric. ``content``
-    names the content classes the metric is valid for (``None``: any); it is not run on
-    items tagged with other classes only, e.g. PESQ on music, which peers report anyway.
-    ``aligns_signals`` marks a full-reference metric that time-aligns the pair itself
-    (PESQ, ViSQOL): it takes both signals as they are, of different lengths too. The
-    others compare sample by sample, so a pair that differs in length is trimmed for them
-    (see ``bench.scoring``).
+    ``tolerance`` is the regression gate of `bench compare` (a ``--tolerance`` file may
+    override it); every metric declares one, as there is no default that suits every scale.
+
+    What the metric needs: ``needs_reference=False`` marks a non-intrusive (no-reference)
+    metric; ``needs_transcript`` (and ``optional_transcript``, below) the item's
+    transcript; ``needs_codes`` the codec's ``Encoded`` (payload and codes), passed as the
+    keyword ``encoded``, so a metric on tokens (codebook usage) scores a codec run only,
+    never a pair of files. ``content`` names the content classes the metric is valid for
+    (``None``: any); it is not run on items tagged with other classes only, e.g. PESQ on
+    music, which peers report anyway.
+    ``needs_equal_lengths`` marks a metric that compares the pair sample by sample, so a
+    pair that differs in length is trimmed for it (see ``bench.scoring``). It defaults to
+    ``needs_reference``; a full-reference metric that time-aligns the pair itself (PESQ,
+    ViSQOL) sets it to ``False`` and takes both signals as they are.
 
     ``options`` names the keyword options ``function`` accepts (e.g. ``model`` for WER);
     ``setup(**options)`` builds per-process state once, before anything is timed; and
@@ -105,12 +143,14 @@ class MetricSpec:
     sample_rate: int | None
     backend: str
     backend_version: str
+    tolerance: Tolerance
     inputs: Literal["audio", "coding"] = "audio"
     unit: str = ""
     version: int = 1
     description: str = ""
     content: frozenset[str] | None = None
-    aligns_signals: bool = False
+    needs_codes: bool = False
+    needs_equal_lengths: bool | None = None
     options: tuple[str, ...] = ()
     setup: Callable[..., None] | None = field(default=None, repr=False)
     describe_backend: Callable[..., str] | None = field(default=None, repr=False)
@@ -118,6 +158,31 @@ class MetricSpec:
     max_seconds_reason: str = ""
     optional_transcript: bool = False
     aggregation: Ratio | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tolerance, Tolerance):
+            raise TypeError(
+                f"metric {self.name!r}: expected tolerance=Tolerance(absolute=..., "
+                f"relative=...), the change `bench compare` allows before a regression, "
+                f"got {self.tolerance!r}"
+            )
+        if self.needs_equal_lengths is None:
+            object.__setattr__(self, "needs_equal_lengths", self.needs_reference)
+        if self.needs_equal_lengths and not self.needs_reference:
+            raise ValueError(
+                f"metric {self.name!r}: needs_equal_lengths applies to a reference and "
+                "a degraded signal; expected needs_reference=True with it"
+            )
+        if self.needs_codes and self.inputs != "audio":
+            raise ValueError(
+                f"metric {self.name!r}: needs_codes is for metrics of a decoded signal; "
+                f"expected inputs='audio', got {self.inputs!r}"
+            )
+
+    @property
+    def scores_files(self) -> bool:
+        """Whether the metric can score a pair of audio files alone, with no codec run."""
+        return self.inputs == "audio" and not self.needs_codes
 
     @property
     def uses_transcript(self) -> bool:
@@ -155,21 +220,37 @@ class MetricSpec:
         return data
 
 
-_METRICS: dict[str, MetricSpec] = {}
+def metric(**metadata: Any) -> Callable[[F], F]:
+    """Register the decorated function as a metric: ``metadata`` is every
+    :class:`MetricSpec` field but ``function``, and ``name`` defaults to the function's.
 
+    The function is returned unchanged, for direct calls. ``tolerance`` is required: a
+    metric without one is refused here, not gated by a guess.
+    """
 
-def register_metric(spec: MetricSpec) -> MetricSpec:
-    if spec.name in _METRICS:
-        raise ValueError(f"metric {spec.name!r} is already registered")
-    _METRICS[spec.name] = spec
-    return spec
+    def register(function: F) -> F:
+        module, attribute = function.__module__, function.__qualname__
+        spec = MetricSpec(function=function, **{"name": function.__name__, **metadata})
+        METRICS.register(spec.name, spec, source=module, path=f"{module}:{attribute}")
+        return function
+
+    if "tolerance" not in metadata:
+        raise TypeError(
+            f"@metric(...) needs tolerance=Tolerance(absolute=..., relative=...): the change "
+            f"`bench compare` allows before a regression; got only {', '.join(sorted(metadata))}"
+        )
+    return register
 
 
 def metric_names() -> list[str]:
-    return sorted(_METRICS)
+    return METRICS.names()
 
 
 def get_metric(name: str) -> MetricSpec:
-    if name not in _METRICS:
-        raise UnknownNameError(did_you_mean("metric", name, list(_METRICS)))
-    return _METRICS[name]
+    spec = METRICS.factory(name)
+    if not isinstance(spec, MetricSpec):
+        raise TypeError(
+            f"metric {name!r} from {METRICS.source(name)} is a {type(spec).__name__}; "
+            "expected a function decorated with bench.metrics.metric (a MetricSpec)"
+        )
+    return spec

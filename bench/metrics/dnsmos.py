@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bench.data.item import Item
-from bench.metrics.base import SPEECH_ONLY, MetricSpec, Score, register_metric
+from bench.metrics.base import SPEECH_ONLY, Score, Tolerance, metric
 from bench.metrics.speaker import voiced_mono
 
 if TYPE_CHECKING:
@@ -66,6 +66,29 @@ def dnsmos_model() -> DNSMOS:
     return SingleThreadDNSMOS(str(models / "sig_bak_ovr.onnx"), str(models / "model_v8.onnx"))
 
 
+def setup() -> None:
+    """Open the ONNX sessions once per worker."""
+    dnsmos_model()
+
+
+@metric(
+    higher_is_better=True,
+    needs_reference=False,
+    needs_transcript=False,
+    content=SPEECH_ONLY,
+    sample_rate=SAMPLE_RATE,
+    backend="speechmos (DNSMOS P.835 ONNX)",
+    backend_version="/".join(
+        f"{name} {version(name)}" for name in ("speechmos", "onnxruntime", "librosa")
+    ),
+    unit="MOS",
+    description=(
+        "DNSMOS P.835 OVRL (Reddy et al. 2022): a no-reference quality indicator of the "
+        "decoded audio alone, not a fidelity metric (it ignores band-limiting)"
+    ),
+    setup=setup,
+    tolerance=Tolerance(absolute=0.05),
+)
 def dnsmos(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float | Score:
@@ -84,31 +107,3 @@ def dnsmos(
     if clipped:
         return Score(ovrl, f"{clipped} samples beyond full scale clipped to [-1, 1]")
     return ovrl
-
-
-def setup() -> None:
-    """Open the ONNX sessions once per worker."""
-    dnsmos_model()
-
-
-register_metric(
-    MetricSpec(
-        name="dnsmos",
-        function=dnsmos,
-        higher_is_better=True,
-        needs_reference=False,
-        needs_transcript=False,
-        content=SPEECH_ONLY,
-        sample_rate=SAMPLE_RATE,
-        backend="speechmos (DNSMOS P.835 ONNX)",
-        backend_version="/".join(
-            f"{name} {version(name)}" for name in ("speechmos", "onnxruntime", "librosa")
-        ),
-        unit="MOS",
-        description=(
-            "DNSMOS P.835 OVRL (Reddy et al. 2022): a no-reference quality indicator of the "
-            "decoded audio alone, not a fidelity metric (it ignores band-limiting)"
-        ),
-        setup=setup,
-    )
-)

@@ -21,7 +21,7 @@ import torch
 
 from bench import audio as bench_audio
 from bench.data.item import Item
-from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
+from bench.metrics.base import SPEECH_ONLY, CannotScore, Tolerance, metric
 
 STOI_SAMPLE_RATE = 16_000
 # pystoi warns with this text and returns 1e-5, a placeholder rather than a score, when
@@ -57,6 +57,21 @@ def _stoi(
             ) from warning
 
 
+STOI = {
+    "higher_is_better": True,
+    "needs_reference": True,
+    "needs_transcript": False,
+    "content": SPEECH_ONLY,
+    "sample_rate": STOI_SAMPLE_RATE,
+    "backend": "pystoi",
+    "backend_version": version("pystoi"),
+    "max_seconds": MAX_SECONDS,
+    "max_seconds_reason": MAX_SECONDS_REASON,
+    "tolerance": Tolerance(absolute=0.005),
+}
+
+
+@metric(**STOI, description="STOI (Taal et al. 2011), 16 kHz in, 10 kHz inside pystoi, mono mix")
 def stoi(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
@@ -64,30 +79,9 @@ def stoi(
     return _stoi(reference, degraded, sample_rate, extended=False)
 
 
+@metric(**STOI, description="ESTOI (Jensen & Taal 2016), 16 kHz in, 10 kHz inside pystoi, mono mix")
 def estoi(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
     """Extended STOI, for modulated maskers; about 0 to 1. Higher is better."""
     return _stoi(reference, degraded, sample_rate, extended=True)
-
-
-for _function, _description in (
-    (stoi, "STOI (Taal et al. 2011), 16 kHz in, 10 kHz inside pystoi, mono mix"),
-    (estoi, "ESTOI (Jensen & Taal 2016), 16 kHz in, 10 kHz inside pystoi, mono mix"),
-):
-    register_metric(
-        MetricSpec(
-            name=_function.__name__,
-            function=_function,
-            higher_is_better=True,
-            needs_reference=True,
-            needs_transcript=False,
-            content=SPEECH_ONLY,
-            sample_rate=STOI_SAMPLE_RATE,
-            backend="pystoi",
-            backend_version=version("pystoi"),
-            description=_description,
-            max_seconds=MAX_SECONDS,
-            max_seconds_reason=MAX_SECONDS_REASON,
-        )
-    )

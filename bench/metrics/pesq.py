@@ -23,7 +23,7 @@ import torch
 
 from bench import audio as bench_audio
 from bench.data.item import Item
-from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
+from bench.metrics.base import SPEECH_ONLY, CannotScore, Tolerance, metric
 
 PESQ_BACKEND = "pesq (ITU-T P.862 / P.862.2 reference code 2005, without Corrigendum 2)"
 # The reference C code is made for utterances of seconds (it keeps at most 50 speech
@@ -57,6 +57,26 @@ def _pesq(reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, mod
         raise CannotScore(f"pesq failed: {type(error).__name__}: {message}") from error
 
 
+PESQ = {
+    "higher_is_better": True,
+    "needs_reference": True,
+    "needs_transcript": False,
+    "needs_equal_lengths": False,  # PESQ time-aligns the pair itself
+    "content": SPEECH_ONLY,
+    "backend": PESQ_BACKEND,
+    "backend_version": version("pesq"),
+    "unit": "MOS-LQO",
+    "max_seconds": MAX_SECONDS,
+    "max_seconds_reason": MAX_SECONDS_REASON,
+    "tolerance": Tolerance(absolute=0.05),
+}
+
+
+@metric(
+    **PESQ,
+    sample_rate=16_000,
+    description="wideband PESQ, ITU-T P.862.2 (no Corrigendum 2), 16 kHz, mono mix",
+)
 def pesq_wb(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
@@ -64,33 +84,14 @@ def pesq_wb(
     return _pesq(reference, degraded, sample_rate, "wb")
 
 
+@metric(
+    **PESQ,
+    sample_rate=8_000,
+    description="narrowband PESQ, ITU-T P.862 as P.862.1 MOS-LQO, 8 kHz, mono mix",
+)
 def pesq_nb(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
     """Narrowband PESQ (P.862) mapped to P.862.1 MOS-LQO, 1.02 to 4.55, of 8 kHz signals
     (P.862 also accepts 16 kHz, which the conformance test uses). Higher is better."""
     return _pesq(reference, degraded, sample_rate, "nb")
-
-
-for _function, _sample_rate, _description in (
-    (pesq_wb, 16_000, "wideband PESQ, ITU-T P.862.2 (no Corrigendum 2), 16 kHz, mono mix"),
-    (pesq_nb, 8_000, "narrowband PESQ, ITU-T P.862 as P.862.1 MOS-LQO, 8 kHz, mono mix"),
-):
-    register_metric(
-        MetricSpec(
-            name=_function.__name__,
-            function=_function,
-            higher_is_better=True,
-            needs_reference=True,
-            needs_transcript=False,
-            aligns_signals=True,
-            content=SPEECH_ONLY,
-            sample_rate=_sample_rate,
-            backend=PESQ_BACKEND,
-            backend_version=version("pesq"),
-            unit="MOS-LQO",
-            description=_description,
-            max_seconds=MAX_SECONDS,
-            max_seconds_reason=MAX_SECONDS_REASON,
-        )
-    )

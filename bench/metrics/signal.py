@@ -18,7 +18,7 @@ import torch
 from bench import __version__ as bench_version
 from bench.codecs.modules.spectral import mel_filterbank
 from bench.data.item import Item
-from bench.metrics.base import CannotScore, MetricSpec, register_metric
+from bench.metrics.base import CannotScore, Tolerance, metric
 
 # Long signals are scored this many samples at a time (per channel), so that no whole-signal
 # intermediate (a spectrogram, a float64 copy) is ever held.
@@ -116,6 +116,22 @@ DAC_PROFILE = MelDistanceProfile(
 )
 
 
+MEL_DISTANCE = {
+    "higher_is_better": False,
+    "needs_reference": True,
+    "needs_transcript": False,
+    "backend": "bench (torch.stft)",
+    "backend_version": f"{bench_version}/torch {torch.__version__}",
+    "version": 2,
+    "tolerance": Tolerance(relative=0.02),
+}
+
+
+@metric(
+    **MEL_DISTANCE,
+    sample_rate=ENCODEC_PROFILE.sample_rate,
+    description="EnCodec's multi-scale log-mel L1 (64 mels, 2^5..2^11)",
+)
 def mel_distance(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
@@ -133,6 +149,11 @@ def mel_distance(
     return ENCODEC_PROFILE.distance(reference, degraded)
 
 
+@metric(
+    **MEL_DISTANCE,
+    sample_rate=DAC_PROFILE.sample_rate,
+    description="DAC evaluate.py mel distance (150/80 mels, log+linear)",
+)
 def mel_distance_dac(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
@@ -148,6 +169,18 @@ def mel_distance_dac(
     return DAC_PROFILE.distance(reference, degraded) * len(DAC_PROFILE.scales)
 
 
+@metric(
+    higher_is_better=True,
+    needs_reference=True,
+    needs_transcript=False,
+    sample_rate=None,
+    backend="bench (numpy)",
+    backend_version=f"{bench_version}/numpy {np.__version__}",
+    unit="dB",
+    version=2,
+    description="scale-invariant SDR (Le Roux et al. 2019) at the codec's rate",
+    tolerance=Tolerance(absolute=0.2),
+)
 def si_sdr(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
@@ -190,38 +223,3 @@ def si_sdr(
     eps = np.finfo(np.float64).eps
     ratios = (target_energy + eps) / (noise_energy + eps)
     return float(np.mean(10 * np.log10(ratios)))
-
-
-for _function, _profile, _description in (
-    (mel_distance, ENCODEC_PROFILE, "EnCodec's multi-scale log-mel L1 (64 mels, 2^5..2^11)"),
-    (mel_distance_dac, DAC_PROFILE, "DAC evaluate.py mel distance (150/80 mels, log+linear)"),
-):
-    register_metric(
-        MetricSpec(
-            name=_function.__name__,
-            function=_function,
-            higher_is_better=False,
-            needs_reference=True,
-            needs_transcript=False,
-            sample_rate=_profile.sample_rate,
-            backend="bench (torch.stft)",
-            backend_version=f"{bench_version}/torch {torch.__version__}",
-            version=2,
-            description=_description,
-        )
-    )
-register_metric(
-    MetricSpec(
-        name="si_sdr",
-        function=si_sdr,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        sample_rate=None,
-        backend="bench (numpy)",
-        backend_version=f"{bench_version}/numpy {np.__version__}",
-        unit="dB",
-        version=2,
-        description="scale-invariant SDR (Le Roux et al. 2019) at the codec's rate",
-    )
-)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from bench.data.item import Item
-from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
+from bench.metrics.base import SPEECH_ONLY, CannotScore, Tolerance, metric
 from bench.parallel import pinned_threads
 
 SAMPLE_RATE = 16_000
@@ -187,6 +187,26 @@ def voiced_mono(audio: torch.Tensor, role: str, min_seconds: float, needed_by: s
     return wav
 
 
+def setup() -> None:
+    """Load the encoder once per worker."""
+    encoder()
+
+
+@metric(
+    higher_is_better=True,
+    needs_reference=True,
+    needs_transcript=False,
+    content=SPEECH_ONLY,
+    sample_rate=SAMPLE_RATE,
+    backend="resemblyzer weights (GE2E)",
+    backend_version=f"resemblyzer {version('resemblyzer')}/librosa {version('librosa')}",
+    description=(
+        "cosine similarity of GE2E d-vectors (Resemblyzer weights) of the reference and "
+        "decoded audio, whole utterances without VAD trimming"
+    ),
+    setup=setup,
+    tolerance=Tolerance(absolute=0.01),
+)
 def speaker_similarity(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
 ) -> float:
@@ -204,28 +224,3 @@ def speaker_similarity(
         # The ReLU can zero every unit of an embedding, leaving no direction to compare.
         raise CannotScore("a speaker embedding is all zeros")
     return similarity
-
-
-def setup() -> None:
-    """Load the encoder once per worker."""
-    encoder()
-
-
-register_metric(
-    MetricSpec(
-        name="speaker_similarity",
-        function=speaker_similarity,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        content=SPEECH_ONLY,
-        sample_rate=SAMPLE_RATE,
-        backend="resemblyzer weights (GE2E)",
-        backend_version=f"resemblyzer {version('resemblyzer')}/librosa {version('librosa')}",
-        description=(
-            "cosine similarity of GE2E d-vectors (Resemblyzer weights) of the reference and "
-            "decoded audio, whole utterances without VAD trimming"
-        ),
-        setup=setup,
-    )
-)

@@ -34,7 +34,7 @@ import torch
 
 from bench import audio as bench_audio
 from bench.data.item import Item
-from bench.metrics.base import SPEECH_ONLY, CannotScore, MetricSpec, register_metric
+from bench.metrics.base import SPEECH_ONLY, CannotScore, Tolerance, metric
 
 if TYPE_CHECKING:
     from visqol import VisqolApi
@@ -125,24 +125,6 @@ def _visqol(
     return float(result.moslqo)
 
 
-def visqol_speech(
-    reference: torch.Tensor,
-    degraded: torch.Tensor,
-    sample_rate: int,
-    item: Item | None = None,
-    mapper: str = "lattice",
-) -> float:
-    """ViSQOL speech-mode MOS-LQO, 1 to 5, of 16 kHz signals. Higher is better."""
-    return _visqol(reference, degraded, sample_rate, "speech", mapper)
-
-
-def visqol_audio(
-    reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
-) -> float:
-    """ViSQOL audio-mode MOS-LQO, 1 to ~4.73, of 48 kHz signals. Higher is better."""
-    return _visqol(reference, degraded, sample_rate, "audio", None)
-
-
 def _warm_up(mode: str, mapper: str | None, sample_rate: int) -> None:
     """Build the API and score one second of noise, so that loading the models and
     compiling (or loading numba's disk cache for) the kernels happen before timing."""
@@ -168,45 +150,53 @@ def _describe_speech(mapper: str = "lattice") -> str:
     return f"visqol-python {version('visqol-python')}, {model}"
 
 
-register_metric(
-    MetricSpec(
-        name="visqol_speech",
-        function=visqol_speech,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        aligns_signals=True,
-        content=SPEECH_ONLY,
-        sample_rate=SPEECH_SAMPLE_RATE,
-        backend=VISQOL_BACKEND,
-        backend_version=_describe_speech(),
-        unit="MOS-LQO",
-        description=(
-            "ViSQOL v3 speech mode, 16 kHz, mono mix; option mapper: lattice (default), "
-            "exponential, exponential_unscaled"
-        ),
-        options=("mapper",),
-        setup=_set_up_speech,
-        describe_backend=_describe_speech,
-        max_seconds=MAX_SECONDS["speech"],
-        max_seconds_reason=MAX_SECONDS_REASON,
-    )
+VISQOL = {
+    "higher_is_better": True,
+    "needs_reference": True,
+    "needs_transcript": False,
+    "needs_equal_lengths": False,  # ViSQOL time-aligns the pair itself
+    "backend": VISQOL_BACKEND,
+    "unit": "MOS-LQO",
+    "max_seconds_reason": MAX_SECONDS_REASON,
+    "tolerance": Tolerance(absolute=0.05),
+}
+
+
+@metric(
+    **VISQOL,
+    content=SPEECH_ONLY,
+    sample_rate=SPEECH_SAMPLE_RATE,
+    backend_version=_describe_speech(),
+    description=(
+        "ViSQOL v3 speech mode, 16 kHz, mono mix; option mapper: lattice (default), "
+        "exponential, exponential_unscaled"
+    ),
+    options=("mapper",),
+    setup=_set_up_speech,
+    describe_backend=_describe_speech,
+    max_seconds=MAX_SECONDS["speech"],
 )
-register_metric(
-    MetricSpec(
-        name="visqol_audio",
-        function=visqol_audio,
-        higher_is_better=True,
-        needs_reference=True,
-        needs_transcript=False,
-        aligns_signals=True,
-        sample_rate=AUDIO_SAMPLE_RATE,
-        backend=VISQOL_BACKEND,
-        backend_version=f"visqol-python {version('visqol-python')}, SVR model {SVR_MODEL}",
-        unit="MOS-LQO",
-        description=f"ViSQOL v3 audio mode, 48 kHz, mono mix, SVR model {SVR_MODEL}",
-        setup=_set_up_audio,
-        max_seconds=MAX_SECONDS["audio"],
-        max_seconds_reason=MAX_SECONDS_REASON,
-    )
+def visqol_speech(
+    reference: torch.Tensor,
+    degraded: torch.Tensor,
+    sample_rate: int,
+    item: Item | None = None,
+    mapper: str = "lattice",
+) -> float:
+    """ViSQOL speech-mode MOS-LQO, 1 to 5, of 16 kHz signals. Higher is better."""
+    return _visqol(reference, degraded, sample_rate, "speech", mapper)
+
+
+@metric(
+    **VISQOL,
+    sample_rate=AUDIO_SAMPLE_RATE,
+    backend_version=f"visqol-python {version('visqol-python')}, SVR model {SVR_MODEL}",
+    description=f"ViSQOL v3 audio mode, 48 kHz, mono mix, SVR model {SVR_MODEL}",
+    setup=_set_up_audio,
+    max_seconds=MAX_SECONDS["audio"],
 )
+def visqol_audio(
+    reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
+) -> float:
+    """ViSQOL audio-mode MOS-LQO, 1 to ~4.73, of 48 kHz signals. Higher is better."""
+    return _visqol(reference, degraded, sample_rate, "audio", None)

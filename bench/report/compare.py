@@ -2,10 +2,11 @@
 
 ``bench compare BASELINE NEW`` matches each (label, bitrate, NFE, metric) mean of the
 new run with the baseline's. A change in the metric's worse direction beyond its
-tolerance is a regression; beyond it in the better direction, an improvement; a value
-that could be scored before and cannot now (NaN), more failed items or another item count
-is a regression too. A condition of the baseline that the new run lacks is missing, and
-fails the gate like a regression; one only in the new run is new. Two runs over different
+tolerance (which the metric declares: :class:`bench.metrics.Tolerance`) is a regression;
+beyond it in the better direction, an improvement; a value that could be scored before
+and cannot now (NaN), more failed items or another item count is a regression too. A
+condition of the baseline that the new run lacks is missing, and fails the gate like a
+regression; one only in the new run is new. Two runs over different
 items (compared by id and input hash) or crops are not comparable at all: their means
 are not compared. The verdict is printed as Markdown for a pull-request comment and can
 be written as JUnit XML for CI dashboards. Either side is a run directory or a summary
@@ -21,12 +22,12 @@ import os
 import tomllib
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from bench.metrics import Tolerance, get_metric, metric_names
 from bench.report.stats import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -45,52 +46,6 @@ SUMMARY_VERSION = 2
 SUMMARY_FILE = "summary.json"
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """How far a mean may move in the worse direction before it is a regression.
-
-    The allowed change is the larger of ``absolute`` and ``relative`` times the
-    baseline's magnitude.
-    """
-
-    absolute: float = 0.0
-    relative: float = 0.0
-
-    def allowed(self, baseline: float) -> float:
-        return max(self.absolute, self.relative * abs(baseline))
-
-    def describe(self) -> str:
-        parts = []
-        if self.absolute:
-            parts.append(f"±{self.absolute:g}")
-        if self.relative:
-            parts.append(f"±{self.relative:.0%}")
-        return " or ".join(parts) or "exact"
-
-
-# Defaults: about the smallest change a codec researcher would act on, and well above
-# the run-to-run drift of deterministic decoding on one machine (which is zero) or
-# across BLAS builds (last digits).
-DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "mel_distance": Tolerance(relative=0.02),
-    "mel_distance_dac": Tolerance(relative=0.02),
-    "si_sdr": Tolerance(absolute=0.2),  # dB
-    "pesq_wb": Tolerance(absolute=0.05),  # MOS-LQO
-    "pesq_nb": Tolerance(absolute=0.05),
-    "stoi": Tolerance(absolute=0.005),
-    "estoi": Tolerance(absolute=0.005),
-    "visqol_speech": Tolerance(absolute=0.05),
-    "visqol_audio": Tolerance(absolute=0.05),
-    "wer": Tolerance(absolute=0.01),  # one word in a hundred
-    "cer": Tolerance(absolute=0.01),  # one character in a hundred
-    "speaker_similarity": Tolerance(absolute=0.01),
-    "dnsmos": Tolerance(absolute=0.05),
-    "kbps_actual": Tolerance(relative=0.01),
-    # Timings move with the machine's load; only a doubling is worth a red build.
-    "rtf_encode": Tolerance(relative=1.0),
-    "rtf_decode": Tolerance(relative=1.0),
-}
-FALLBACK_TOLERANCE = Tolerance(relative=0.01)
 KEY_COLUMNS = ["label", "bitrate", "nfe", "metric"]
 COMPARISON_COLUMNS = [
     *KEY_COLUMNS,
@@ -330,13 +285,19 @@ def write_summary(document: dict, path: str | os.PathLike) -> None:
     write_atomically(Path(path), json.dumps(document, indent=1).encode() + b"\n")
 
 
+def declared_tolerances() -> dict[str, Tolerance]:
+    """Each registered metric's tolerance, as its spec declares it."""
+    return {name: get_metric(name).tolerance for name in metric_names()}
+
+
 def load_tolerances(path: str | os.PathLike | None = None) -> dict[str, Tolerance]:
-    """The default tolerances, overridden per metric by a TOML or JSON file.
+    """The metrics' declared tolerances, overridden per metric by a TOML or JSON file.
 
     The file maps metric names to ``absolute`` and/or ``relative``, e.g. TOML
-    ``[pesq_wb]`` / ``absolute = 0.1``.
+    ``[pesq_wb]`` / ``absolute = 0.1``; it also gives one to a metric that is not
+    registered here (a plug-in that is not installed).
     """
-    tolerances = dict(DEFAULT_TOLERANCES)
+    tolerances = declared_tolerances()
     if path is None:
         return tolerances
     path = Path(path)
@@ -362,7 +323,16 @@ def load_tolerances(path: str | os.PathLike | None = None) -> dict[str, Toleranc
 
 
 def _tolerance(tolerances: dict[str, Tolerance], metric: str) -> Tolerance:
-    return tolerances.get(metric) or tolerances.get(metric.split(".", 1)[0], FALLBACK_TOLERANCE)
+    family = metric.split(".", 1)[0]
+    tolerance = tolerances.get(metric) or tolerances.get(family)
+    if tolerance is None:
+        # No guessed default: a gate the metric's author never chose could pass anything.
+        raise ValueError(
+            f"no tolerance for metric {metric!r}: it is not registered here (see `bench "
+            f"metrics`), so none is declared; give it one in a --tolerance file, e.g. "
+            f"[{family}] relative = 0.01"
+        )
+    return tolerance
 
 
 def _frame(document: dict) -> pd.DataFrame:
@@ -385,7 +355,7 @@ def compare_summaries(
     ``missing`` (only in ``baseline``). Both summaries must have passed
     :func:`check_summary`, and their items :func:`comparability_problems`.
     """
-    tolerances = tolerances if tolerances is not None else DEFAULT_TOLERANCES
+    tolerances = tolerances if tolerances is not None else declared_tolerances()
     merged = _frame(baseline).merge(
         _frame(new),
         on=KEY_COLUMNS,

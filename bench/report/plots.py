@@ -29,7 +29,7 @@ from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
 from bench.audio import convert_channels, load_audio
 from bench.codecs.modules.spectral import hz_to_mel, mel_spectrogram, mel_to_hz
-from bench.report.stats import CODING_METRICS
+from bench.report.stats import coding_metrics
 
 # Columns of the long-form summary that each figure reads (one row per label x bitrate x
 # nfe x metric); ``nfe`` is NaN for one-shot codecs. Lines are named by the label.
@@ -302,7 +302,8 @@ def _quality_metrics(summary: pd.DataFrame) -> list[str]:
     """Quality metrics, in order of appearance, with at least one finite mean to draw; the
     coding metrics (actual kbps, RTF) are the axes of the figures, not curves on them."""
     scored = summary.dropna(subset=["mean"])
-    return [metric for metric in scored["metric"].unique() if metric not in CODING_METRICS]
+    coding = coding_metrics()
+    return [metric for metric in scored["metric"].unique() if metric not in coding]
 
 
 def _metric_rows(summary: pd.DataFrame, metric: str) -> pd.DataFrame:

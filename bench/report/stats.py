@@ -14,10 +14,12 @@ the same rows prints the same intervals.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ import pandas as pd
 import scipy
 from scipy import stats as scipy_stats
 
+from bench.metrics import CodingStats, get_metric, metric_names
 from bench.store import CONFIG_FILE, RunStore
 
 CONFIDENCE = 0.95
@@ -33,9 +36,10 @@ BOOTSTRAP_SEED = 0
 ROUND_DECIMALS = 10
 # A condition is named by its label; its codec (a function of the label) rides along.
 CONDITION_COLUMNS = ["label", "codec", "bitrate", "nfe"]
-# Coding metrics are shown as the table's own kbps and RTF columns, not as quality metrics.
-CODING_METRICS = ("kbps_actual", "rtf_encode", "rtf_decode")
-SUMMARY_COLUMNS = [
+# The row fields from which coding metrics are computed: those of CodingStats, by name.
+CODING_FIELDS = tuple(field.name for field in fields(CodingStats))
+# The columns of a summary, then one per coding metric (see coding_metrics).
+STATISTICS_COLUMNS = [
     *CONDITION_COLUMNS,
     "metric",
     "higher_is_better",
@@ -46,13 +50,17 @@ SUMMARY_COLUMNS = [
     "ci_high",
     "n",
     "failed",
-    "kbps_actual",
-    "rtf_encode",
-    "rtf_decode",
 ]
 PAIRED_METHODS = ("wilcoxon", "bootstrap")
 # The "aggregate" of a summary row: what its "mean" column holds.
 MEAN_AGGREGATE = "mean over items"
+
+
+def coding_metrics() -> list[str]:
+    """The registered coding metrics (actual kbps, RTFs). They are measured on every task
+    from the fields its rows carry, so a summary holds them as columns of each condition
+    (the table's own kbps and RTF columns), not as quality metrics."""
+    return [name for name in metric_names() if get_metric(name).inputs == "coding"]
 
 
 def results_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -238,8 +246,9 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
     (the run's, set by :func:`results_frame`) or of first appearance; then bitrate and
     NFE ascend.
     """
+    columns = [*STATISTICS_COLUMNS, *coding_metrics()]
     if frame.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=columns)
     coding = _coding_summary(frame)
     counted = _with_ratio_counts(frame, directions)
     per_item = item_means(counted, ("value", "numerator", "denominator"))
@@ -271,23 +280,27 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
             }
         )
     summary = pd.DataFrame(records).merge(coding, on=CONDITION_COLUMNS, how="left")
-    return _ordered(summary, frame, list(directions))[SUMMARY_COLUMNS]
+    return _ordered(summary, frame, list(directions))[columns]
 
 
 def _coding_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean actual kbps and RTFs of each condition, from the fields on every row."""
+    """The mean of each coding metric over each condition's tasks, computed by the
+    metric's own function from the fields on every row."""
     tasks = frame.drop_duplicates([*CONDITION_COLUMNS, "seed", "item"])
+    # numpy floats, as the columns hold them: a division by zero gives inf, not an error.
+    fields = [
+        tasks[column].to_numpy(dtype=float) if column in tasks else np.full(len(tasks), np.nan)
+        for column in CODING_FIELDS
+    ]
+    measured = [
+        CodingStats(**dict(zip(CODING_FIELDS, task, strict=True)))
+        for task in zip(*fields, strict=True)
+    ]
+    coding = coding_metrics()
     tasks = tasks.assign(
-        rtf_encode=tasks["encode_seconds"] / tasks["audio_seconds"],
-        rtf_decode=tasks["decode_seconds"] / tasks["audio_seconds"],
+        **{name: [get_metric(name).function(stats) for stats in measured] for name in coding}
     )
-    return (
-        tasks.groupby(CONDITION_COLUMNS, dropna=False, sort=False)[
-            ["kbps_actual", "rtf_encode", "rtf_decode"]
-        ]
-        .mean()
-        .reset_index()
-    )
+    return tasks.groupby(CONDITION_COLUMNS, dropna=False, sort=False)[coding].mean().reset_index()
 
 
 def _ordered(summary: pd.DataFrame, frame: pd.DataFrame, families: list[str]) -> pd.DataFrame:

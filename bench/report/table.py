@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from bench.report.stats import (
-    CODING_METRICS,
     MEAN_AGGREGATE,
+    coding_metrics,
     filter_by_tag,
     metric_directions,
     results_frame,
@@ -90,7 +90,8 @@ def _conditions(summary: pd.DataFrame) -> pd.DataFrame:
 
 def quality_metrics(summary: pd.DataFrame) -> list[str]:
     """Metrics shown as table columns, in run order; coding metrics have columns of their own."""
-    return [name for name in summary["metric"].unique() if name not in CODING_METRICS]
+    coding = coding_metrics()
+    return [name for name in summary["metric"].unique() if name not in coding]
 
 
 def display_table(summary: pd.DataFrame, *, style: str = "markdown") -> pd.DataFrame:

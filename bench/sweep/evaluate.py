@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bench import audio as bench_audio
-from bench.codecs.base import Codec
+from bench.codecs.base import Codec, Encoded
 from bench.registry import create_codec
 from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric, scoring_order
 from bench.store import Cache, content_key
@@ -78,6 +78,8 @@ class Evaluator:
         self._bound: dict[str, tuple[BoundMetric, ...]] = {}
         # Tasks arrive item by item, so the last prepared input is usually the next one's.
         self._last_input: tuple[tuple, tuple[torch.Tensor, tuple[str, ...], bool]] | None = None
+        # The task's bitstream by decoded key, while metrics on tokens need it.
+        self._last_encoded: tuple[str, Encoded] | None = None
 
     @staticmethod
     def _codec_key(condition: Condition) -> str:
@@ -160,6 +162,9 @@ class Evaluator:
         start = time.perf_counter()
         encoded = codec.encode(reference, condition.bitrate)
         encode_seconds = time.perf_counter() - start
+        if any(metric.spec.needs_codes for metric in self.metrics(task)):
+            # Kept only for metrics on tokens: the identity codec's payload is the signal.
+            self._last_encoded = (task.decoded_key, encoded)
         start = time.perf_counter()
         decoded = codec.decode(encoded, condition.nfe, condition.seed)
         decode_seconds = time.perf_counter() - start
@@ -178,6 +183,42 @@ class Evaluator:
                 task.decoded_key, decoded.numpy(), encoded.payload, decoding.to_json()
             )
         return decoded, decoding, False, encode_seconds + decode_seconds
+
+    def _encoded(self, task: Task, codec: Codec, reference: torch.Tensor) -> Encoded:
+        """The task's bitstream, for a metric on tokens: the one just made, or, where the
+        decoded audio came from the cache, the input encoded again (untimed, once per
+        task). Encoding depends only on what the decoded key holds: the same bitstream."""
+        if self._last_encoded is None or self._last_encoded[0] != task.decoded_key:
+            encoded = codec.encode(reference, task.condition.bitrate)
+            self._last_encoded = (task.decoded_key, encoded)
+        return self._last_encoded[1]
+
+    def _score(
+        self,
+        task: Task,
+        metric: BoundMetric,
+        codec: Codec,
+        signals: tuple[torch.Tensor, torch.Tensor],
+        resampled: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        cropped: bool,
+    ) -> MetricOutcome:
+        """Score one metric of the task; a metric on tokens gets the task's bitstream."""
+        encoded = None
+        if metric.spec.needs_codes:
+            try:
+                encoded = self._encoded(task, codec, signals[0])
+            except Exception as error:  # noqa: BLE001 - a codec failure must not stop the run
+                reason = f"codec: {type(error).__name__}: {error}"
+                return MetricOutcome.failed(metric, reason, cacheable=False)
+        return score_metric(
+            metric,
+            task.item,
+            *signals,
+            codec.sample_rate,
+            resampled,
+            cropped=cropped,
+            encoded=encoded,
+        )
 
     def _prepared_input(
         self, task: Task, codec: Codec
@@ -211,6 +252,7 @@ class Evaluator:
         return result
 
     def _evaluate(self, task: Task) -> TaskResult:
+        self._last_encoded = None  # the previous task's
         metrics = self.metrics(task)
         codec = self.codec(task.condition)
         try:
@@ -234,15 +276,7 @@ class Evaluator:
             key = metric.cache_key(task.decoded_key, task.item)
             entry = self.cache.get_metric(key) if self.cache is not None else None
             if entry is None:
-                outcome = score_metric(
-                    metric,
-                    task.item,
-                    reference,
-                    decoded,
-                    codec.sample_rate,
-                    resampled,
-                    cropped=cropped,
-                )
+                outcome = self._score(task, metric, codec, (reference, decoded), resampled, cropped)
                 result.metric_seconds += outcome.seconds
                 if self.cache is not None and outcome.cacheable:
                     self.cache.put_metric(key, outcome.to_cache())

@@ -17,6 +17,7 @@ import soundfile
 from bench.audio import AudioError, load_audio
 from bench.data import Dataset, DatasetError, Item, load_dataset
 from bench.data.embedded import EMBEDDED_DIR, MANIFEST_PATH, embedded_entries
+from bench.registry import DATASETS
 
 SAMPLE_RATE = 8000
 FORMAT_OF_EXTENSION = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
@@ -447,3 +448,53 @@ def test_a_bare_string_of_tags_is_rejected():
 
 def test_dataset_error_is_a_value_error():
     assert issubclass(DatasetError, ValueError)
+
+
+def _dataset_plugin(root: Path, target: str, module_text: str) -> None:
+    """A fake distribution registering the scheme ``tones`` as ``target``."""
+    dist_info = root / "bench_toy_datasets-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: bench-toy-datasets\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(f"[bench.datasets]\ntones = {target}\n")
+    (root / f"{target.partition(':')[0]}.py").write_text(module_text)
+
+
+@pytest.fixture
+def datasets(monkeypatch):
+    """The dataset registry, restored after the test, with entry points to read again."""
+    for attribute in ("_targets", "_sources", "_paths"):
+        monkeypatch.setattr(DATASETS, attribute, dict(getattr(DATASETS, attribute)))
+    monkeypatch.setattr(DATASETS, "_entry_points_loaded", False)
+    return DATASETS
+
+
+def test_third_party_dataset_schemes_register_through_the_entry_point_group(
+    datasets, tmp_path, monkeypatch
+):
+    write_sine(tmp_path / "tones" / "a4.wav")
+    _dataset_plugin(
+        tmp_path,
+        "toy_dataset_plugin:SCHEME",
+        "from pathlib import Path\n"
+        "from bench.data import DatasetScheme, Item\n"
+        "from bench.data.item import Listing\n\n"
+        "def tones(root: Path) -> Listing:\n"
+        "    return Listing(tuple(Item(path.stem, path, tags=frozenset({'music'}))\n"
+        "                         for path in sorted(root.glob('*.wav'))))\n\n"
+        "SCHEME = DatasetScheme(tones, takes_path=True, example='tones:/data/tones')\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dataset = load_dataset(f"tones:{tmp_path / 'tones'}")
+    assert ids(dataset) == ["a4"] and dataset.items[0].tags == {"music"}
+    assert datasets.source("tones") == "bench-toy-datasets"
+    with pytest.raises(DatasetError, match=r"known: embedded, folder, .*tones; .*tones:/data"):
+        load_dataset("tone:x")
+
+
+def test_a_dataset_entry_point_that_is_not_a_scheme_is_named(datasets, tmp_path, monkeypatch):
+    _dataset_plugin(tmp_path, "toy_not_a_scheme:SCHEME", "SCHEME = print\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TypeError, match="'tones' from bench-toy-datasets is a builtin_function"):
+        load_dataset("tones")

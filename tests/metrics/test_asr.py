@@ -20,7 +20,7 @@ from bench import audio
 from bench.cli import EXIT_FAILURES, EXIT_USAGE, main
 from bench.data import load_dataset
 from bench.data.item import Item
-from bench.metrics import MetricSpec, Ratio, Score, asr, get_metric
+from bench.metrics import MetricSpec, Ratio, Score, Tolerance, asr, get_metric
 from bench.scoring import CROPPED_TRANSCRIPT_NOTE, BoundMetric, bind_metrics, score_metric
 from bench.store import RunStore
 from bench.sweep import SweepSettings, run_sweep
@@ -95,6 +95,7 @@ def _recording_spec(needs_transcript: bool, optional_transcript: bool, seen: lis
         sample_rate=None,
         backend="test",
         backend_version="0",
+        tolerance=Tolerance(absolute=0.1),
         optional_transcript=optional_transcript,
     )
 

@@ -21,8 +21,8 @@ import soundfile
 from bench import audio
 from bench.cli import EXIT_FAILURES, EXIT_OK, main
 from bench.data.item import Item
-from bench.metrics import base as metrics_base
 from bench.metrics.visqol import SPEECH_MAPPERS
+from bench.registry import METRICS
 from bench.scoring import BoundMetric, bind_metrics, length_tolerance, score_metric, score_pair
 
 pytestmark = pytest.mark.conformance
@@ -124,7 +124,7 @@ def test_visqol_through_bench_score_gets_pairs_of_different_lengths_as_they_are(
     configured = dataclasses.replace(
         metric.spec, function=functools.partial(metric.spec.function, **metric.options)
     )
-    monkeypatch.setitem(metrics_base._METRICS, metric.name, configured)
+    monkeypatch.setitem(METRICS._targets, metric.name, configured)
     reference, degraded = (str(_data("visqol", case[side])) for side in ("reference", "degraded"))
     command = ["score", reference, degraded, "--metrics", metric.name, "--json"]
     reference_samples = soundfile.info(reference).frames
