@@ -14,8 +14,6 @@ the same rows prints the same intervals.
 
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import os
 import warnings
