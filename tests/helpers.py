@@ -100,22 +100,37 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
-def install_plugin(directory: Path) -> dict[str, str]:
-    """Make a fake third-party distribution that registers ``slow-quantizer`` through the
-    ``bench.codecs`` entry-point group; returns the environment for a subprocess."""
-    dist_info = directory / "bench_test_plugin-1.0.dist-info"
+def install_distribution(
+    directory: Path, name: str, entry_points: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """Make a fake installed distribution ``name`` in ``directory`` (its ``.dist-info``, for
+    ``importlib.metadata``) declaring ``entry_points`` as ``{group: {name: "module:attr"}}``;
+    returns the environment of a subprocess that sees it and the modules in ``directory``
+    and ``tests/``."""
+    dist_info = directory / f"{name.replace('-', '_')}-1.0.dist-info"
     dist_info.mkdir(parents=True, exist_ok=True)
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: bench-test-plugin\nVersion: 1.0\n"
-    )
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
     (dist_info / "entry_points.txt").write_text(
-        "[bench.codecs]\nslow-quantizer = helpers:SlowQuantizingCodec\n"
+        "".join(
+            f"[{group}]\n" + "".join(f"{key} = {target}\n" for key, target in targets.items())
+            for group, targets in entry_points.items()
+        )
     )
     tests_dir = Path(__file__).resolve().parent
     python_path = os.pathsep.join(
         [str(directory), str(tests_dir), os.environ.get("PYTHONPATH", "")]
     )
     return {**os.environ, "PYTHONPATH": python_path}
+
+
+def install_plugin(directory: Path) -> dict[str, str]:
+    """Make a fake third-party distribution that registers ``slow-quantizer`` through the
+    ``bench.codecs`` entry-point group; returns the environment for a subprocess."""
+    return install_distribution(
+        directory,
+        "bench-test-plugin",
+        {"bench.codecs": {"slow-quantizer": "helpers:SlowQuantizingCodec"}},
+    )
 
 
 def official_encodec(*submodules: str) -> types.ModuleType:
@@ -292,3 +307,64 @@ def make_record(**fields):
         "decoded_from_cache": False,
     }
     return Record(**{**values, **fields})
+
+
+# Toy codecs, written to a temporary module as a third-party package would ship them.
+TOY_MODULE = '''
+"""Toy codecs: 8-bit PCM at 8 kHz, an iterative variant, and one that breaks the contract."""
+
+import torch
+from bench.codecs.base import Codec, Encoded, fit_length
+
+
+class ToyCodec(Codec):
+    """8-bit PCM of 8 kHz mono: 64 kbps sends every sample, 32 kbps every other one."""
+
+    name = "toy"
+    sample_rate = 8000
+    channels = 1
+    bitrates = (32.0, 64.0)
+    frame_rate = 8000.0
+    num_codebooks = 1
+    codebook_size = 256
+
+    def _encode(self, audio, bitrate):
+        step = round(64.0 / bitrate)
+        codes = torch.round(audio[:, ::step].clamp(-1, 1) * 127).long() + 128
+        payload = codes.to(torch.uint8).numpy().tobytes()
+        return Encoded(payload, audio.shape[1], self.sample_rate, bitrate, codes)
+
+    def _decode(self, encoded, nfe, seed):
+        codes = torch.frombuffer(bytearray(encoded.payload), dtype=torch.uint8)
+        step = 1 if len(codes) == encoded.num_samples else 2
+        audio = (codes.float() - 128) / 127
+        return fit_length(audio.repeat_interleave(step)[None], encoded.num_samples)
+
+
+class IterativeToyCodec(ToyCodec):
+    """Decodes in 1 or 4 steps, each adding a little noise drawn from the seed."""
+
+    name = "toy-iterative"
+    nfe_options = (1, 4)
+
+    def _decode(self, encoded, nfe, seed):
+        audio = super()._decode(encoded, nfe, seed)
+        generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        for _ in range(nfe or 1):
+            audio = audio + 1e-3 * torch.randn(audio.shape, generator=generator)
+        return audio
+
+
+class ShortToyCodec(ToyCodec):
+    """Breaks the contract: decodes one sample short."""
+
+    name = "toy-short"
+
+    def _decode(self, encoded, nfe, seed):
+        return super()._decode(encoded, nfe, seed)[:, 1:]
+'''
+TOY_ENTRY_POINTS = {
+    "toy": "ToyCodec",
+    "toy-iterative": "IterativeToyCodec",
+    "toy-short": "ShortToyCodec",
+}
