@@ -291,7 +291,8 @@ def _codec_options(arguments: argparse.Namespace, choices: list[CodecChoice]) ->
 def _codec_arguments(values: list[str]) -> list[CodecChoice]:
     """The conditions the ``--codec`` options name (see
     :func:`bench.sweep.plan.parse_codec_argument`), each label once."""
-    from bench.sweep.plan import parse_codec_argument, refuse_duplicates
+    from bench.sweep.plan import parse_codec_argument
+    from bench.sweep.settings import refuse_duplicates
 
     choices = [choice for value in values for choice in parse_codec_argument(value)]
     refuse_duplicates([choice.label for choice in choices], "--codec")
