@@ -15,7 +15,8 @@ import torch
 from bench.codecs.checkpoint import load_checkpoint
 from helpers import REPO_ROOT, write_tone
 
-from bench import cli
+from bench.cli import build_parser
+from bench.cli.train import train_settings
 from bench.registry import SOLVER_ENTRY_POINT_GROUP, SOLVERS
 from bench.train.loop import train
 from bench.train.settings import recipe_settings
@@ -191,12 +192,12 @@ def test_the_command_line_defaults_are_the_settings_defaults(name):
     if name == "lm":
         required["checkpoint"] = "model.pt"
     flags = [f"--{key}={value}" for key, value in required.items()]
-    arguments = cli._build_parser().parse_args(["train", name, "--out", "out", *flags])
-    assert cli._train_settings(arguments) == recipe_settings(name, **required)
+    arguments = build_parser().parse_args(["train", name, "--out", "out", *flags])
+    assert train_settings(arguments) == recipe_settings(name, **required)
 
 
 def test_the_command_line_starts_without_torch():
     """Every recipe's options are listed at start-up; that must not import torch (2 s)."""
-    script = "import sys, bench.cli; bench.cli._build_parser(); print('torch' in sys.modules)"
+    script = "import sys, bench.cli; bench.cli.build_parser(); print('torch' in sys.modules)"
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert finished.stdout.strip() == "False", finished.stderr
