@@ -10,7 +10,9 @@ import pytest
 from helpers import write_tone
 
 from bench.cli import EXIT_OK, EXIT_USAGE, build_parser, main
+from bench.cli.listen import export_settings
 from bench.cli.run import SUITE_FIXED, settings_from_arguments
+from bench.listen.settings import ExportSettings
 from bench.store import RunStore
 from bench.suites import load_suite
 from bench.sweep import SweepSettings
@@ -88,6 +90,11 @@ def test_the_run_defaults_are_the_sweep_settings_defaults():
     assert {name: unset[name] for name in SUITE_FIXED} == SUITE_FIXED
     given_at_default = build_parser().parse_args(["run", "--suite", "ci", "--seed", "0"])
     assert settings_from_arguments(given_at_default) == load_suite("ci")
+
+
+def test_the_listen_export_defaults_are_the_export_settings_defaults():
+    arguments = build_parser().parse_args(["listen", "export", "RUN", "--out", "PKG"])
+    assert export_settings(arguments) == ExportSettings()
 
 
 def _quantizer_run(tmp_path, *more: str) -> list[str]:

@@ -6,10 +6,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli.common import EPILOG, EXIT_OK, add_subcommand, finite_float, names
+from bench.cli.common import (
+    EPILOG,
+    EXIT_OK,
+    add_subcommand,
+    field_defaults,
+    finite_float,
+    names,
+    shown,
+)
+from bench.listen.settings import ExportSettings
 
 EXPORT_HELP = "a webMUSHRA package (zipped) of a run's conditions"
 ANALYZE_HELP = "post-screen listeners, condition means with 95%% CIs, paired tests, correlations"
+EXPORT_DEFAULTS = field_defaults(ExportSettings)
 
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
@@ -22,16 +32,25 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     export = add_subcommand(listen_commands, "export", export_command, EXPORT_HELP)
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--out", required=True, metavar="PKG", help="new package folder")
-    export.add_argument("--items", type=int, default=10, help="trials (default: 10)")
+    items = EXPORT_DEFAULTS["items"]
+    export.add_argument(
+        "--items", type=int, default=items, help=f"trials (default: {shown(items)})"
+    )
     export.add_argument(
         "--conditions", help="condition labels such as opus_6kbps (default: all of the run's)"
     )
     export.add_argument(
         "--metric", help="metric that spreads the items (default: mel_distance if scored)"
     )
-    export.add_argument("--loudness", type=finite_float, default=-23.0, help="target LUFS (-23)")
+    lufs, seconds = EXPORT_DEFAULTS["target_lufs"], EXPORT_DEFAULTS["max_seconds"]
     export.add_argument(
-        "--max-seconds", type=finite_float, default=10.0, help="excerpt length (10)"
+        "--loudness", type=finite_float, default=lufs, help=f"target LUFS ({shown(lufs)})"
+    )
+    export.add_argument(
+        "--max-seconds",
+        type=finite_float,
+        default=seconds,
+        help=f"excerpt length ({shown(seconds)})",
     )
     analyze = add_subcommand(listen_commands, "analyze", analyze_command, ANALYZE_HELP)
     analyze.add_argument("results", metavar="RESULTS", help="webMUSHRA mushra.csv or plain CSV")
@@ -42,17 +61,21 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     )
 
 
-def export_command(arguments: argparse.Namespace) -> int:
-    from bench.listen.export import ExportSettings, export_package
-
-    settings = ExportSettings(
+def export_settings(arguments: argparse.Namespace) -> ExportSettings:
+    """What ``bench listen export`` was asked for."""
+    return ExportSettings(
         items=arguments.items,
         conditions=None if arguments.conditions is None else names(arguments.conditions),
         target_lufs=arguments.loudness,
         max_seconds=arguments.max_seconds,
         selection_metric=arguments.metric,
     )
-    archive = export_package(arguments.run_dir, arguments.out, settings)
+
+
+def export_command(arguments: argparse.Namespace) -> int:
+    from bench.listen.export import export_package
+
+    archive = export_package(arguments.run_dir, arguments.out, export_settings(arguments))
     print(Path(arguments.out, "README.md").read_text())
     print(f"package: {arguments.out}\nzip: {archive}")
     return EXIT_OK
