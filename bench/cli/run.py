@@ -54,11 +54,11 @@ def _option_default(dest: str) -> object:
     return default
 
 
-# Options a suite fixes, with their defaults: giving one alongside --suite is an error. The
-# last four feed several fields (the conditions, codec and metric options) and are unset.
+# Options a suite fixes, with their defaults: giving one alongside --suite is an error. Those
+# not in FIELD_OPTIONS feed several fields (the conditions, codec and metric options).
 SUITE_FIXED = {
-    **{dest: _option_default(dest) for dest in FIELD_OPTIONS},
     "codec": None,
+    **{dest: _option_default(dest) for dest in FIELD_OPTIONS},
     "asr_model": None,
     "checkpoint": None,
     "entropy_coding": False,
@@ -236,7 +236,7 @@ def settings_from_arguments(arguments: argparse.Namespace) -> SweepSettings:
     choices = _codec_arguments(arguments.codec)
     codecs = tuple(choice.label for choice in choices)
     codec_bitrates = {choice.label: choice.bitrates for choice in choices if choice.bitrates}
-    if arguments.bitrates is not None and set(codec_bitrates) == set(codecs):
+    if arguments.bitrates and set(codec_bitrates) == set(codecs):
         raise ValueError(
             f"--bitrates {arguments.bitrates}: applies to no codec, since every codec has "
             "bitrates of its own (--codec NAME:KBPS); expected one or the other"
@@ -259,9 +259,11 @@ def _field_values(arguments: argparse.Namespace) -> dict[str, object]:
     values = {}
     for dest, (field, kind) in FIELD_OPTIONS.items():
         value = getattr(arguments, dest)
-        if value is not None:
-            flag = "--" + dest.replace("_", "-")
-            values[field] = parse_list(value, kind, flag) if kind else value
+        # An empty list counts as not given where that means "all" or "none" (`--metrics ""`).
+        if value is None or (kind and value == "" and _option_default(dest) is None):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        values[field] = parse_list(value, kind, flag) if kind else value
     return values
 
 
