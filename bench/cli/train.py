@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import types
 from dataclasses import MISSING, fields
-from typing import get_type_hints
+from typing import TYPE_CHECKING, get_type_hints
 
 from bench.cli.common import EPILOG, EXIT_OK, add_subcommand, field_default, finite_float, shown
 from bench.registry import SOLVERS, load_target
+
+if TYPE_CHECKING:
+    from bench.train.settings import SolverSettings
 
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
@@ -72,7 +75,7 @@ def _continue_with(_interrupt: KeyboardInterrupt) -> str:
     return "the same `bench train` command with --resume (the state was saved)"
 
 
-def train_settings(arguments: argparse.Namespace):
+def train_settings(arguments: argparse.Namespace) -> SolverSettings:
     """The settings of ``bench train MODEL``: its recipe's, with the options given."""
     from bench.train.settings import recipe_settings
 
