@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -487,3 +488,22 @@ def score_paths(
             return [_score_one(job) for job in jobs]
     with process_pool(workers) as pool:
         return list(pool.map(_score_one, jobs))
+
+
+def mean_scores(
+    pairs: list[PairScores], metrics: tuple[BoundMetric, ...]
+) -> dict[str, float | None]:
+    """Each metric over the pairs that scored it (``None`` if none did): the mean, or for a
+    ratio metric (WER) the ratio of its counts summed over the pairs."""
+    ratios = {metric.name: metric.spec.aggregation for metric in metrics}
+    means = {}
+    for name in dict.fromkeys(name for pair in pairs for name in pair.values):
+        values = [value for pair in pairs if (value := pair.values.get(name)) is not None]
+        ratio = ratios.get(name)
+        if ratio is not None and values:
+            counts = [pair.counts[name] for pair in pairs if pair.values.get(name) is not None]
+            numerator = sum(count[ratio.numerator] for count in counts)
+            means[name] = numerator / sum(count[ratio.denominator] for count in counts)
+        else:
+            means[name] = statistics.fmean(values) if values else None
+    return means

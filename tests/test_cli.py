@@ -9,8 +9,13 @@ import sys
 import pytest
 from helpers import write_tone
 
-from bench.cli import EXIT_OK, EXIT_USAGE, main
+from bench.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, build_parser, main
+from bench.cli.listen import export_settings
+from bench.cli.run import SUITE_FIXED, settings_from_arguments
+from bench.listen.settings import ExportSettings
 from bench.store import RunStore
+from bench.suites import load_suite
+from bench.sweep import RunInterrupted, SweepSettings
 
 
 def test_unknown_codec_and_metric_exit_2_with_suggestions(capsys):
@@ -73,6 +78,48 @@ def test_suite_fixes_the_sweep(tmp_path, capsys):
     assert main(["run", "--suite", "cii", "--out", str(tmp_path)]) == EXIT_USAGE
     assert "unknown suite 'cii'; did you mean 'ci'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "nothing ran"
+
+
+def test_the_run_defaults_are_the_sweep_settings_defaults():
+    """Defaults are stated once: in SweepSettings, and how a run executes in run_sweep."""
+    arguments = build_parser().parse_args(["run", "--codec", "opus"])
+    assert settings_from_arguments(arguments) == SweepSettings(codecs=("opus",))
+    assert arguments.workers is None and arguments.executor is None
+    # What a suite fixes defaults as the parser does, so that only a given option clashes.
+    unset = vars(build_parser().parse_args(["run"]))
+    assert {name: unset[name] for name in SUITE_FIXED} == SUITE_FIXED
+    given_at_default = build_parser().parse_args(["run", "--suite", "ci", "--seed", "0"])
+    assert settings_from_arguments(given_at_default) == load_suite("ci")
+
+
+def test_the_listen_export_defaults_are_the_export_settings_defaults():
+    arguments = build_parser().parse_args(["listen", "export", "RUN", "--out", "PKG"])
+    assert export_settings(arguments) == ExportSettings()
+
+
+@pytest.mark.parametrize(
+    ("handler", "interrupt", "command", "continue_with"),
+    [
+        ("run.run_command", RunInterrupted("runs/a b"), "run", "`bench run --resume 'runs/a b'`"),
+        ("run.run_command", KeyboardInterrupt(), "run", "the same command"),
+        (
+            "train.train_command",
+            KeyboardInterrupt(),
+            "train encodec --out X --data embedded --steps 1",
+            "the same `bench train` command with --resume (the state was saved)",
+        ),
+        ("score.score_command", KeyboardInterrupt(), "score A B", "the same command"),
+    ],
+)
+def test_ctrl_c_exits_130_saying_how_to_continue(
+    monkeypatch, capsys, handler, interrupt, command, continue_with
+):
+    def interrupted(arguments):
+        raise interrupt
+
+    monkeypatch.setattr(f"bench.cli.{handler}", interrupted)
+    assert main(command.split()) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == f"interrupted; continue with {continue_with}\n"
 
 
 def _quantizer_run(tmp_path, *more: str) -> list[str]:

@@ -20,9 +20,9 @@ from bench.sweep import (
     Task,
     listening_selection,
     parse_list,
-    plan,
     run_sweep,
 )
+from bench.sweep.plan import plan
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bench import audio as bench_audio
 from bench.codecs.base import Codec
+from bench.listen.settings import ExportSettings
 from bench.listen.stimuli import (
-    LOUDNESS_BLOCK_SECONDS,
     align_to_reference,
     anchors,
     cut_excerpt,
@@ -56,29 +56,6 @@ CONTENT_TAGS = ("speech", "music", "audio")
 # The webMUSHRA page that trains listeners; its ratings are not analysed.
 TRAINING_PAGE = "training"
 WAV_SUBTYPE = "PCM_24"
-
-
-@dataclass(frozen=True)
-class ExportSettings:
-    """What `bench listen export` was asked for."""
-
-    items: int = 10
-    conditions: tuple[str, ...] | None = None
-    target_lufs: float = -23.0
-    max_seconds: float = 10.0
-    selection_metric: str | None = None
-    test_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.items < 1:
-            raise ValueError(f"--items: expected at least 1, got {self.items}")
-        if not math.isfinite(self.max_seconds) or self.max_seconds < LOUDNESS_BLOCK_SECONDS:
-            raise ValueError(
-                f"--max-seconds: expected at least {LOUDNESS_BLOCK_SECONDS:g} (one BS.1770 "
-                f"loudness block), got {self.max_seconds}"
-            )
-        if not math.isfinite(self.target_lufs):
-            raise ValueError(f"--loudness: expected a finite LUFS value, got {self.target_lufs}")
 
 
 @dataclass

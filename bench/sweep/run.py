@@ -35,7 +35,6 @@ from bench.sweep import evaluate
 from bench.sweep.evaluate import Evaluator, TaskResult
 from bench.sweep.plan import (
     PREPARATION_VERSION,
-    SweepSettings,
     Task,
     build_tasks,
     codec_infos,
@@ -45,6 +44,7 @@ from bench.sweep.plan import (
     plan,
     run_identity,
 )
+from bench.sweep.settings import SweepSettings
 
 PROGRESS_LABEL = "bench run"
 
