@@ -101,3 +101,32 @@ def test_a_run_written_before_versions_resumes_and_reads_as_one_run(tmp_path):
     records = list(store.records())
     assert [record.label for record in records] == ["test-quantizer"] * 2
     assert {record.item for record in records} == {"tone0", "tone1"}
+
+
+@pytest.mark.parametrize(
+    ("field", "edited", "reason"),
+    [
+        ("value", "0.9", "value must be a finite number or null"),
+        ("value", float("nan"), "value must be a finite number or null"),
+        ("value", True, "value must be a finite number or null"),
+        ("value", None, "a row without a value must say why in 'failure'"),
+        ("bitrate", "6", "bitrate must be a finite number"),
+        ("kbps_actual", None, "expected all of the decoding fields"),
+        ("kbps_actual", [6.1], "kbps_actual must be a finite number"),
+        ("metric_seconds", "fast", "metric_seconds must be a finite number"),
+    ],
+)
+def test_a_row_whose_numbers_are_not_numbers_is_refused_naming_file_line_and_field(
+    tmp_path, field, edited, reason
+):
+    """An edited or damaged row that still parses as JSON would otherwise be read: a string
+    value became a NaN "failed" item in the table, with exit 0."""
+    store = _store(tmp_path)
+    store.append([make_record(), make_record(item="tone1")])
+    rows = store.results_path.read_text().splitlines()
+    damaged = json.loads(rows[1])
+    damaged[field] = edited
+    rows[1] = json.dumps(damaged)
+    store.results_path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=rf"line 2: .*{re.escape(reason)}"):
+        list(store.records())

@@ -108,6 +108,21 @@ class Record:
                 f"only {given}"
             )
 
+    def check_values(self) -> None:
+        """Raise ``TypeError`` unless the numbers a report reads are numbers: a value is a
+        finite number or ``None`` with the failure that explains it (an edited row's
+        ``"value": "0.9"`` would otherwise read as a NaN no one caused)."""
+        if self.value is None:
+            if not isinstance(self.failure, str) or not self.failure:
+                raise TypeError("a row without a value must say why in 'failure'")
+        elif not _is_finite_number(self.value):
+            raise TypeError(f"value must be a finite number or null, got {self.value!r:.80}")
+        numbers = ("bitrate", "metric_seconds", *NUMERIC_DECODING_FIELDS)
+        for name in numbers:
+            found = getattr(self, name)
+            if found is not None and not _is_finite_number(found):
+                raise TypeError(f"{name} must be a finite number, got {found!r:.80}")
+
     @property
     def identity(self) -> tuple:
         return task_identity(self.label, self.bitrate, self.nfe, self.seed, self.item)
@@ -158,6 +173,7 @@ class Record:
             ):
                 raise TypeError("label, item and metric_family must be strings")
             task_identity(record.label, record.bitrate, record.nfe, record.seed, record.item)
+            record.check_values()
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(
                 f"expected a result row, got one with a missing or malformed field "
@@ -167,6 +183,18 @@ class Record:
 
 
 _RECORD_FIELDS = tuple(field.name for field in fields(Record))
+NUMERIC_DECODING_FIELDS = (
+    "kbps_nominal",
+    "kbps_actual",
+    "encode_seconds",
+    "decode_seconds",
+    "audio_seconds",
+)
+
+
+def _is_finite_number(value: object) -> bool:
+    # bool is an int to Python, but true is no bitrate.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def task_identity(label: str, bitrate: float, nfe: int | None, seed: int, item: str) -> tuple:
@@ -210,8 +238,11 @@ def task_records(
             decoded_key=task.decoded_key,
             metric=name,
             metric_family=metric.name,
-            value=value if value is not None and math.isfinite(value) else None,
-            failure=outcome.failure,
+            value=value if _is_finite_number(value) else None,
+            # Every row without a value says why (a coding metric reports no failure of
+            # its own: an RTF over zero audio seconds would be infinite).
+            failure=outcome.failure
+            or (None if _is_finite_number(value) else f"the metric gave {value!r}, not a value"),
             metric_note=outcome.note,
             metric_counts=outcome.counts,
             metric_seconds=outcome.seconds,
