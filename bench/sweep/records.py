@@ -238,11 +238,8 @@ def task_records(
             decoded_key=task.decoded_key,
             metric=name,
             metric_family=metric.name,
-            value=value if _is_finite_number(value) else None,
-            # Every row without a value says why (a coding metric reports no failure of
-            # its own: an RTF over zero audio seconds would be infinite).
-            failure=outcome.failure
-            or (None if _is_finite_number(value) else f"the metric gave {value!r}, not a value"),
+            value=value if value_failure is None else None,
+            failure=outcome.failure or value_failure,
             metric_note=outcome.note,
             metric_counts=outcome.counts,
             metric_seconds=outcome.seconds,
@@ -251,4 +248,12 @@ def task_records(
             **coding,
         )
         for name, value in outcome.values.items()
+        for value_failure in [_value_failure(value)]
     ]
+
+
+def _value_failure(value: object) -> str | None:
+    """Why ``value`` cannot be a row's value, or ``None`` if it can. Every row without a
+    value says why: a coding metric reports no failure of its own, and an RTF over zero
+    audio seconds would be infinite."""
+    return None if _is_finite_number(value) else f"the metric gave {value!r}, not a value"
