@@ -223,6 +223,39 @@ def test_each_codec_runs_the_requested_bitrates_it_supports(folder):
         plan(own, codecs)
 
 
+class EveryNfe(QuantizingCodec):
+    name = "every-nfe"
+    nfe_options = (1, 2, 4, 8)
+
+
+class EvenNfe(QuantizingCodec):
+    """A second-order solver's NFEs: two network calls per step."""
+
+    name = "even-nfe"
+    nfe_options = (2, 4, 8)
+
+
+def test_each_iterative_codec_runs_the_requested_nfes_it_can_spend(folder):
+    codecs = {"every-nfe": EveryNfe(), "even-nfe": EvenNfe()}
+    settings = SweepSettings(codecs=tuple(codecs), bitrates=(128.0,), nfes=(1, 2, 8))
+    sweep_plan = plan(settings, codecs)
+    assert [(c.codec, c.nfe) for c in sweep_plan.conditions] == [
+        ("every-nfe", 1),
+        ("every-nfe", 2),
+        ("every-nfe", 8),
+        ("even-nfe", 2),
+        ("even-nfe", 8),
+    ]
+    assert sweep_plan.skipped == [
+        {"label": "even-nfe", "codec": "even-nfe", "nfe": 1, "supported": [2, 4, 8]}
+    ]
+    # None of them, or the only iterative codec lacking one: an error naming the valid NFEs.
+    with pytest.raises(ValueError, match="'even-nfe' does not support nfe=1; supported: 2, 4, 8"):
+        plan(replace(settings, nfes=(1,)), codecs)
+    with pytest.raises(ValueError, match="'even-nfe' does not support nfe=1"):
+        plan(replace(settings, codecs=("even-nfe",)), {"even-nfe": EvenNfe()})
+
+
 def test_a_run_records_the_skipped_pairs_in_its_config(tmp_path, folder):
     settings = SweepSettings(
         codecs=("test-quantizer", "opus"),

@@ -189,17 +189,25 @@ def _print_notes(summary: RunSummary) -> None:
     for name, description in config["codecs"].items():
         if description.get("model_note"):
             print(f"note: {name}: {description['model_note']}")
-    skipped_bitrates: dict[str, list[float]] = {}
-    supported: dict[str, list[float]] = {}
+    # (label, "bitrate" or "nfe") -> the skipped values and those the codec supports.
+    skipped_values: dict[tuple[str, str], tuple[list, list]] = {}
     for skipped in config.get("skipped_conditions", []):
+        axis = "nfe" if "nfe" in skipped else "bitrate"
         label = skipped.get("label", skipped["codec"])
-        skipped_bitrates.setdefault(label, []).append(skipped["bitrate"])
-        supported[label] = skipped["supported"]
-    for codec, bitrates in skipped_bitrates.items():
-        print(
-            f"note: skipped {codec} at {format_kbps(bitrates)} kbps: not among its bitrates "
-            f"({format_kbps(supported[codec])})"
-        )
+        values, _ = skipped_values.setdefault((label, axis), ([], skipped["supported"]))
+        values.append(skipped[axis])
+    for (codec, axis), (values, supported) in skipped_values.items():
+        if axis == "nfe":
+            listed = ", ".join(map(str, supported))
+            print(
+                f"note: skipped {codec} at NFE {', '.join(map(str, values))}: not among the "
+                f"NFEs it can spend exactly ({listed})"
+            )
+        else:
+            print(
+                f"note: skipped {codec} at {format_kbps(values)} kbps: not among its bitrates "
+                f"({format_kbps(supported)})"
+            )
     for skipped in config["dataset"].get("skipped", []):
         print(f"note: dataset: skipped a file: {skipped}")
     # Entries that failed their digest check (corrupt, truncated, an older format) were

@@ -162,6 +162,32 @@ def _codec_bitrates(
     return tuple(matched), skipped
 
 
+def _codec_nfes(
+    label: str, codec: CodecInfo, settings: SweepSettings, several: bool
+) -> tuple[tuple[int | None, ...], list[dict]]:
+    """The NFEs ``label`` decodes at, and the skipped ones (see :func:`_codec_bitrates`).
+
+    Several iterative decoders in one sweep may spend NFE differently (a second-order solver
+    calls the network twice per step): each runs the requested NFEs it can spend exactly and
+    the rest are skipped with a note; one that can spend none of them is an error, as is any
+    unsupported NFE of the only iterative decoder.
+    """
+    if codec.nfe_options is None:
+        return (None,), []
+    if settings.nfes is None:
+        return (max(codec.nfe_options),), []
+    supported = [nfe for nfe in settings.nfes if nfe in codec.nfe_options]
+    if not several or not supported:
+        for nfe in settings.nfes:
+            codec.check_nfe(nfe)  # raises naming the NFEs it supports
+    skipped = [
+        {"label": label, "codec": codec.name, "nfe": nfe, "supported": list(codec.nfe_options)}
+        for nfe in settings.nfes
+        if nfe not in supported
+    ]
+    return tuple(supported), skipped
+
+
 def plan(settings: SweepSettings, codecs: Mapping[str, CodecInfo]) -> Plan:
     """The condition grid over ``codecs`` (each label's :class:`CodecInfo`, or a codec
     object, which answers the same questions); raises ``ValueError`` naming valid values
@@ -177,12 +203,8 @@ def plan(settings: SweepSettings, codecs: Mapping[str, CodecInfo]) -> Plan:
     for label, codec in codecs.items():
         bitrates, skipped_here = _codec_bitrates(label, codec, settings)
         skipped += skipped_here
-        if codec.nfe_options is None:
-            nfes: tuple[int | None, ...] = (None,)
-        else:
-            nfes = settings.nfes or (max(codec.nfe_options),)
-            for nfe in nfes:
-                codec.check_nfe(nfe)
+        nfes, skipped_here = _codec_nfes(label, codec, settings, several=len(iterative) > 1)
+        skipped += skipped_here
         for bitrate in bitrates:
             for nfe in nfes:
                 for seed in settings.seeds:
