@@ -168,6 +168,8 @@ for _name, _target in {
     "opus": "bench.codecs.classic.opus:OpusCodec",
     "encodec": "bench.codecs.encodec.codec:EncodecCodec",
     "hificodec": "bench.codecs.hificodec.codec:HiFiCodecCodec",
+    "flowmac": "bench.codecs.flowmac.codec:FlowMacCodec",
+    "flowmac-vocoder": "bench.codecs.flowmac.codec:FlowMacVocoderCodec",
 }.items():
     CODECS.register(_name, _target)
 DATASETS = Registry("dataset scheme", entry_point_group=DATASET_ENTRY_POINT_GROUP)
@@ -188,6 +190,8 @@ SOLVERS = Registry("solver", entry_point_group=SOLVER_ENTRY_POINT_GROUP)
 for _name, _target in {
     "encodec": "bench.codecs.encodec:TRAINING",
     "hificodec": "bench.codecs.hificodec:TRAINING",
+    "flowmac": "bench.codecs.flowmac:TRAINING",
+    "flowmac-vocoder": "bench.codecs.flowmac:VOCODER_TRAINING",
     "lm": "bench.train.settings:ENTROPY_LM_TRAINING",
 }.items():
     SOLVERS.register(_name, _target)

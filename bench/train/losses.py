@@ -160,3 +160,38 @@ def relative_feature_matching(
             real = real.detach()
             ratios.append((real - fake).abs().mean() / real.abs().mean().clamp_min(epsilon))
     return torch.stack(ratios).mean()
+
+
+def least_squares_generator_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """HiFi-GAN's and BigVGAN's generator loss: sum over discriminators k of
+    mean((1 - D_k(x_hat))^2)."""
+    _check_logits(fake_logits)
+    return torch.stack([(1 - logit).pow(2).mean() for logit in fake_logits]).sum()
+
+
+def least_squares_discriminator_loss(
+    real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Sum over discriminators k of mean((1 - D_k(x))^2) + mean(D_k(x_hat)^2)."""
+    _check_logits(fake_logits, real_logits)
+    per_discriminator = [
+        (1 - real).pow(2).mean() + fake.pow(2).mean()
+        for real, fake in zip(real_logits, fake_logits, strict=True)
+    ]
+    return torch.stack(per_discriminator).sum()
+
+
+def feature_matching_l1(
+    real_features: Sequence[Sequence[torch.Tensor]],
+    fake_features: Sequence[Sequence[torch.Tensor]],
+) -> torch.Tensor:
+    """HiFi-GAN's feature matching: sum over discriminators and layers of mean|D(x) - D(x_hat)|,
+    the real side detached."""
+    if not fake_features:
+        raise ValueError("expected feature maps of at least one discriminator, got none")
+    distances = [
+        (real.detach() - fake).abs().mean()
+        for real_maps, fake_maps in zip(real_features, fake_features, strict=True)
+        for real, fake in zip(real_maps, fake_maps, strict=True)
+    ]
+    return torch.stack(distances).sum()

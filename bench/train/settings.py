@@ -79,6 +79,15 @@ def _refuse_out_of_range(at_least: dict[int, dict[str, float]], positive: dict) 
         raise ValueError(f"expected {', '.join(not_positive)} > 0, got {not_positive}")
 
 
+def _check_discriminators(names: tuple[str, ...]) -> None:
+    unknown = set(names) - set(DISCRIMINATORS.names())
+    if unknown:
+        raise ValueError(
+            f"--discriminators: expected some of {', '.join(DISCRIMINATORS.names())} "
+            f"(or none), got {sorted(unknown)}"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class SolverSettings:
     """What every run has: its data and segments, its steps, seed and checkpoints."""
@@ -205,12 +214,7 @@ class CodecTrainSettings(SolverSettings):
         # Resolved here, so a saved run records what it trained with.
         if self.quantizer is None:
             object.__setattr__(self, "quantizer", configs[self.config].quantizer)
-        unknown = set(self.discriminators) - set(DISCRIMINATORS.names())
-        if unknown:
-            raise ValueError(
-                f"--discriminators: expected some of {', '.join(DISCRIMINATORS.names())} "
-                f"(or none), got {sorted(unknown)}"
-            )
+        _check_discriminators(self.discriminators)
         quantizers = configs[self.config].quantizers
         if self.quantizer not in quantizers:
             raise ValueError(
@@ -293,3 +297,98 @@ ENTROPY_LM_TRAINING = TrainingRecipe(
     "checkpoint",
     settings="bench.train.settings:LMTrainSettings",
 )
+
+
+def _check_choices(choices: dict[str, tuple[object, tuple]]) -> None:
+    """Refuse an option whose value is not among its choices: ``{flag: (value, choices)}``."""
+    for flag, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(
+                f"{flag}: expected one of {', '.join(map(str, allowed))}, got {value!r}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowMacTrainSettings(SolverSettings):
+    """FlowMAC's codec (Pia et al. 2025): mel encoder, RVQ, mel decoder and the CFM U-Net,
+    trained by ``L_CFM + 0.01 L_prior + 0.25 L_VQ`` with Adam at the paper's 1e-4.
+
+    ``vocoder`` is a ``bench train flowmac-vocoder`` model, bundled into the export so that
+    the codec and its vocoder ship as one checkpoint; it does not change training, so a run
+    may be resumed with another.
+    """
+
+    solver: ClassVar[str] = "bench.train.solvers.flowmac:FlowMacSolver"
+
+    config: str = field(default="tiny", metadata=option("model configuration"))
+    segment_seconds: float = field(default=2.0, metadata=option("training segment length"))
+    learning_rate: float = field(default=1e-4, metadata=option("Adam (paper: 1e-4)"))
+    time_sampling: str = field(
+        default="logit-normal", metadata=option("logit-normal (the paper's) | uniform")
+    )
+    condition_drop: float = field(
+        default=0.2, metadata=option("probability of zeroing the condition (for guidance)")
+    )
+    # "all": every batch through all stages, lower bitrates only by dropping stages at
+    # inference (the paper's reading); "bandwidths": one of the config's bitrates per batch.
+    bandwidth_sampling: str = field(
+        default="all", metadata=option("all (every stage, the paper's) | bandwidths")
+    )
+    vocoder: str | None = field(
+        default=None, metadata=option("a flowmac-vocoder model.pt to bundle into the export")
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from bench.codecs.flowmac.model import CONFIGS
+
+        _check_choices(
+            {
+                "--config": (self.config, tuple(CONFIGS)),
+                "--time-sampling": (self.time_sampling, ("logit-normal", "uniform")),
+                "--bandwidth-sampling": (self.bandwidth_sampling, ("all", "bandwidths")),
+            }
+        )
+        if not 0 <= self.condition_drop < 1:
+            raise ValueError(
+                f"--condition-drop: expected a value in [0, 1), got {self.condition_drop}"
+            )
+
+    def _ranges(self) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+        at_least, positive = super()._ranges()
+        return at_least, {**positive, "--learning-rate": self.learning_rate}
+
+    def resumes(self, saved: SolverSettings) -> bool:
+        return replace(saved, steps=self.steps, vocoder=self.vocoder) == self
+
+
+@dataclass(frozen=True, kw_only=True)
+class VocoderTrainSettings(SolverSettings):
+    """FlowMAC's BigVGAN-style vocoder on ground-truth mels: least-squares GAN against the
+    discriminators, L1 feature matching (weight 2) and L1 log-mel loss (weight 45), AdamW
+    betas (0.8, 0.99) as BigVGAN."""
+
+    solver: ClassVar[str] = "bench.train.solvers.flowmac:VocoderSolver"
+
+    config: str = field(default="tiny", metadata=option("vocoder configuration"))
+    segment_seconds: float = field(default=0.5, metadata=option("training segment length"))
+    learning_rate: float = field(default=2e-4, metadata=option("AdamW learning rate"))
+    discriminators: tuple[str, ...] = field(
+        default=("mpd", "msd"),
+        metadata=option(
+            "comma-separated discriminator families (msstft, mpd, msd), or 'none'",
+            parse=parse_discriminators,
+        ),
+    )
+    discriminator_filters: int = field(
+        default=32, metadata=option("discriminator width (as the codec GAN solver's)")
+    )
+    mel_weight: float = 45.0
+    feature_weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from bench.codecs.flowmac.model import VOCODER_CONFIGS
+
+        _check_choices({"--config": (self.config, tuple(VOCODER_CONFIGS))})
+        _check_discriminators(self.discriminators)
