@@ -320,6 +320,8 @@ class FlowMacTrainSettings(SolverSettings):
 
     solver: ClassVar[str] = "bench.train.solvers.flowmac:FlowMacSolver"
 
+    # The registered codec whose class declares the model (`configs`, `model_class`).
+    codec: str = "flowmac"
     config: str = field(default="tiny", metadata=option("model configuration"))
     segment_seconds: float = field(default=2.0, metadata=option("training segment length"))
     learning_rate: float = field(default=1e-4, metadata=option("Adam (paper: 1e-4)"))
@@ -340,11 +342,9 @@ class FlowMacTrainSettings(SolverSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from bench.codecs.flowmac.model import CONFIGS
-
         _check_choices(
             {
-                "--config": (self.config, tuple(CONFIGS)),
+                "--config": (self.config, tuple(CODECS.factory(self.codec).configs)),
                 "--time-sampling": (self.time_sampling, ("logit-normal", "uniform")),
                 "--bandwidth-sampling": (self.bandwidth_sampling, ("all", "bandwidths")),
             }
@@ -370,6 +370,8 @@ class VocoderTrainSettings(SolverSettings):
 
     solver: ClassVar[str] = "bench.train.solvers.flowmac:VocoderSolver"
 
+    # The registered codec whose class declares the vocoder (`vocoder_configs`, ...).
+    codec: str = "flowmac"
     config: str = field(default="tiny", metadata=option("vocoder configuration"))
     segment_seconds: float = field(default=0.5, metadata=option("training segment length"))
     learning_rate: float = field(default=2e-4, metadata=option("AdamW learning rate"))
@@ -388,7 +390,6 @@ class VocoderTrainSettings(SolverSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from bench.codecs.flowmac.model import VOCODER_CONFIGS
-
-        _check_choices({"--config": (self.config, tuple(VOCODER_CONFIGS))})
+        configs = tuple(CODECS.factory(self.codec).vocoder_configs)
+        _check_choices({"--config": (self.config, configs)})
         _check_discriminators(self.discriminators)

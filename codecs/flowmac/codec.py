@@ -29,7 +29,15 @@ import torch
 from bench.codecs.base import Codec, Encoded, fit_length
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import CheckpointError, Network, load_checkpoint, load_strictly
-from bench.codecs.flowmac.model import CONFIGS, FlowMacConfig, FlowMacModel, MelConfig, log_mel
+from bench.codecs.flowmac.model import (
+    CONFIGS,
+    VOCODER_CONFIGS,
+    FlowMacConfig,
+    FlowMacModel,
+    MelConfig,
+    log_mel,
+    vocoder_network_config,
+)
 from bench.codecs.modules.bigvgan import BigVGANGenerator, VocoderConfig
 from bench.codecs.modules.flow_matching import Guidance, nfe_per_step, sample
 from bench.codecs.modules.ode import get_solver
@@ -63,10 +71,16 @@ class _FlowMacCheckpoint(Codec):
     """What both FlowMAC codecs read: the checkpoint's codec and vocoder networks."""
 
     display_name = "FlowMAC"
+    channels = 1
+    demo_checkpoint = DEMO_CHECKPOINT
+    # What `bench train flowmac` and `bench train flowmac-vocoder` build and train (the
+    # harness reaches a codec family only through its registered class).
     configs = CONFIGS
     model_class = FlowMacModel
-    demo_checkpoint = DEMO_CHECKPOINT
-    channels = 1
+    vocoder_configs = VOCODER_CONFIGS
+    vocoder_class = BigVGANGenerator
+    log_mel = staticmethod(log_mel)
+    vocoder_network_config = staticmethod(vocoder_network_config)
 
     def _read(self, checkpoint: str | os.PathLike | None) -> tuple[Network, Network]:
         path = Path(checkpoint) if checkpoint is not None else self.demo_checkpoint

@@ -22,16 +22,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.codecs.checkpoint import Checkpoint, CheckpointError, Network, load_checkpoint
-from bench.codecs.flowmac.model import (
-    CONFIGS,
-    VOCODER_CONFIGS,
-    FlowMacModel,
-    log_mel,
-    vocoder_network_config,
-)
-from bench.codecs.modules.bigvgan import BigVGANGenerator
 from bench.codecs.modules.discriminators import MultiDiscriminator
-from bench.registry import DISCRIMINATORS
+from bench.registry import CODECS, DISCRIMINATORS
 from bench.train.losses import (
     feature_matching_l1,
     least_squares_discriminator_loss,
@@ -60,9 +52,10 @@ class FlowMacSolver(Solver):
     def __init__(self, settings: FlowMacTrainSettings, device: torch.device | None = None) -> None:
         super().__init__(settings, device)
         torch.manual_seed(settings.seed)
-        self.config = CONFIGS[settings.config]
-        self.name, self.sample_rate, self.channels = "flowmac", self.config.sample_rate, 1
-        self.model = FlowMacModel(self.config).to(self.device)
+        self.family = CODECS.factory(settings.codec)
+        self.config = self.family.configs[settings.config]
+        self.name, self.sample_rate, self.channels = settings.codec, self.config.sample_rate, 1
+        self.model = self.family.model_class(self.config).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.learning_rate)
         self.parallel_model: nn.Module | None = None
         if settings.vocoder is not None:
@@ -71,7 +64,7 @@ class FlowMacSolver(Solver):
     def _vocoder(self) -> Network:
         path = self.settings.vocoder
         try:
-            network = load_checkpoint(path, "flowmac-vocoder").network("vocoder")
+            network = load_checkpoint(path, f"{self.name}-vocoder").network("vocoder")
         except CheckpointError as error:
             raise ValueError(f"--vocoder: {error}") from None
         mel = network.config.get("mel") if isinstance(network.config, dict) else None
@@ -106,7 +99,7 @@ class FlowMacSolver(Solver):
                 settings.seed, step, NORMALISATION_SEGMENTS, stream=2 * self.rank + 1
             )
             with torch.no_grad():
-                mels = log_mel(segments[:, 0].to(self.device), self.config.mel)
+                mels = self.family.log_mel(segments[:, 0].to(self.device), self.config.mel)
             self.model.set_normalisation(mels)
         batch = self.sampler.batch(settings.seed, step, settings.batch_size, stream=2 * self.rank)
         generator = torch.Generator().manual_seed(step_seed(settings.seed, step))
@@ -148,7 +141,7 @@ class FlowMacSolver(Solver):
         if self.settings.vocoder is not None:
             networks["vocoder"] = self._vocoder()
         Checkpoint(
-            codec="flowmac",
+            codec=self.settings.codec,
             networks=networks,
             step=step,
             metadata={**metadata, "train_settings": self.settings.to_json()},
@@ -166,10 +159,13 @@ class VocoderSolver(Solver):
     def __init__(self, settings: VocoderTrainSettings, device: torch.device | None = None) -> None:
         super().__init__(settings, device)
         torch.manual_seed(settings.seed)
-        self.generator_config = VOCODER_CONFIGS[settings.config]
-        self.mel = CONFIGS["tiny"].mel
-        self.name, self.sample_rate, self.channels = "flowmac-vocoder", self.mel.sample_rate, 1
-        self.generator = BigVGANGenerator(self.generator_config).to(self.device)
+        self.family = CODECS.factory(settings.codec)
+        self.generator_config = self.family.vocoder_configs[settings.config]
+        # Every configuration of the family shares its mel front end.
+        self.mel = next(iter(self.family.configs.values())).mel
+        self.name, self.sample_rate = f"{settings.codec}-vocoder", self.mel.sample_rate
+        self.channels = 1
+        self.generator = self.family.vocoder_class(self.generator_config).to(self.device)
         self.discriminator = (
             MultiDiscriminator(
                 DISCRIMINATORS.create(name, channels=1, filters=settings.discriminator_filters)
@@ -193,7 +189,7 @@ class VocoderSolver(Solver):
         self.parallel_discriminator: nn.Module | None = None
 
     def network_config(self) -> dict:
-        return vocoder_network_config(self.generator_config, self.mel)
+        return self.family.vocoder_network_config(self.generator_config, self.mel)
 
     def networks(self) -> dict[str, tuple[dict, nn.Module]]:
         networks = {"vocoder": (self.network_config(), self.generator)}
@@ -229,7 +225,7 @@ class VocoderSolver(Solver):
         audio = batch.to(self.device)
         torch.manual_seed(step_seed(settings.seed, step))
         with torch.no_grad():
-            mel = log_mel(audio[:, 0], self.mel)
+            mel = self.family.log_mel(audio[:, 0], self.mel)
         self.generator.train()
         generated = (self.parallel_generator or self.generator)(mel)[..., : audio.shape[-1]]
         log = {}
@@ -244,7 +240,7 @@ class VocoderSolver(Solver):
             discriminator_loss.backward()
             self.discriminator_optimizer.step()
             log["discriminator"] = discriminator_loss.item()
-        losses = {"mel": F.l1_loss(log_mel(generated[:, 0], self.mel), mel)}
+        losses = {"mel": F.l1_loss(self.family.log_mel(generated[:, 0], self.mel), mel)}
         total = settings.mel_weight * losses["mel"]
         if self.discriminator is not None:
             with torch.no_grad():
@@ -269,7 +265,7 @@ class VocoderSolver(Solver):
     def export(self, path: Path, step: int, metadata: dict) -> None:
         """The generator alone, as the network ``"vocoder"``."""
         Checkpoint(
-            codec="flowmac-vocoder",
+            codec=self.name,
             networks={"vocoder": Network(self.network_config(), self.generator.state_dict())},
             step=step,
             metadata={**metadata, "train_settings": self.settings.to_json()},
