@@ -21,6 +21,7 @@ without a vocoder is refused.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -198,7 +199,7 @@ class FlowMacCodec(_FlowMacCheckpoint):
         guidance: float = 1.0,
     ) -> None:
         self.solver = get_solver(solver)
-        self.guidance = Guidance(float(guidance))
+        self.guidance = Guidance(_guidance_scale(guidance))
         codec, _ = self._read(checkpoint)
         self.model = FlowMacModel(self.config)
         self._load(self.model, restore_codebook_sums(codec.state_dict), f"{self.checkpoint_path}")
@@ -268,6 +269,16 @@ class FlowMacCodec(_FlowMacCheckpoint):
             for window in self.model.windows(coarse.shape[-1])
         ]
         return torch.cat(parts, dim=-1)
+
+
+def _guidance_scale(value: object) -> float:
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        scale = math.nan
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"guidance: expected a finite scale >= 0 (1: none), got {value!r}")
+    return scale
 
 
 class FlowMacVocoderCodec(_FlowMacCheckpoint):

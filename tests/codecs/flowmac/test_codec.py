@@ -152,6 +152,9 @@ def test_an_nfe_the_solver_cannot_spend_lists_the_valid_ones(checkpoint):
         codec.decode(encoded, nfe=1)
     with pytest.raises(ValueError, match="expected an ODE solver among euler, midpoint, heun"):
         FlowMacCodec(checkpoint, solver="rk4")
+    for scale in ("nan", "inf", -1.0, "strong"):
+        with pytest.raises(ValueError, match="guidance: expected a finite scale >= 0"):
+            FlowMacCodec(checkpoint, guidance=scale)
 
 
 def test_the_seed_sets_the_noise(codec):
