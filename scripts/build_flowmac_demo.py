@@ -30,7 +30,11 @@ from bench.report.stats import metric_directions, results_frame, summary_stats
 from bench.report.table import markdown_table
 from bench.sweep import SweepSettings, run_sweep
 
-METRICS = ("mel_distance", "pesq_wb", "stoi", "visqol_speech", "kbps_actual")
+METRICS = ("mel_distance", "pesq_wb", "stoi", "visqol_speech", "dnsmos", "kbps_actual")
+# Where quality saturates with NFE, judged by a full-reference and a no-reference metric
+# (lower is better for the first): a flow's samples can trade distance to the reference for
+# realism, so the two may disagree.
+SATURATION_METRICS = {"mel_distance": -1, "dnsmos": 1}
 NFES = (1, 2, 4, 8, 16, 32)
 CARD = DEMO_CHECKPOINT.parent / "MODEL_CARD.md"
 # Quality "saturates" at the smallest NFE within this fraction of the best mel distance.
@@ -93,6 +97,7 @@ def score(out: Path) -> tuple[pd.DataFrame, Path]:
     labels = {
         "flowmac-euler": ("flowmac", {"solver": "euler"}, (1.5, 3.0)),
         "flowmac-heun": ("flowmac", {"solver": "heun"}, (1.5, 3.0)),
+        "flowmac-cfg2": ("flowmac", {"solver": "euler", "guidance": 2.0}, (1.5, 3.0)),
         "flowmac-vocoder": ("flowmac-vocoder", {}, (96.0,)),
         "encodec-demo": ("encodec", {}, (1.5, 3.0)),
         "hificodec-demo": ("hificodec", {}, (1.5, 3.0)),
@@ -115,20 +120,24 @@ def score(out: Path) -> tuple[pd.DataFrame, Path]:
 
 
 def saturation(stats: pd.DataFrame) -> list[str]:
-    """Per solver and bitrate: the mel distance at each NFE and where it stops improving."""
+    """Per metric, condition and bitrate: the mean at each NFE and the smallest NFE within
+    ``SATURATION_TOLERANCE`` of the best."""
     lines = []
-    rows = stats[(stats["metric"] == "mel_distance") & stats["nfe"].notna()]
-    for (label, bitrate), group in rows.groupby(["label", "bitrate"], sort=False):
-        group = group.sort_values("nfe")
-        best = group["mean"].min()
-        saturated = group[group["mean"] <= best * (1 + SATURATION_TOLERANCE)]["nfe"].min()
-        curve = ", ".join(
-            f"{int(nfe)}: {mean:.3f}" for nfe, mean in zip(group["nfe"], group["mean"], strict=True)
-        )
-        lines.append(
-            f"- {label} at {bitrate:g} kbps, mel distance by NFE: {curve}; within "
-            f"{SATURATION_TOLERANCE:.0%} of its best from NFE {int(saturated)}."
-        )
+    for metric, sign in SATURATION_METRICS.items():
+        rows = stats[(stats["metric"] == metric) & stats["nfe"].notna()]
+        for (label, bitrate), group in rows.groupby(["label", "bitrate"], sort=False):
+            group = group.sort_values("nfe")
+            best = (sign * group["mean"]).max()
+            within = sign * group["mean"] >= best - SATURATION_TOLERANCE * abs(best)
+            curve = ", ".join(
+                f"{int(nfe)}: {mean:.3f}"
+                for nfe, mean in zip(group["nfe"], group["mean"], strict=True)
+            )
+            saturated = int(group[within]["nfe"].min())
+            lines.append(
+                f"- {metric}, {label} at {bitrate:g} kbps, by NFE: {curve}; within "
+                f"{SATURATION_TOLERANCE:.0%} of its best from NFE {saturated}."
+            )
     return lines
 
 
@@ -216,9 +225,11 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
         "",
         "The 10 LibriVox and CMU cards utterances of the embedded corpus (never trained on),",
         "scored with `bench run`'s metrics; each cell is the mean [95% bootstrap CI over items].",
-        "FlowMAC decodes with seed 0 and guidance scale 1 (no guidance); Heun spends two",
-        "network evaluations per step, so it has no NFE 1. `flowmac-vocoder` is copy synthesis:",
-        "the vocoder on the unquantized mel, sent as float16 (96 kbps).",
+        "FlowMAC decodes with seed 0; `flowmac-euler` and `flowmac-heun` at guidance scale 1",
+        "(no guidance), `flowmac-cfg2` with Euler at the paper's CFG factor 1 (scale 2, two",
+        "passes per step). Heun and guidance spend two network evaluations per step, so they",
+        "have no NFE 1. `flowmac-vocoder` is copy synthesis: the vocoder on the unquantized",
+        "mel, sent as float16 (96 kbps).",
         f"Run and report (with the quality-against-NFE and -RTF plots): `{run_dir}`.",
         "",
         markdown_table(table),
