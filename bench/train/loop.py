@@ -3,10 +3,10 @@ export and DistributedDataParallel, for every solver (:mod:`bench.train.solvers`
 
 The solver of a run is the one its settings name. A run folder gets the solver's resumable state
 (``last.pt`` for the codecs; networks, optimisers and step, with the settings and provenance),
-its log (one JSON line per step), and the exported model once the loop ends, stops at Ctrl-C
-(the state is saved where it stands first) or reaches ``steps``. ``resume=True`` continues a
-run whose settings equal these but for ``steps``: since a solver draws every random number from
-(seed, step), the result equals an uninterrupted run's.
+its log (one JSON line per step), and the exported model once the loop ends, stops at Ctrl-C or
+SIGTERM (after the step in progress, whose state is saved first) or reaches ``steps``.
+``resume=True`` continues a run whose settings equal these but for ``steps``: since a solver
+draws every random number from (seed, step), the result equals an uninterrupted run's.
 
 Where the process was started by ``torchrun`` with several workers, each worker draws its own
 batches, the solver averages gradients with DistributedDataParallel, and rank 0 alone writes.
@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +125,36 @@ def resume_log(log_path: Path, step: int) -> float:
     return json.loads(kept[-1])["wall_seconds"] if kept else 0.0
 
 
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's preemption) ask the loop to stop
+    once the step in progress has finished, so the saved state lies on a step boundary and
+    ``--resume`` continues exactly; a second signal stops at once. The handlers are installed
+    for the loop alone, also where the process was started in the background, which makes a
+    shell ignore SIGINT for it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.received: str | None = None
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"a second {signal.Signals(number).name}")
+        self.received = signal.Signals(number).name
+
+    def __enter__(self) -> StopRequest:
+        # Signal handlers can only be set from the main thread (a test may train in another).
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
 def train(
     settings: SolverSettings,
     out_dir: str | os.PathLike,
@@ -176,7 +208,8 @@ def train(
         open(log_path, "a", encoding="utf-8") if distributed.is_main else contextlib.nullcontext()
     )
     interrupted = False
-    with bar, log_file:
+    # Rank 0 alone stops at a step boundary; the other workers keep the default handlers.
+    with bar, log_file, StopRequest(enabled=distributed.is_main) as stop:
         try:
             while step < settings.steps:
                 log = solver.run_step(step)
@@ -192,6 +225,8 @@ def train(
                     save_state(
                         solver, step, last, {**metadata, "wall_seconds": log["wall_seconds"]}
                     )
+                if stop.received is not None:
+                    raise KeyboardInterrupt(stop.received)
         except KeyboardInterrupt:
             # Stopping early keeps every finished step: the state is saved where it stands
             # and the model exported; `--resume` continues from here.

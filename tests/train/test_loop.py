@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -172,6 +174,50 @@ def test_ctrl_c_saves_exports_and_the_resumed_run_ends_as_an_uninterrupted_one(
     ]
     assert [entry["loss"] for entry in logs[0]] == [entry["loss"] for entry in logs[1]]
     assert [entry["step"] for entry in logs[1]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigterm_to_a_background_run_stops_it_on_a_step_boundary_and_exports(toy, data, tmp_path):
+    """A run started in the background (SIGINT ignored, as a shell does) and stopped with
+    SIGTERM saves the step it finished, exports the model and resumes exactly."""
+    environment = {**os.environ, "PYTHONPATH": f"{toy}{os.pathsep}{REPO_ROOT / 'tests'}"}
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "bench.cli", "train", "toy", "--data", data, "--quiet"]
+    command += ["--batch-size", "2", "--segment-seconds", "0.25"]  # toy_settings'
+
+    process = subprocess.Popen(
+        [*command, "--steps", "1000000", "--out", str(out)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # ignored, as in a background job
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted; continue with" in stderr and "--resume" in stderr
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1))
+    assert load_checkpoint(out / "last.pt", "toy").step == steps[-1]
+    assert load_checkpoint(out / "model.pt", "toy").step == steps[-1]
+    resumed = subprocess.run(
+        [*command, "--steps", str(steps[-1] + 2), "--out", str(out), "--resume"],
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = train(toy_settings(data, steps[-1] + 2), tmp_path / "straight", progress=False)
+    assert (
+        load_checkpoint(out / "model.pt").network("predictor").hash
+        == load_checkpoint(straight).network("predictor").hash
+    )
 
 
 def test_resume_refuses_a_state_holding_other_networks(toy, data, tmp_path):
