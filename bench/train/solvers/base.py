@@ -13,10 +13,23 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from bench.codecs.checkpoint import Checkpoint
 from bench.train.data import SegmentSampler
 from bench.train.settings import SolverSettings
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``module`` wrapped for gradient averaging over the workers, on ``device``."""
+    return DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def discriminator_config(settings: SolverSettings) -> dict:
+    """What a checkpoint records of a solver's discriminators: families and width."""
+    return {"families": list(settings.discriminators), "filters": settings.discriminator_filters}
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -53,13 +66,25 @@ class Solver(ABC):
     def networks(self) -> dict[str, tuple[dict, nn.Module]]:
         """The networks a resumable state holds, by name: (the config that built it, module)."""
 
-    @abstractmethod
-    def training_state(self) -> dict[str, dict]:
-        """The optimisers' (and any other) state a resumed run needs beside the networks."""
+    def training_parts(self) -> dict[str, object | None]:
+        """What a resumed run restores beside the networks, by name: the optimisers, a loss
+        balancer (each with ``state_dict`` and ``load_state_dict``; ``None`` where this run
+        has none). A solver gives these, or overrides the two methods below."""
+        return {}
 
-    @abstractmethod
+    def training_state(self) -> dict[str, dict]:
+        """The state of every part of :meth:`training_parts`."""
+        return {
+            name: part.state_dict()
+            for name, part in self.training_parts().items()
+            if part is not None
+        }
+
     def load_training_state(self, state: dict[str, dict]) -> None:
         """Restore what :meth:`training_state` returned."""
+        for name, part in self.training_parts().items():
+            if part is not None:
+                part.load_state_dict(state[name])
 
     @abstractmethod
     def run_step(self, step: int) -> dict:

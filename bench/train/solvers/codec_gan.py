@@ -23,7 +23,6 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from bench.codecs.checkpoint import Checkpoint, Network
 from bench.codecs.modules.conv import init_fan_in_
@@ -45,7 +44,7 @@ from bench.train.losses import (
 )
 from bench.train.plots import plot_training_log
 from bench.train.settings import CodecTrainSettings
-from bench.train.solvers.base import Solver, step_seed
+from bench.train.solvers.base import Solver, data_parallel, discriminator_config, step_seed
 
 INIT_BATCH = 64
 LOSSES = ("time", "frequency", "adversarial", "feature", "commitment", "discriminator")
@@ -212,28 +211,15 @@ class CodecGANSolver(Solver):
     def networks(self) -> dict[str, tuple[dict, nn.Module]]:
         networks = {"codec": (self.config.to_json(), self.model)}
         if self.discriminator is not None:
-            families = {
-                "families": list(self.settings.discriminators),
-                "filters": self.settings.discriminator_filters,
-            }
-            networks["discriminator"] = (families, self.discriminator)
+            networks["discriminator"] = (discriminator_config(self.settings), self.discriminator)
         return networks
 
-    def training_state(self) -> dict[str, dict]:
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "balancer": self.balancer.state_dict() if self.balancer is not None else {},
+    def training_parts(self) -> dict[str, object | None]:
+        return {
+            "optimizer": self.optimizer,
+            "discriminator_optimizer": self.discriminator_optimizer,
+            "balancer": self.balancer,
         }
-        if self.discriminator_optimizer is not None:
-            state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
-        return state
-
-    def load_training_state(self, state: dict[str, dict]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.discriminator_optimizer is not None:
-            self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
-        if self.balancer is not None:
-            self.balancer.load_state_dict(state["balancer"])
 
     def wrap_for_workers(self, rank: int, world_size: int) -> None:
         """Wrap model and discriminators for gradient averaging over the workers.
@@ -244,14 +230,11 @@ class CodecGANSolver(Solver):
         super().wrap_for_workers(rank, world_size)
         if world_size == 1:
             return
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.parallel_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.parallel_model = data_parallel(self.model, self.device)
         # One wrapper per discriminator: a step uses only its bandwidth's, and DDP expects
         # every parameter it wraps to take part.
         for key, discriminator in (self.discriminator or {}).items():
-            self.parallel_discriminators[key] = DistributedDataParallel(
-                discriminator, device_ids=ids
-            )
+            self.parallel_discriminators[key] = data_parallel(discriminator, self.device)
 
     def run_step(self, step: int) -> dict:
         settings = self.settings

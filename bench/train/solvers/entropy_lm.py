@@ -117,11 +117,8 @@ class EntropyLMSolver(Solver):
     def networks(self) -> dict[str, tuple[dict, nn.Module]]:
         return {"lm": (self.lm_config, self.lm)}
 
-    def training_state(self) -> dict[str, dict]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_training_state(self, state: dict[str, dict]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+    def training_parts(self) -> dict[str, object | None]:
+        return {"optimizer": self.optimizer}
 
     def metadata(self) -> dict:
         return {

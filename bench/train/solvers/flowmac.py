@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from bench.codecs.checkpoint import Checkpoint, CheckpointError, Network, load_checkpoint
 from bench.codecs.modules.discriminators import MultiDiscriminator
@@ -31,17 +30,11 @@ from bench.train.losses import (
 )
 from bench.train.plots import plot_training_log
 from bench.train.settings import FlowMacTrainSettings, VocoderTrainSettings
-from bench.train.solvers.base import Solver, step_seed
+from bench.train.solvers.base import Solver, data_parallel, discriminator_config, step_seed
 
 NORMALISATION_SEGMENTS = 64
 CODEC_LOSSES = ("total", "cfm", "prior", "commitment")
 VOCODER_LOSSES = ("mel", "adversarial", "feature", "discriminator")
-
-
-def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
-    return DistributedDataParallel(
-        module, device_ids=[device.index] if device.type == "cuda" else None
-    )
 
 
 class FlowMacSolver(Solver):
@@ -77,16 +70,13 @@ class FlowMacSolver(Solver):
     def networks(self) -> dict[str, tuple[dict, nn.Module]]:
         return {"codec": (self.config.to_json(), self.model)}
 
-    def training_state(self) -> dict[str, dict]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_training_state(self, state: dict[str, dict]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+    def training_parts(self) -> dict[str, object | None]:
+        return {"optimizer": self.optimizer}
 
     def wrap_for_workers(self, rank: int, world_size: int) -> None:
         super().wrap_for_workers(rank, world_size)
         if world_size > 1:
-            self.parallel_model = _ddp(self.model, self.device)
+            self.parallel_model = data_parallel(self.model, self.device)
 
     def _mel(self, audio: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -194,30 +184,21 @@ class VocoderSolver(Solver):
     def networks(self) -> dict[str, tuple[dict, nn.Module]]:
         networks = {"vocoder": (self.network_config(), self.generator)}
         if self.discriminator is not None:
-            families = {
-                "families": list(self.settings.discriminators),
-                "filters": self.settings.discriminator_filters,
-            }
-            networks["discriminator"] = (families, self.discriminator)
+            networks["discriminator"] = (discriminator_config(self.settings), self.discriminator)
         return networks
 
-    def training_state(self) -> dict[str, dict]:
-        state = {"optimizer": self.optimizer.state_dict()}
-        if self.discriminator_optimizer is not None:
-            state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
-        return state
-
-    def load_training_state(self, state: dict[str, dict]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.discriminator_optimizer is not None:
-            self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+    def training_parts(self) -> dict[str, object | None]:
+        return {
+            "optimizer": self.optimizer,
+            "discriminator_optimizer": self.discriminator_optimizer,
+        }
 
     def wrap_for_workers(self, rank: int, world_size: int) -> None:
         super().wrap_for_workers(rank, world_size)
         if world_size > 1:
-            self.parallel_generator = _ddp(self.generator, self.device)
+            self.parallel_generator = data_parallel(self.generator, self.device)
             if self.discriminator is not None:
-                self.parallel_discriminator = _ddp(self.discriminator, self.device)
+                self.parallel_discriminator = data_parallel(self.discriminator, self.device)
 
     def run_step(self, step: int) -> dict:
         settings = self.settings
