@@ -87,6 +87,7 @@ def setup() -> None:
         "decoded audio alone, not a fidelity metric (it ignores band-limiting)"
     ),
     setup=setup,
+    mono_mix="float32",  # voiced_mono: a numpy mean of float32 channels
     tolerance=Tolerance(absolute=0.05),
 )
 def dnsmos(

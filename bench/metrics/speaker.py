@@ -205,6 +205,7 @@ def setup() -> None:
         "decoded audio, whole utterances without VAD trimming"
     ),
     setup=setup,
+    mono_mix="float32",  # voiced_mono: a numpy mean of float32 channels
     tolerance=Tolerance(absolute=0.01),
 )
 def speaker_similarity(

@@ -14,7 +14,7 @@ from bench.codecs.modules.spectral import mel_spectrogram
 
 from bench.data.item import Item
 from bench.metrics import asr, get_metric, signal
-from bench.scoring import BoundMetric, score_metric
+from bench.scoring import BoundMetric, ItemSignals, score_metric
 
 ITEM = Item(id="long", path=Path("long.wav"))
 
@@ -31,7 +31,7 @@ def test_a_metric_refuses_an_item_over_its_limit_before_any_work(name, monkeypat
     # Neither set-up (models, kernels) nor scoring may run for an item it refuses.
     spec = dataclasses.replace(spec, function=no_work, setup=no_work)
     silence = torch.zeros(1, int(spec.max_seconds * 1000) + 1000)
-    outcome = score_metric(BoundMetric(spec), ITEM, silence, silence, 1000, {})
+    outcome = score_metric(BoundMetric(spec), ITEM, ItemSignals(silence, silence, 1000))
     assert outcome.values == {name: pytest.approx(float("nan"), nan_ok=True)}
     assert f"too long for {name}: {spec.max_seconds + 1:.1f} s" in outcome.failure
     assert f"at most {spec.max_seconds:g} s ({spec.max_seconds_reason})" in outcome.failure
