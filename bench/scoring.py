@@ -268,10 +268,21 @@ class ItemSignals:
         self.close()
 
     def _spill_to_file(self) -> None:
-        self._spill = tempfile.TemporaryFile(prefix="bench-signals-")
-        for signal in self._signals:
-            self._spill.write(memoryview(signal.detach().contiguous().numpy()).cast("B"))
-        self._signals = None
+        """Move the pair at the codec's rate to a temporary file; where none can be
+        written (a full or read-only temporary folder), it stays in memory, as it would
+        for a short item: the values are the same, only the peak memory is higher."""
+        spill = None
+        try:
+            spill = tempfile.TemporaryFile(prefix="bench-signals-")
+            for signal in self._signals:
+                spill.write(memoryview(signal.detach().contiguous().numpy()).cast("B"))
+            spill.flush()
+        except OSError:
+            if spill is not None:
+                spill.close()
+            self._spill_bytes = math.inf  # not tried again for this item
+            return
+        self._spill, self._signals = spill, None
 
     def _channel(self, index: int, channel: int) -> np.ndarray:
         """One channel of one signal at the codec's rate, ``(samples,)`` float32."""

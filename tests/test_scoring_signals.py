@@ -14,6 +14,7 @@ from helpers import QuantizingCodec
 from test_sweep import _settings, folder  # noqa: F401 - the fixture
 
 from bench import audio as bench_audio
+from bench import scoring
 from bench.data import load_dataset
 from bench.metrics import get_metric, metric_names
 from bench.scoring import ItemSignals
@@ -140,3 +141,15 @@ def test_the_evaluator_keeps_no_reference_to_a_long_item_s_signals(monkeypatch, 
     monkeypatch.undo()
     held = Evaluator(cache=None).evaluate(task).records
     assert [(r.metric, r.value) for r in spilled] == [(r.metric, r.value) for r in held]
+
+
+def test_a_pair_that_cannot_be_written_to_a_temporary_file_stays_in_memory(monkeypatch):
+    def full_disk(**options):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(scoring.tempfile, "TemporaryFile", full_disk)
+    reference, degraded = _stereo_pair()
+    signals = ItemSignals(reference, degraded, RATE, spill_bytes=0)
+    at_16khz = signals.pair(16_000)
+    assert torch.equal(at_16khz[0], bench_audio.resample(reference, RATE, 16_000))
+    assert signals.pair()[0] is reference
