@@ -189,11 +189,16 @@ def scoring_order(metrics: tuple[BoundMetric, ...]) -> list[BoundMetric]:
 
     :class:`ItemSignals` holds both signals at one metric rate at a time, so metrics that
     share a rate and a mix (:attr:`MetricSpec.mono_mix`) should follow each other: each
-    pair is then made once. Those at the codec's rate come first, while its pair is held.
+    pair is then made once. Those at the codec's rate come first, while its pair is held,
+    then the others from the highest rate down: the largest pairs are made before the
+    models of the 16 kHz speech metrics take their memory.
     """
-    return sorted(
-        metrics, key=lambda metric: (metric.spec.sample_rate or 0, metric.spec.mono_mix or "")
-    )
+
+    def position(metric: BoundMetric) -> tuple[bool, int, str]:
+        rate = metric.spec.sample_rate
+        return rate is not None, -(rate or 0), metric.spec.mono_mix or ""
+
+    return sorted(metrics, key=position)
 
 
 class ItemSignals:

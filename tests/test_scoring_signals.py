@@ -17,7 +17,7 @@ from bench import audio as bench_audio
 from bench import scoring
 from bench.data import load_dataset
 from bench.metrics import get_metric, metric_names
-from bench.scoring import ItemSignals
+from bench.scoring import ItemSignals, bind_metrics, scoring_order
 from bench.sweep import Evaluator, Task
 from bench.sweep import evaluate as sweep_evaluate
 from bench.sweep.plan import plan
@@ -153,3 +153,18 @@ def test_a_pair_that_cannot_be_written_to_a_temporary_file_stays_in_memory(monke
     at_16khz = signals.pair(16_000)
     assert torch.equal(at_16khz[0], bench_audio.resample(reference, RATE, 16_000))
     assert signals.pair()[0] is reference
+
+
+def test_the_codec_rate_comes_first_then_the_highest_rates():
+    """Metrics at the codec's rate while its pair is held, then the largest pairs first,
+    before the 16 kHz speech metrics load their models; each rate and mix in one run."""
+    order = [
+        (metric.spec.sample_rate, metric.spec.mono_mix)
+        for metric in scoring_order(bind_metrics(None))
+        if metric.spec.inputs == "audio"
+    ]
+    assert order[0] == (None, None)
+    rates = [rate for rate, _ in order[1:]]
+    assert rates == sorted(rates, reverse=True) and rates[0] > 16_000
+    runs = [key for index, key in enumerate(order) if index == 0 or order[index - 1] != key]
+    assert len(runs) == len(set(runs))
