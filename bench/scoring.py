@@ -17,12 +17,15 @@ to score the common part.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import math
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -184,6 +187,29 @@ def is_silent(audio: torch.Tensor) -> bool:
     return samples.size > 0 and bool(samples.max() < SILENCE_PEAK and samples.min() > -SILENCE_PEAK)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` where the C library is another (musl, macOS,
+    Windows)."""
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")  # raises (or is missing) where there is no glibc
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Give the memory freed inside the C heap back to the system; whether any was.
+
+    glibc keeps freed blocks below its mmap threshold (which it raises, up to 32 MB, after
+    each larger block is freed) in the heap for reuse, and returns heap pages only from its
+    top: a long item's signals dropped between rates would stay resident while the models
+    of the next metrics load. ``malloc_trim`` returns every free page. Elsewhere a no-op.
+    """
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
 def scoring_order(metrics: tuple[BoundMetric, ...]) -> list[BoundMetric]:
     """The metrics grouped by working rate and mix, the order in which to score one item.
 
@@ -250,11 +276,14 @@ class ItemSignals:
         key = (rate or self.sample_rate, mono_mix)
         if self._pair is not None and self._pair[0] == key:
             return self._pair[1]
-        self._pair = None  # the previous rate's pair goes before the next one is made
+        if self._pair is not None:  # the previous rate's pair goes before the next is made
+            self._pair = None
+            release_freed_memory()
         if key == (self.sample_rate, None) and self._signals is not None:
             return self._signals
         if self._signals is not None and self.spills:
             self._spill_to_file()
+            release_freed_memory()
         pair = (self._made(0, *key), self._made(1, *key))
         self._pair = (key, pair)
         return pair
@@ -262,6 +291,7 @@ class ItemSignals:
     def close(self) -> None:
         """Drop every signal and the temporary file."""
         self._signals = self._pair = None
+        release_freed_memory()
         if self._spill is not None:
             self._spill.close()
             self._spill = None

@@ -168,3 +168,54 @@ def test_the_codec_rate_comes_first_then_the_highest_rates():
     assert rates == sorted(rates, reverse=True) and rates[0] > 16_000
     runs = [key for index, key in enumerate(order) if index == 0 or order[index - 1] != key]
     assert len(runs) == len(set(runs))
+
+
+def test_the_memory_of_each_dropped_pair_is_given_back_once_it_is_freed(monkeypatch):
+    """After the codec-rate pair moves to its file and after each rate's pair is dropped,
+    the freed heap goes back to the system (glibc keeps it otherwise), and only then."""
+    released: list[list[bool]] = []
+    watched: list[weakref.ref] = []
+
+    def release():
+        gc.collect()
+        released.append([ref() is not None for ref in watched])
+        watched.clear()
+        return True
+
+    monkeypatch.setattr(scoring, "release_freed_memory", release)
+    reference, degraded = _stereo_pair()
+    watched += [weakref.ref(reference), weakref.ref(degraded)]
+    signals = ItemSignals(reference, degraded, RATE, spill_bytes=0)
+    del reference, degraded
+    signals.pair()
+    assert released == []  # the codec-rate pair itself: nothing was dropped
+    made = signals.pair(24_000)
+    assert released == [[False, False]]  # the codec-rate pair, once in its file
+    watched += [weakref.ref(signal) for signal in made]
+    del made
+    signals.pair(24_000)
+    assert len(released) == 1  # the same rate: the same pair, nothing dropped
+    signals.pair(16_000, "float32")
+    assert released[1:] == [[False, False]]  # the 24 kHz pair
+    signals.close()
+    assert len(released) == 3
+
+
+def test_freed_memory_is_given_back_only_where_the_c_library_is_glibc(monkeypatch):
+    scoring._malloc_trim.cache_clear()
+    if scoring._malloc_trim() is None:
+        pytest.skip("not glibc")
+    blocks = [np.ones(4096) for _ in range(10_000)]  # 32 kB each: inside the heap
+    del blocks[:-1]  # the last one keeps the heap's top in use
+    assert scoring.release_freed_memory() is True
+
+    def no_glibc(name):
+        raise ValueError(f"unrecognized configuration name {name!r}")
+
+    monkeypatch.setattr(scoring.os, "confstr", no_glibc)
+    scoring._malloc_trim.cache_clear()
+    try:
+        assert scoring.release_freed_memory() is False
+    finally:
+        monkeypatch.undo()
+        scoring._malloc_trim.cache_clear()
