@@ -5,6 +5,8 @@ mix for the metrics that score one, and a long pair at the codec's rate out of m
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -201,21 +203,75 @@ def test_the_memory_of_each_dropped_pair_is_given_back_once_it_is_freed(monkeypa
     assert len(released) == 3
 
 
-def test_freed_memory_is_given_back_only_where_the_c_library_is_glibc(monkeypatch):
-    scoring._malloc_trim.cache_clear()
-    if scoring._malloc_trim() is None:
-        pytest.skip("not glibc")
-    blocks = [np.ones(4096) for _ in range(10_000)]  # 32 kB each: inside the heap
-    del blocks[:-1]  # the last one keeps the heap's top in use
-    assert scoring.release_freed_memory() is True
-
+def _without_glibc(monkeypatch):
     def no_glibc(name):
         raise ValueError(f"unrecognized configuration name {name!r}")
 
     monkeypatch.setattr(scoring.os, "confstr", no_glibc)
-    scoring._malloc_trim.cache_clear()
+    scoring._glibc.cache_clear()
+
+
+def test_freed_memory_is_given_back_only_where_the_c_library_is_glibc(monkeypatch):
+    scoring._glibc.cache_clear()
+    if scoring._glibc() is None:
+        pytest.skip("not glibc")
+    blocks = [np.ones(4096) for _ in range(10_000)]  # 32 kB each: inside the heap
+    del blocks[:-1]  # the last one keeps the heap's top in use
+    assert scoring.release_freed_memory() is True
+    _without_glibc(monkeypatch)
     try:
         assert scoring.release_freed_memory() is False
     finally:
         monkeypatch.undo()
-        scoring._malloc_trim.cache_clear()
+        scoring._glibc.cache_clear()
+
+
+# In a fresh interpreter: glibc maps a block only when the heap has no free room for it,
+# and a test session's heap has plenty.
+LARGE_BLOCK_PROBE = """
+import ctypes
+import numpy as np
+from bench import scoring
+from bench.sweep import evaluate
+
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+class MallocInfo(ctypes.Structure):  # glibc's struct mallinfo2 (2.33+)
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
+
+glibc = scoring._glibc()
+glibc.mallinfo2.restype = MallocInfo
+freed = np.ones(24 * 2**20, dtype=np.uint8)
+del freed  # glibc's own threshold rises to 24 MB
+if {start}:
+    evaluate.start_worker(None)
+before = glibc.mallinfo2().hblkhd
+block = np.ones(2 * scoring.MMAP_THRESHOLD_BYTES, dtype=np.uint8)
+mapped = glibc.mallinfo2().hblkhd - before
+print(mapped // block.nbytes)  # how many times the block's size was mapped for it
+del block
+print(glibc.mallinfo2().hblkhd == before)
+"""
+
+
+@pytest.mark.parametrize("start", [True, False], ids=["worker", "glibc's default"])
+def test_a_worker_maps_large_blocks_of_its_own_which_leave_memory_when_freed(start):
+    scoring._glibc.cache_clear()
+    glibc = scoring._glibc()
+    if glibc is None or not hasattr(glibc, "mallinfo2"):
+        pytest.skip("not glibc 2.33+")
+    probe = LARGE_BLOCK_PROBE.format(start=start)
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # A worker's block has its own mapping, gone once freed; by default the heap holds it.
+    assert output == (["1", "True"] if start else ["0", "True"])
+
+
+def test_large_blocks_are_mapped_only_where_the_c_library_is_glibc(monkeypatch):
+    _without_glibc(monkeypatch)
+    try:
+        assert scoring.map_large_blocks() is False
+    finally:
+        monkeypatch.undo()
+        scoring._glibc.cache_clear()

@@ -23,6 +23,7 @@ from bench.scoring import (
     ItemSignals,
     MetricOutcome,
     bind_metrics,
+    map_large_blocks,
     score_metric,
     scoring_order,
 )
@@ -299,6 +300,8 @@ _WORKER: Evaluator | None = None
 
 def start_worker(cache_root: str | None) -> None:
     global _WORKER
+    # A long item's blocks then leave memory when freed (see map_large_blocks).
+    map_large_blocks()
     _WORKER = Evaluator(Cache(cache_root) if cache_root else None)
 
 
