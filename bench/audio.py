@@ -209,24 +209,39 @@ def save_listening_copy(path: str | os.PathLike, audio: torch.Tensor, sample_rat
 
 def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
     """Resample ``(channels, samples)`` audio with libsoxr (VHQ); a no-op at equal rates."""
-    if from_rate <= 0 or to_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
+    _check_rates(from_rate, to_rate)
     if from_rate == to_rate:
         return audio
     # Channel by channel, in float32, into one output array: a (samples, channels) float64
-    # copy of a long item would take four times the result's memory. libsoxr's VHQ works
-    # in double precision whatever the sample format, so the values are bit-identical to
-    # those of a float64 call rounded to float32.
+    # copy of a long item would take four times the result's memory.
     channels = audio.detach().cpu().numpy().astype(np.float32, copy=False)
-    first = soxr.resample(channels[0], from_rate, to_rate, quality="VHQ")
+    first = resample_channel(channels[0], from_rate, to_rate)
     if channels.shape[0] == 1:
         return torch.from_numpy(first[None])
     resampled = np.empty((channels.shape[0], first.size), dtype=np.float32)
     resampled[0] = first
     del first
     for index in range(1, channels.shape[0]):
-        resampled[index] = soxr.resample(channels[index], from_rate, to_rate, quality="VHQ")
+        resampled[index] = resample_channel(channels[index], from_rate, to_rate)
     return torch.from_numpy(resampled)
+
+
+def resample_channel(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample one channel, ``(samples,)`` float32, with libsoxr (VHQ), to float32.
+
+    libsoxr's VHQ works in double precision whatever the sample format, so the values are
+    bit-identical to those of a float64 call rounded to float32. At equal rates the input
+    itself is returned.
+    """
+    _check_rates(from_rate, to_rate)
+    if from_rate == to_rate:
+        return samples
+    return soxr.resample(samples, from_rate, to_rate, quality="VHQ")
+
+
+def _check_rates(from_rate: int, to_rate: int) -> None:
+    if from_rate <= 0 or to_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
 
 
 def mono_float64(audio: torch.Tensor) -> np.ndarray:

@@ -17,14 +17,19 @@ to score the common part.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import math
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+import numpy as np
 import torch
 
 from bench import audio as bench_audio
@@ -43,6 +48,9 @@ HARNESS_VERSION = 2
 SILENCE_PEAK = 2.0**-16
 LENGTH_TOLERANCE_SECONDS = 0.020
 LENGTH_TOLERANCE_FRACTION = 0.01
+# An item's pair at the codec's rate above this size (about 2.9 minutes at 48 kHz stereo)
+# moves to a temporary file while the pairs at the metrics' rates are made (ItemSignals).
+SPILL_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -178,30 +186,206 @@ def is_silent(audio: torch.Tensor) -> bool:
     return samples.size > 0 and bool(samples.max() < SILENCE_PEAK and samples.min() > -SILENCE_PEAK)
 
 
-def scoring_order(metrics: tuple[BoundMetric, ...]) -> list[BoundMetric]:
-    """The metrics grouped by working rate, the order in which to score one item.
+# From glibc's <malloc.h>.
+M_MMAP_THRESHOLD = -3
+# Blocks of this size or more get their own mapping (see map_large_blocks).
+MMAP_THRESHOLD_BYTES = 4 * 2**20
 
-    :func:`score_metric` holds both signals at one metric rate at a time, so metrics that
-    share a rate should follow each other: each rate's signals are then made once.
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc, else ``None`` (musl, macOS, Windows)."""
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")  # raises (or is missing) where there is no glibc
+        return ctypes.CDLL("libc.so.6")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Give the memory freed inside the C heap back to the system; whether any was.
+
+    glibc keeps freed blocks in the heap for reuse and returns heap pages only from its
+    top: a long item's signals dropped between rates would stay resident while the models
+    of the next metrics load. ``malloc_trim`` returns every free page. Elsewhere a no-op.
     """
-    return sorted(metrics, key=lambda metric: metric.spec.sample_rate or 0)
+    glibc = _glibc()
+    return bool(glibc.malloc_trim(0)) if glibc is not None else False
+
+
+def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Have glibc give each allocation of ``threshold`` bytes or more its own mapping,
+    which goes back to the system when freed; whether it did (a no-op without glibc).
+
+    By default glibc raises that threshold, up to 32 MB, each time a larger block is
+    freed: a long item's signal blocks and a model's activations (DNSMOS's ONNX model
+    takes about 100 MB for each 9 s window) then come from the heap, which keeps them once
+    freed and fragments. DNSMOS on a 60 s clip peaks 50 MB lower with a fixed threshold.
+    """
+    glibc = _glibc()
+    return glibc is not None and glibc.mallopt(M_MMAP_THRESHOLD, threshold) == 1
+
+
+def scoring_order(metrics: tuple[BoundMetric, ...]) -> list[BoundMetric]:
+    """The metrics grouped by working rate and mix, the order in which to score one item.
+
+    :class:`ItemSignals` holds both signals at one metric rate at a time, so metrics that
+    share a rate and a mix (:attr:`MetricSpec.mono_mix`) should follow each other: each
+    pair is then made once. Those at the codec's rate come first, while its pair is held,
+    then the others from the highest rate down: the largest pairs are made before the
+    models of the 16 kHz speech metrics take their memory.
+    """
+
+    def position(metric: BoundMetric) -> tuple[bool, int, str]:
+        rate = metric.spec.sample_rate
+        return rate is not None, -(rate or 0), metric.spec.mono_mix or ""
+
+    return sorted(metrics, key=position)
+
+
+class ItemSignals:
+    """One item's reference and degraded signals, ``(channels, samples)`` float32 at
+    ``sample_rate`` (the codec's), and the pair at each metric's rate, made from them.
+
+    Only one pair at a metric's rate is held at a time: a long item's signals at every
+    metric rate would take several times the memory of the item. A pair is made channel
+    by channel, and a metric that scores the mono mix (``mono_mix``) gets the mean of the
+    resampled channels, one channel per signal. A pair at the codec's rate of more than
+    ``spill_bytes`` moves to a temporary file when the first pair at another rate is
+    made, and is read back a channel at a time: a 10-minute 48 kHz stereo pair takes
+    460 MB, which would otherwise be held through every model a metric loads. Whoever
+    builds the object hands the signals over: only if no other reference to them is
+    kept is their memory freed.
+    """
+
+    def __init__(
+        self,
+        reference: torch.Tensor,
+        degraded: torch.Tensor,
+        sample_rate: int,
+        spill_bytes: int = SPILL_BYTES,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.samples = reference.shape[-1]
+        self.reference_silent = is_silent(reference)
+        self.degraded_silent = is_silent(degraded)
+        self._signals: tuple[torch.Tensor, torch.Tensor] | None = (reference, degraded)
+        self._shapes = (tuple(reference.shape), tuple(degraded.shape))
+        self._spill_bytes = spill_bytes
+        self._spill: IO[bytes] | None = None
+        self._pair: tuple[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    @property
+    def spills(self) -> bool:
+        """Whether the pair at the codec's rate moves to a file between rates."""
+        return 4 * sum(math.prod(shape) for shape in self._shapes) > self._spill_bytes
+
+    def pair(
+        self, rate: int | None = None, mono_mix: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both signals at ``rate`` (``None``: the codec's), each mixed to one channel of
+        dtype ``mono_mix`` if given (see :attr:`MetricSpec.mono_mix`)."""
+        key = (rate or self.sample_rate, mono_mix)
+        if self._pair is not None and self._pair[0] == key:
+            return self._pair[1]
+        if self._pair is not None:  # the previous rate's pair goes before the next is made
+            self._pair = None
+            release_freed_memory()
+        if key == (self.sample_rate, None) and self._signals is not None:
+            return self._signals
+        if self._signals is not None and self.spills:
+            self._spill_to_file()
+            release_freed_memory()
+        pair = (self._made(0, *key), self._made(1, *key))
+        self._pair = (key, pair)
+        return pair
+
+    def close(self) -> None:
+        """Drop every signal and the temporary file."""
+        self._signals = self._pair = None
+        release_freed_memory()
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
+    def __enter__(self) -> ItemSignals:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _spill_to_file(self) -> None:
+        """Move the pair at the codec's rate to a temporary file; where none can be
+        written (a full or read-only temporary folder), it stays in memory, as it would
+        for a short item: the values are the same, only the peak memory is higher."""
+        spill = None
+        try:
+            spill = tempfile.TemporaryFile(prefix="bench-signals-")
+            for signal in self._signals:
+                spill.write(memoryview(signal.detach().contiguous().numpy()).cast("B"))
+            spill.flush()
+        except OSError:
+            if spill is not None:
+                spill.close()
+            self._spill_bytes = math.inf  # not tried again for this item
+            return
+        self._spill, self._signals = spill, None
+
+    def _channel(self, index: int, channel: int) -> np.ndarray:
+        """One channel of one signal at the codec's rate, ``(samples,)`` float32."""
+        if self._signals is not None:
+            return self._signals[index][channel].detach().numpy()
+        channels, samples = self._shapes[index]
+        offset = 4 * (sum(math.prod(shape) for shape in self._shapes[:index]) + channel * samples)
+        values = np.empty(samples, dtype=np.float32)
+        self._spill.seek(offset)
+        if self._spill.readinto(memoryview(values).cast("B")) != values.nbytes:
+            raise OSError(f"the temporary file of the item's signals ends before {offset} bytes")
+        return values
+
+    def _made(self, index: int, rate: int, mono_mix: str | None) -> torch.Tensor:
+        """One signal at ``rate``, channel by channel, mixed to one channel of dtype
+        ``mono_mix`` if given: summed in that dtype in channel order, then divided by the
+        number of channels, as ``numpy.mean`` over the channels computes it."""
+        channels = self._shapes[index][0]
+        rows = (
+            bench_audio.resample_channel(self._channel(index, channel), self.sample_rate, rate)
+            for channel in range(channels)
+        )
+        first = next(rows)
+        if mono_mix is None:
+            made = np.empty((channels, first.size), dtype=np.float32)
+            made[0] = first
+            del first
+            for channel, row in enumerate(rows, start=1):
+                made[channel] = row
+            return torch.from_numpy(made)
+        # A new array: at the codec's rate the row may be the signal itself.
+        mix = np.array(first, dtype=mono_mix)
+        del first
+        for row in rows:
+            mix += row
+        if channels > 1:
+            mix /= channels
+        return torch.from_numpy(mix[None])
 
 
 def score_metric(
     metric: BoundMetric,
     item: Item,
-    reference: torch.Tensor,
-    degraded: torch.Tensor,
-    sample_rate: int,
-    resampled: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    signals: ItemSignals,
     *,
     cropped: bool = False,
     encoded: Encoded | None = None,
 ) -> MetricOutcome:
-    """Score one audio metric on ``(channels, samples)`` signals at ``sample_rate``.
+    """Score one audio metric on an item's signals, at the metric's rate and mix.
 
-    ``resampled`` memoises both signals at the last metric rate other than
-    ``sample_rate`` for the next metric of the item (see :func:`scoring_order`).
+    ``signals`` makes the pair at each metric's rate, one rate at a time, for the next
+    metric of the item too (see :func:`scoring_order`).
     ``encoded`` is the codec's bitstream of the item, passed to a metric on tokens
     (``needs_codes``), which cannot score without it.
     ``cropped`` says the signals are a crop of the item's file: its transcript, which is
@@ -221,7 +405,7 @@ def score_metric(
         return MetricOutcome.failed(metric, transcript_note or "no transcript for this item")
     if spec.needs_codes and encoded is None:
         return MetricOutcome.failed(metric, "no codec bitstream (Encoded) to read codes from")
-    duration = reference.shape[-1] / sample_rate
+    duration = signals.duration_seconds
     if spec.max_seconds is not None and duration > spec.max_seconds:
         # Not cached: the limit is not part of the cache key, and refusing costs nothing.
         return MetricOutcome.failed(
@@ -230,7 +414,7 @@ def score_metric(
             f"{spec.max_seconds:g} s ({spec.max_seconds_reason}); crop with --max-seconds",
             cacheable=False,
         )
-    if is_silent(degraded) and not (spec.needs_reference and is_silent(reference)):
+    if signals.degraded_silent and not (spec.needs_reference and signals.reference_silent):
         return MetricOutcome.failed(
             metric, "degraded is silent (every sample is zero at 16-bit resolution)"
         )
@@ -241,20 +425,10 @@ def score_metric(
             metric, f"set-up failed: {type(error).__name__}: {error}", cacheable=False
         )
     start = time.perf_counter()
-    rate = spec.sample_rate or sample_rate
-    # Bringing both signals to the metric's rate is part of scoring it; the result is
-    # shared with later metrics at the same rate. Only one rate is held: a long item's
-    # signals at every metric rate would take several times the memory of the item.
-    if rate == sample_rate:
-        metric_reference, metric_degraded = reference, degraded
-    else:
-        if rate not in resampled:
-            resampled.clear()
-            resampled[rate] = (
-                bench_audio.resample(reference, sample_rate, rate),
-                bench_audio.resample(degraded, sample_rate, rate),
-            )
-        metric_reference, metric_degraded = resampled[rate]
+    rate = spec.sample_rate or signals.sample_rate
+    # Bringing both signals to the metric's rate is part of scoring it; the pair is
+    # shared with later metrics at the same rate and mix.
+    metric_reference, metric_degraded = signals.pair(rate, spec.mono_mix)
     note, counts = None, None
     inputs = {"encoded": encoded} if spec.needs_codes else {}
     try:
@@ -369,7 +543,7 @@ def score_pair(
     except bench_audio.AudioError as error:
         return result.fail(metrics, f"input: {error}")
     rate = reference.sample_rate
-    whole = trimmed = (reference.audio, degraded_audio)
+    common = None
     refusal = None
     want, have = reference.audio.shape[-1], degraded_audio.shape[-1]
     if want != have:
@@ -384,23 +558,25 @@ def score_pair(
         if beyond and not trim:
             refusal = f"{lengths}; check the pair, or pass --trim to score its common part"
         else:
-            shorter = min(want, have)
-            trimmed = (reference.audio[:, :shorter], degraded_audio[:, :shorter])
-            result.notes.append(_length_note(metrics, lengths, shorter))
+            common = min(want, have)
+            result.notes.append(_length_note(metrics, lengths, common))
     item = Item(id=Path(degraded_path).stem, path=Path(degraded_path), transcript=transcript)
     # Each pair's signals are resampled once per rate, across the metrics that take it
-    # (grouped by rate: see scoring_order).
-    resampled_whole: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    resampled_trimmed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    # (grouped by rate: see scoring_order). The signals are handed over, so that a long
+    # pair's memory is freed while the metrics at other rates run.
+    whole = ItemSignals(reference.audio, degraded_audio, rate)
+    trimmed = whole
+    if common is not None:
+        trimmed = ItemSignals(reference.audio[:, :common], degraded_audio[:, :common], rate)
+    del reference, degraded, degraded_audio
     outcomes: dict[str, MetricOutcome] = {}
-    for metric in scoring_order(metrics):
-        if refusal and metric.spec.needs_reference:
-            outcomes[metric.name] = MetricOutcome.failed(metric, refusal)
-        elif _takes_any_lengths(metric.spec):
-            outcomes[metric.name] = score_metric(metric, item, *whole, rate, resampled_whole)
-        else:
-            memo = resampled_whole if trimmed is whole else resampled_trimmed
-            outcomes[metric.name] = score_metric(metric, item, *trimmed, rate, memo)
+    with whole, trimmed:
+        for metric in scoring_order(metrics):
+            if refusal and metric.spec.needs_reference:
+                outcomes[metric.name] = MetricOutcome.failed(metric, refusal)
+            else:
+                signals = whole if _takes_any_lengths(metric.spec) else trimmed
+                outcomes[metric.name] = score_metric(metric, item, signals)
     for metric in metrics:  # reported in the requested order
         outcome = outcomes[metric.name]
         for name, value in outcome.values.items():

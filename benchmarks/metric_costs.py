@@ -36,7 +36,7 @@ from bench.metrics import get_metric, metric_names
 from bench.metrics.costs import save_costs
 from bench.parallel import pinned_threads
 from bench.provenance import backend_versions, device_fingerprint, git_state
-from bench.scoring import BoundMetric, ensure_set_up, score_metric
+from bench.scoring import BoundMetric, ItemSignals, ensure_set_up, score_metric
 from bench.sweep import SweepSettings, run_sweep
 
 Bare = Callable[[np.ndarray, np.ndarray, int], object]
@@ -163,7 +163,7 @@ def measure_costs(repeats: int) -> dict[str, dict[str, float]]:
 
         def through_harness(metric=metric, tensors=tensors, rate=rate) -> None:
             for reference, degraded in tensors:
-                outcome = score_metric(metric, item, reference, degraded, rate, {})
+                outcome = score_metric(metric, item, ItemSignals(reference, degraded, rate))
                 assert outcome.failure is None, outcome.failure
 
         def bare(name=name, tensors=tensors, rate=rate) -> None:

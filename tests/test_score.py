@@ -14,7 +14,14 @@ from bench import audio
 from bench.cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, main
 from bench.data.embedded import EMBEDDED_DIR
 from bench.data.item import Item
-from bench.scoring import bind_metrics, length_tolerance, pair_paths, score_metric, score_pair
+from bench.scoring import (
+    ItemSignals,
+    bind_metrics,
+    length_tolerance,
+    pair_paths,
+    score_metric,
+    score_pair,
+)
 
 METRICS = "mel_distance,si_sdr"
 
@@ -113,7 +120,7 @@ def test_trim_scores_the_common_part_but_gives_pesq_the_files_as_they_are(half_f
     assert "si_sdr scored both trimmed to the shorter, 23920; pesq_wb scored the files" in printed
     loaded = [audio.load_audio(path).audio for path in (reference, half)]
     (pesq,) = bind_metrics(("pesq_wb",))
-    whole = score_metric(pesq, Item(id="half", path=half), *loaded, 16_000, {})
+    whole = score_metric(pesq, Item(id="half", path=half), ItemSignals(*loaded, 16_000))
     # PESQ aligns the pair itself: the untrimmed pair, not the trimmed one (4.64).
     assert whole.values["pesq_wb"] < 2
     assert f"pesq_wb              {whole.values['pesq_wb']:.4f}" in printed

@@ -333,6 +333,7 @@ ASR = {
     "setup": setup,
     "describe_backend": describe_backend,
     "optional_transcript": True,
+    "mono_mix": "float32",  # a numpy mean of float32 channels
 }
 
 

@@ -132,7 +132,11 @@ class MetricSpec:
     ``max_seconds`` is the longest item the metric scores, for a backend that holds the
     whole signal in working memory many times its size, or that fails on long input
     (``max_seconds_reason`` says which); a longer item gets NaN naming both, before any
-    work.
+    work. ``mono_mix`` marks a metric that scores the mean of the channels (it mixes each
+    signal to mono first), naming the precision it mixes in ("float32" or "float64"): the
+    harness then hands it that mix, one channel of that dtype, made from the resampled
+    channels as numpy's mean makes it, so the metric's own mix leaves it unchanged, and no
+    multi-channel pair at the metric's rate is held.
     """
 
     name: str
@@ -158,6 +162,7 @@ class MetricSpec:
     max_seconds_reason: str = ""
     optional_transcript: bool = False
     aggregation: Ratio | None = None
+    mono_mix: Literal["float32", "float64"] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tolerance, Tolerance):

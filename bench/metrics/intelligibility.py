@@ -68,6 +68,7 @@ STOI = {
     "max_seconds": MAX_SECONDS,
     "max_seconds_reason": MAX_SECONDS_REASON,
     "tolerance": Tolerance(absolute=0.005),
+    "mono_mix": "float64",  # bench.audio.mono_float64
 }
 
 

@@ -69,6 +69,7 @@ PESQ = {
     "max_seconds": MAX_SECONDS,
     "max_seconds_reason": MAX_SECONDS_REASON,
     "tolerance": Tolerance(absolute=0.05),
+    "mono_mix": "float64",  # bench.audio.mono_float64
 }
 
 

@@ -159,6 +159,7 @@ VISQOL = {
     "unit": "MOS-LQO",
     "max_seconds_reason": MAX_SECONDS_REASON,
     "tolerance": Tolerance(absolute=0.05),
+    "mono_mix": "float64",  # bench.audio.mono_float64
 }
 
 

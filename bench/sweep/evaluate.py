@@ -18,7 +18,15 @@ import torch
 from bench import audio as bench_audio
 from bench.codecs.base import Codec, Encoded
 from bench.registry import create_codec
-from bench.scoring import BoundMetric, MetricOutcome, bind_metrics, score_metric, scoring_order
+from bench.scoring import (
+    BoundMetric,
+    ItemSignals,
+    MetricOutcome,
+    bind_metrics,
+    map_large_blocks,
+    score_metric,
+    scoring_order,
+)
 from bench.store import Cache, content_key
 from bench.sweep.plan import Condition, Task
 from bench.sweep.records import Decoding, Record, task_records
@@ -198,27 +206,18 @@ class Evaluator:
         task: Task,
         metric: BoundMetric,
         codec: Codec,
-        signals: tuple[torch.Tensor, torch.Tensor],
-        resampled: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        signals: ItemSignals,
         cropped: bool,
     ) -> MetricOutcome:
         """Score one metric of the task; a metric on tokens gets the task's bitstream."""
         encoded = None
         if metric.spec.needs_codes:
             try:
-                encoded = self._encoded(task, codec, signals[0])
+                encoded = self._encoded(task, codec, signals.pair()[0])
             except Exception as error:  # noqa: BLE001 - a codec failure must not stop the run
                 reason = f"codec: {type(error).__name__}: {error}"
                 return MetricOutcome.failed(metric, reason, cacheable=False)
-        return score_metric(
-            metric,
-            task.item,
-            *signals,
-            codec.sample_rate,
-            resampled,
-            cropped=cropped,
-            encoded=encoded,
-        )
+        return score_metric(metric, task.item, signals, cropped=cropped, encoded=encoded)
 
     def _prepared_input(
         self, task: Task, codec: Codec
@@ -268,21 +267,27 @@ class Evaluator:
             return TaskResult(task, _failure_records(task, metrics, reason))
         listening = ListeningAudio.excerpt(decoded, codec.sample_rate) if task.keep_audio else None
         result = TaskResult(task, [], codec_seconds=codec_seconds, listening=listening)
-        resampled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for metric in scoring_order(metrics):
-            if metric.spec.inputs == "coding":
-                result.records += _coding_records(task, metric, decoding, from_cache)
-                continue
-            key = metric.cache_key(task.decoded_key, task.item)
-            entry = self.cache.get_metric(key) if self.cache is not None else None
-            if entry is None:
-                outcome = self._score(task, metric, codec, (reference, decoded), resampled, cropped)
-                result.metric_seconds += outcome.seconds
-                if self.cache is not None and outcome.cacheable:
-                    self.cache.put_metric(key, outcome.to_cache())
-            else:
-                outcome = MetricOutcome.from_cache(entry)
-            result.records += task_records(task, metric, outcome, decoding, from_cache)
+        signals = ItemSignals(reference, decoded, codec.sample_rate)
+        # The signals are handed over: a long item's pair then leaves memory while the
+        # metrics at other rates run, and its input is prepared again for its next task.
+        del reference, decoded
+        if signals.spills:
+            self._last_input = None
+        with signals:
+            for metric in scoring_order(metrics):
+                if metric.spec.inputs == "coding":
+                    result.records += _coding_records(task, metric, decoding, from_cache)
+                    continue
+                key = metric.cache_key(task.decoded_key, task.item)
+                entry = self.cache.get_metric(key) if self.cache is not None else None
+                if entry is None:
+                    outcome = self._score(task, metric, codec, signals, cropped)
+                    result.metric_seconds += outcome.seconds
+                    if self.cache is not None and outcome.cacheable:
+                        self.cache.put_metric(key, outcome.to_cache())
+                else:
+                    outcome = MetricOutcome.from_cache(entry)
+                result.records += task_records(task, metric, outcome, decoding, from_cache)
         # Records in the requested order of metrics, whatever order they were scored in.
         position = {metric.name: index for index, metric in enumerate(metrics)}
         result.records.sort(key=lambda record: position[record.metric_family])
@@ -295,6 +300,8 @@ _WORKER: Evaluator | None = None
 
 def start_worker(cache_root: str | None) -> None:
     global _WORKER
+    # A long item's blocks then leave memory when freed (see map_large_blocks).
+    map_large_blocks()
     _WORKER = Evaluator(Cache(cache_root) if cache_root else None)
 
 

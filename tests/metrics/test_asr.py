@@ -21,7 +21,13 @@ from bench.cli import EXIT_FAILURES, EXIT_USAGE, main
 from bench.data import load_dataset
 from bench.data.item import Item
 from bench.metrics import MetricSpec, Ratio, Score, Tolerance, asr, get_metric
-from bench.scoring import CROPPED_TRANSCRIPT_NOTE, BoundMetric, bind_metrics, score_metric
+from bench.scoring import (
+    CROPPED_TRANSCRIPT_NOTE,
+    BoundMetric,
+    ItemSignals,
+    bind_metrics,
+    score_metric,
+)
 from bench.store import RunStore
 from bench.sweep import SweepSettings, run_sweep
 
@@ -53,12 +59,10 @@ def test_wer_and_cer_count_edits_as_jiwer_does_from_one_transcription_each(speec
 
     monkeypatch.setattr(asr, "_whisper", lambda folder: CountingWhisper())
     monkeypatch.setattr(asr, "_TRANSCRIPTS", type(asr._TRANSCRIPTS)())
-    resampled: dict = {}
+    signals = ItemSignals(reference, degraded, SAMPLE_RATE)
     without_transcript = dataclasses.replace(item, transcript=None)
     outcomes = {
-        metric.name: score_metric(
-            metric, without_transcript, reference, degraded, SAMPLE_RATE, resampled
-        )
+        metric.name: score_metric(metric, without_transcript, signals)
         for metric in bind_metrics(("wer", "cer"))
     }
     # A dWER transcribes the reference and the degraded signal; CER reuses both.
@@ -105,16 +109,17 @@ def test_a_cropped_item_hides_its_whole_file_transcript_from_every_metric_that_r
     signal = torch.zeros(1, 800)
     seen: list = []
     optional = BoundMetric(_recording_spec(False, True, seen))
-    whole = score_metric(optional, item, signal, signal, 8000, {})
-    cropped = score_metric(optional, item, signal, signal, 8000, {}, cropped=True)
+    signals = ItemSignals(signal, signal, 8000)
+    whole = score_metric(optional, item, signals)
+    cropped = score_metric(optional, item, signals, cropped=True)
     assert seen == ["the whole file's words", None]
     assert whole.note == "scored" and cropped.note == f"scored; {CROPPED_TRANSCRIPT_NOTE}"
     required = BoundMetric(_recording_spec(True, False, seen))
-    refused = score_metric(required, item, signal, signal, 8000, {}, cropped=True)
+    refused = score_metric(required, item, signals, cropped=True)
     assert math.isnan(refused.values["records_transcript"])
     assert refused.failure == CROPPED_TRANSCRIPT_NOTE and len(seen) == 2
     untouched = BoundMetric(_recording_spec(False, False, seen))
-    assert score_metric(untouched, item, signal, signal, 8000, {}, cropped=True).note == "scored"
+    assert score_metric(untouched, item, signals, cropped=True).note == "scored"
     assert seen[-1] == "the whole file's words"
 
 

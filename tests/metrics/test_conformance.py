@@ -23,7 +23,14 @@ from bench.cli import EXIT_FAILURES, EXIT_OK, main
 from bench.data.item import Item
 from bench.metrics.visqol import SPEECH_MAPPERS
 from bench.registry import METRICS
-from bench.scoring import BoundMetric, bind_metrics, length_tolerance, score_metric, score_pair
+from bench.scoring import (
+    BoundMetric,
+    ItemSignals,
+    bind_metrics,
+    length_tolerance,
+    score_metric,
+    score_pair,
+)
 
 pytestmark = pytest.mark.conformance
 
@@ -84,9 +91,8 @@ def test_visqol_matches_the_cpp_conformance_values(case):
     degraded = audio.load_audio(_data("visqol", case["degraded"]))
     # Through score_metric, the sweep's path; `bench score` has its own test below.
     item = Item(id=case["name"], path=_data("visqol", case["degraded"]))
-    outcome = score_metric(
-        metric, item, reference.audio, degraded.audio, reference.sample_rate, resampled={}
-    )
+    signals = ItemSignals(reference.audio, degraded.audio, reference.sample_rate)
+    outcome = score_metric(metric, item, signals)
     assert outcome.failure is None
     tolerance = VISQOL_BACKEND_DEVIATIONS.get(case["name"], VISQOL_TOLERANCE[case["mode"]])
     assert outcome.values[metric.name] == pytest.approx(case["expected_moslqo"], abs=tolerance)
@@ -176,11 +182,11 @@ def test_pesq_after_our_resampling_from_24_khz_stays_near_the_native_value(pesq_
     degraded = audio.load_audio(_data("pesq", pesq_case["degraded"])).audio
     item = Item(id="pesq", path=_data("pesq", pesq_case["degraded"]))
     upsampled = [audio.resample(signal, native_rate, 24_000) for signal in (reference, degraded)]
-    native_resampled: dict = {}
-    upsampled_resampled: dict = {}
+    native_signals = ItemSignals(reference, degraded, native_rate)
+    upsampled_signals = ItemSignals(*upsampled, 24_000)
     for metric in bind_metrics(("pesq_wb", "pesq_nb")):
-        native = score_metric(metric, item, reference, degraded, native_rate, native_resampled)
-        after = score_metric(metric, item, *upsampled, 24_000, upsampled_resampled)
+        native = score_metric(metric, item, native_signals)
+        after = score_metric(metric, item, upsampled_signals)
         assert native.failure is None and after.failure is None
         assert after.values[metric.name] == pytest.approx(
             native.values[metric.name], abs=PESQ_RESAMPLING_TOLERANCE

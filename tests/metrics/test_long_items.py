@@ -14,7 +14,7 @@ from bench.codecs.modules.spectral import mel_spectrogram
 
 from bench.data.item import Item
 from bench.metrics import asr, get_metric, signal
-from bench.scoring import BoundMetric, score_metric
+from bench.scoring import BoundMetric, ItemSignals, score_metric
 
 ITEM = Item(id="long", path=Path("long.wav"))
 
@@ -31,7 +31,7 @@ def test_a_metric_refuses_an_item_over_its_limit_before_any_work(name, monkeypat
     # Neither set-up (models, kernels) nor scoring may run for an item it refuses.
     spec = dataclasses.replace(spec, function=no_work, setup=no_work)
     silence = torch.zeros(1, int(spec.max_seconds * 1000) + 1000)
-    outcome = score_metric(BoundMetric(spec), ITEM, silence, silence, 1000, {})
+    outcome = score_metric(BoundMetric(spec), ITEM, ItemSignals(silence, silence, 1000))
     assert outcome.values == {name: pytest.approx(float("nan"), nan_ok=True)}
     assert f"too long for {name}: {spec.max_seconds + 1:.1f} s" in outcome.failure
     assert f"at most {spec.max_seconds:g} s ({spec.max_seconds_reason})" in outcome.failure
@@ -139,3 +139,51 @@ def test_whisper_features_of_a_long_signal_hold_no_whole_signal_spectrum():
     # faster-whisper's own extractor peaked at 16 times the signal's size (its frames and
     # their spectrum, complex128 then complex64); block by block it is 4 times.
     assert peak < 8 * waveform.nbytes
+
+
+def _traced_peak(function, *arguments):
+    """What ``function(*arguments)`` returns, and the peak of the Python-visible memory
+    (numpy's arrays included) it allocated."""
+    tracemalloc.start()
+    try:
+        result = function(*arguments)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("samples", [1, 7, 2**16, 2**16 + 1, 1_234_567, 600 * 16_000])
+def test_the_rms_level_is_numpy_s_whole_signal_value_without_a_float64_copy(samples):
+    from bench.metrics import speaker
+
+    wav = _noise(samples / 16_000)
+    wav[::3] *= 0.01  # uneven magnitudes, so that the order of the sum shows in its bits
+    whole = 20 * np.log10(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    level, peak = _traced_peak(speaker.rms_dbfs, wav)
+    assert level == whole  # bit for bit: the speaker embedding is scaled by it
+    # The float64 squares of the whole signal took twice its size; one block's now.
+    assert peak <= wav.nbytes // 4 + 8 * speaker.SQUARES_BLOCK + 4096
+
+
+def test_dnsmos_hands_its_model_a_long_signal_without_copying_it(monkeypatch):
+    from bench.metrics import dnsmos
+
+    received = []
+
+    def model(wav, sample_rate, personalized):
+        received.append(wav)
+        return {"ovrl_mos": 3.0}
+
+    monkeypatch.setattr(dnsmos, "dnsmos_model", lambda: model)
+    mix = torch.from_numpy(_noise(600.0)[None])  # the one-channel mix that scoring passes
+    value, peak = _traced_peak(dnsmos.dnsmos, mix, mix, dnsmos.SAMPLE_RATE)
+    assert value == 3.0
+    assert np.shares_memory(received[0], mix.numpy())
+    # Before: the mix, its float64 squares, its magnitudes and its clipped copy, 3 times its
+    # size at once; now the comparisons' booleans, a quarter of it.
+    assert peak <= mix.numpy().nbytes // 3
+    loud = 4 * mix
+    value = dnsmos.dnsmos(loud, loud, dnsmos.SAMPLE_RATE)
+    assert np.array_equal(received[1], np.clip(loud[0].numpy(), -1, 1))
+    clipped = int(np.count_nonzero(np.abs(loud.numpy()) > 1))
+    assert value.note == f"{clipped} samples beyond full scale clipped to [-1, 1]"

@@ -24,7 +24,7 @@ from bench import audio, parallel
 from bench.data import load_dataset
 from bench.data.item import Item
 from bench.metrics import asr, get_metric, speaker
-from bench.scoring import MetricOutcome, bind_metrics, score_metric
+from bench.scoring import ItemSignals, MetricOutcome, bind_metrics, score_metric
 
 SAMPLE_RATE = 16_000
 SYNTHETIC = Item(id="synthetic", path=Path("synthetic.flac"))
@@ -38,7 +38,7 @@ def _score(
     options: dict[str, str] | None = None,
 ) -> MetricOutcome:
     (metric,) = bind_metrics((name,), {name: options} if options else None)
-    return score_metric(metric, item, reference, degraded, SAMPLE_RATE, resampled={})
+    return score_metric(metric, item, ItemSignals(reference, degraded, SAMPLE_RATE))
 
 
 def _value(outcome: MetricOutcome, name: str) -> float:

@@ -18,7 +18,7 @@ from bench import audio
 from bench.data.embedded import EMBEDDED_DIR
 from bench.data.item import Item
 from bench.metrics import asr, get_metric, metric_names
-from bench.scoring import MetricOutcome, bind_metrics, score_metric
+from bench.scoring import ItemSignals, MetricOutcome, bind_metrics, score_metric
 
 METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "visqol_speech", "visqol_audio")
 # Every registered intrusive metric must rank identity best and more noise worse. The ASR
@@ -52,7 +52,7 @@ IDENTITY = {
 def _score(name: str, reference: torch.Tensor, degraded: torch.Tensor) -> MetricOutcome:
     (metric,) = bind_metrics((name,))
     item = Item(id=SPEECH_FILE.stem, path=SPEECH_FILE)
-    return score_metric(metric, item, reference, degraded, SAMPLE_RATE, resampled={})
+    return score_metric(metric, item, ItemSignals(reference, degraded, SAMPLE_RATE))
 
 
 def _with_white_noise(speech: torch.Tensor, snr_db: float) -> torch.Tensor:
@@ -176,10 +176,10 @@ def test_pesq_of_24khz_audio_resamples_by_rate_unlike_hificodecs_evaluation_scri
     reference = audio.resample(speech, SAMPLE_RATE, 24_000)
     degraded = _with_white_noise(reference, 20)
     (metric,) = bind_metrics(("pesq_wb",))
-    resampled: dict = {}
+    signals = ItemSignals(reference, degraded, 24_000)
     item = Item(id=SPEECH_FILE.stem, path=SPEECH_FILE)
-    outcome = score_metric(metric, item, reference, degraded, 24_000, resampled)
-    at_16khz = resampled[16_000]
+    outcome = score_metric(metric, item, signals)
+    at_16khz = signals.pair(16_000, "float64")
     assert at_16khz[0].shape[-1] == round(reference.shape[-1] * 16_000 / 24_000) != 16_000
     assert outcome.values["pesq_wb"] == pytest.approx(
         pesq_backend.pesq(16_000, at_16khz[0][0].double().numpy(), at_16khz[1][0].double().numpy())

@@ -23,7 +23,7 @@ from bench.data.embedded import EMBEDDED_DIR
 from bench.data.item import Item
 from bench.metrics import get_metric, metric_names
 from bench.registry import CODECS, create_codec
-from bench.scoring import MetricOutcome, bind_metrics, score_metric
+from bench.scoring import ItemSignals, MetricOutcome, bind_metrics, score_metric
 from bench.store import RunStore
 from bench.sweep import SweepSettings, run_sweep
 
@@ -51,7 +51,7 @@ def clip() -> dict[str, torch.Tensor]:
 def _score(name: str, clip: dict[str, torch.Tensor], degraded: str) -> MetricOutcome:
     (metric,) = bind_metrics((name,))
     item = Item(id="librivox_0880", path=EMBEDDED_DIR / "librivox_0880.flac")
-    return score_metric(metric, item, clip["reference"], clip[degraded], RATE, resampled={})
+    return score_metric(metric, item, ItemSignals(clip["reference"], clip[degraded], RATE))
 
 
 def _assert_no_better_than_opus(name: str, silent: float | None, reason: str | None, clip):
