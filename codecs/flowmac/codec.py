@@ -83,7 +83,8 @@ class _FlowMacCheckpoint(Codec):
     log_mel = staticmethod(log_mel)
     vocoder_network_config = staticmethod(vocoder_network_config)
 
-    def _read(self, checkpoint: str | os.PathLike | None) -> tuple[Network, Network]:
+    def _read(self, checkpoint: str | os.PathLike | None) -> Network:
+        """Load the vocoder and the configuration; returns the codec network (not built)."""
         path = Path(checkpoint) if checkpoint is not None else self.demo_checkpoint
         if checkpoint is None and not path.is_file():
             raise CheckpointError(
@@ -124,7 +125,7 @@ class _FlowMacCheckpoint(Codec):
         self._load(self.vocoder, vocoder.state_dict, f"{path} (vocoder)")
         self.vocoder.remove_weight_norm()
         self.vocoder.eval().requires_grad_(False)
-        return codec, vocoder
+        return codec
 
     @staticmethod
     def _load(module: torch.nn.Module, state: dict, source: str) -> None:
@@ -200,7 +201,7 @@ class FlowMacCodec(_FlowMacCheckpoint):
     ) -> None:
         self.solver = get_solver(solver)
         self.guidance = Guidance(_guidance_scale(guidance))
-        codec, _ = self._read(checkpoint)
+        codec = self._read(checkpoint)
         self.model = FlowMacModel(self.config)
         self._load(self.model, restore_codebook_sums(codec.state_dict), f"{self.checkpoint_path}")
         self.model.eval().requires_grad_(False)

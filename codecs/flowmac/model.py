@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from bench.codecs.modules.bigvgan import VocoderConfig
+from bench.codecs.modules.flow_matching import cfm_loss
 from bench.codecs.modules.rvq import ResidualVectorQuantizer, bandwidth_to_n_q
 from bench.codecs.modules.spectral import mel_spectrogram
 from bench.codecs.modules.unet import UNet1d, UNetConfig
@@ -248,13 +249,11 @@ class FlowMacModel(nn.Module):
         self, mel: torch.Tensor, n_q: int, generator: torch.Generator, **cfm_options
     ) -> FlowMacOutput:
         """The training losses on normalised mels ``(batch, n_mels, frames)``."""
-        from bench.codecs.modules.flow_matching import cfm_loss
-
         quantized = self.quantizer(self.encoder(mel), n_q)
         coarse = self.decoder(quantized.quantized)
         prior = F.mse_loss(coarse, mel) + F.l1_loss(coarse, mel)
         cfm = cfm_loss(
-            lambda x, t, condition: self.velocity(x, t, condition),
+            self.velocity,
             mel,
             coarse,
             generator,
