@@ -290,7 +290,13 @@ class VectorQuantization(nn.Module):
     """One quantization stage on ``(batch, dim, frames)``, optionally in a smaller codebook space.
 
     When ``codebook_dim`` differs from ``dim``, linear maps ``project_in`` and ``project_out``
-    surround the codebook; the commitment loss is measured in the codebook space.
+    surround the codebook; the commitment loss is measured in the codebook space, and the
+    straight-through estimator acts there too (as DAC's factorised codes do): a loss on the
+    output then trains both projections and reaches the input through
+    ``project_out . project_in``. A straight-through identity around the whole stage would
+    tell the encoder that the stage returns its input, which a rank-``codebook_dim`` map
+    cannot, and would leave ``project_in`` to the commitment loss alone, which is minimised
+    by discarding the input: the first FlowMAC demo's quantizer passed on nothing.
     """
 
     def __init__(
@@ -309,7 +315,8 @@ class VectorQuantization(nn.Module):
         # Identity has no state, so an unprojected stage has exactly the official keys.
         self.project_in: nn.Module = nn.Identity()
         self.project_out: nn.Module = nn.Identity()
-        if codebook_dim != dim:
+        self.projected = codebook_dim != dim
+        if self.projected:
             self.project_in = nn.Linear(dim, codebook_dim)
             self.project_out = nn.Linear(codebook_dim, dim)
         self._codebook = EuclideanCodebook(
@@ -333,22 +340,29 @@ class VectorQuantization(nn.Module):
         return self.project_out(self._codebook.decode(codes)).transpose(1, 2)
 
     def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(quantized, codes, commitment_loss)`` of ``x`` ``(batch, dim, frames)``, no STE.
+        """``(quantized, codes, commitment_loss)`` of ``x`` ``(batch, dim, frames)``.
 
-        ``quantized`` depends on ``project_out`` only, never on ``x``: the residual quantizer
-        applies the straight-through estimator once, to its sum. The commitment loss
-        MSE(z, stopgrad(q)) is differentiable with respect to ``x`` (and ``project_in``).
+        Unprojected, ``quantized`` is the codeword, a constant with respect to ``x``: the
+        residual quantizer applies the straight-through estimator once, to its sum. Projected,
+        the estimator acts in the codebook space, so ``quantized`` carries the gradient of
+        ``project_out . project_in`` to ``x``. The commitment loss MSE(z, stopgrad(q)) is
+        differentiable with respect to ``x`` (and ``project_in``).
         """
         latent = self.project_in(x.transpose(1, 2))
         codewords, codes = self._codebook(latent.flatten(0, 1))
         codewords = codewords.view(latent.shape)
         commitment_loss = F.mse_loss(latent, codewords)
+        if self.projected:
+            codewords = latent + (codewords - latent).detach()
         quantized = self.project_out(codewords).transpose(1, 2)
         return quantized, codes.view(latent.shape[:2]), commitment_loss
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As :meth:`quantize`, with a straight-through gradient of identity to ``x``."""
+        """As :meth:`quantize`, with the straight-through gradient to ``x`` (the identity when
+        unprojected)."""
         quantized, codes, commitment_loss = self.quantize(x)
+        if self.projected:
+            return quantized, codes, commitment_loss
         return x - x.detach() + quantized, codes, commitment_loss
 
 
@@ -367,11 +381,13 @@ class ResidualVectorQuantization(nn.Module):
     def forward(self, x: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(quantized (B, D, T), codes (n_q, B, T), layer_losses (n_q,))`` of the first n_q.
 
-        The codewords are constants with respect to ``x``, so every residual is ``x`` minus a
-        constant and its Jacobian is the identity: each stage's commitment loss reaches ``x``.
-        The straight-through estimator is then applied once, to the sum, so that a loss on the
-        output passes its gradient to ``x`` unchanged. Per-stage STE, as in the official code,
-        would make ``residual - quantized`` a constant and cut stages 2..n_q off (issue #25).
+        Each residual is ``x`` minus detached stage outputs, so its Jacobian is the identity:
+        each stage's commitment loss reaches ``x``. Unprojected, the codewords are constants
+        and the straight-through estimator is applied once, to the sum, so that a loss on the
+        output passes its gradient to ``x`` unchanged. Per-stage STE on the output, as in the
+        official code, would make ``residual - quantized`` a constant and cut stages 2..n_q off
+        (issue #25). Projected stages carry their own estimator in the codebook space (see
+        :class:`VectorQuantization`), and the sum is returned as it is.
         """
         residual = x
         quantized = torch.zeros_like(x)
@@ -382,7 +398,9 @@ class ResidualVectorQuantization(nn.Module):
             quantized = quantized + stage
             all_codes.append(codes)
             losses.append(loss)
-        return x - x.detach() + quantized, torch.stack(all_codes), torch.stack(losses)
+        if not self.layers[0].projected:
+            quantized = x - x.detach() + quantized
+        return quantized, torch.stack(all_codes), torch.stack(losses)
 
     def encode(self, x: torch.Tensor, n_q: int) -> torch.Tensor:
         """Codes ``(n_q, batch, frames)`` int64 of ``x`` ``(batch, dim, frames)``."""
