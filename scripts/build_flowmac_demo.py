@@ -59,7 +59,8 @@ The paper's body was not retrievable; these are the project's choices, each a co
 - **Guidance** as `v_u + s (v_c - v_u)`; the paper's "CFG factor 1" is read as s = 2 (64 NFE
   for 32 Euler steps). The codec's default is s = 1 (no guidance, one pass per step).
 - **Quantizer:** the project's EMA codebooks with k-means initialisation and dead-code
-  replacement, each stage's lookup in a 16-d projection.
+  replacement, each stage's lookup in a 16-d projection with the straight-through estimator
+  inside it (as DAC's factorised codes), so both projections learn from the output losses.
 - **Vocoder:** BigVGAN's generator and losses (least squares GAN, feature matching 2, mel
   L1 45) at demo size; the paper's "1024 initial channels plus an additional upsampling layer"
   is the `paper` config.

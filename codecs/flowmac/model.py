@@ -14,7 +14,9 @@ turns into audio (:mod:`bench.codecs.modules.bigvgan`).
   ending in a 1x1 conv to the coarse mel (in the normalised domain). Prior loss: MSE + MAE of
   the coarse mel against the input mel.
 - **Quantizer.** Residual VQ of ``n_q`` stages x ``bins`` codes, each stage's lookup in a
-  ``codebook_dim``-d projection (8 x 256 in 16 dims: 3 kbps; the first 4 stages: 1.5 kbps).
+  ``codebook_dim``-d projection (8 x 256 in 16 dims: 3 kbps; the first 4 stages: 1.5 kbps),
+  with the straight-through estimator in that projection, so the projections learn from the
+  losses on the output (:class:`bench.codecs.modules.rvq.VectorQuantization`).
 - **CFM decoder.** The OT path and loss of :mod:`bench.codecs.modules.flow_matching`, a
   Matcha-style U-Net (:mod:`bench.codecs.modules.unet`) taking the noisy mel with the coarse
   mel concatenated. Total loss ``L_CFM + 0.01 L_prior + 0.25 L_VQ``.
