@@ -221,7 +221,7 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
         ),
         (
             "hardware",
-            "a shared 2-core CPU, both runs side by side, torch "
+            "a shared 2-core CPU, other work running beside it, torch "
             f"{checkpoint.versions.get('torch')}",
         ),
         (
