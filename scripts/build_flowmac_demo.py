@@ -35,10 +35,10 @@ from bench.report.table import markdown_table
 from bench.sweep import SweepSettings, run_sweep
 
 METRICS = ("mel_distance", "pesq_wb", "stoi", "visqol_speech", "dnsmos", "kbps_actual")
-# Where quality saturates with NFE, judged by a full-reference and a no-reference metric
-# (lower is better for the first): a flow's samples can trade distance to the reference for
-# realism, so the two may disagree.
-SATURATION_METRICS = {"mel_distance": -1, "dnsmos": 1}
+# Where quality saturates with NFE, judged by a distance, a perceptual full-reference and a
+# no-reference metric (lower is better for the first): a flow's samples can trade distance to
+# the reference for realism, so they may disagree.
+SATURATION_METRICS = {"mel_distance": -1, "visqol_speech": 1, "dnsmos": 1}
 NFES = (1, 2, 4, 8, 16, 32)
 CARD = DEMO_CHECKPOINT.parent / "MODEL_CARD.md"
 # Quality "saturates" at the smallest NFE within this fraction of the best mel distance.
@@ -345,11 +345,12 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
         "the reference's, which a distance to the reference does not reward. The no-reference",
         "DNSMOS column says what the listener-facing quality does.",
         "",
-        "NFE 1 is further held back by the paper's logit-normal time sampling, which rarely",
-        "trains t near 0, the only time a single Euler step evaluates. The demo U-Net's mean",
-        "squared velocity error on the held-out items at 3 kbps, by t: "
+        "A single Euler step (NFE 1) evaluates the velocity at t = 0 only, which the paper's",
+        "logit-normal time sampling rarely trains (`bench train flowmac --time-sampling",
+        "uniform` trains every t alike). The demo U-Net's mean squared velocity error on the",
+        "held-out items at 3 kbps, by t: "
         + ", ".join(f"{time:g}: {error:.2f}" for time, error in velocity_error_by_time().items())
-        + ". `bench train flowmac --time-sampling uniform` trains every t alike. The share of "
+        + ". The share of "
         f"the initial noise left in the NFE-1 output: {noise_left_after_one_step():.2f} (the "
         "first demo's 64-channel U-Net left 0.71; see the history below).",
         "",
