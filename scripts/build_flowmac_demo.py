@@ -181,14 +181,15 @@ def _held_out_speech(codec: FlowMacCodec) -> list[torch.Tensor]:
     ]
 
 
-def velocity_error_by_time(times=(0.0, 0.05, 0.2, 0.5, 0.8, 0.95)) -> dict[float, float]:
+def velocity_error_by_time(
+    codec: FlowMacCodec, speech: list[torch.Tensor], times=(0.0, 0.05, 0.2, 0.5, 0.8, 0.95)
+) -> dict[float, float]:
     """The demo U-Net's mean squared velocity error at fixed times t on the held-out speech
     at 3 kbps (one noise draw per item): how well each part of the path was learnt. A single
     Euler step (NFE 1) evaluates the network at t = 0 alone."""
-    codec = FlowMacCodec()
     generator = torch.Generator().manual_seed(0)
     errors = {time: [] for time in times}
-    for audio in _held_out_speech(codec):
+    for audio in speech:
         with torch.inference_mode():
             data = codec.model.normalised_mel(audio)
             condition = codec.model.coarse_mel(codec.encode(audio, 3.0).codes)
@@ -201,14 +202,13 @@ def velocity_error_by_time(times=(0.0, 0.05, 0.2, 0.5, 0.8, 0.95)) -> dict[float
     return {time: sum(values) / len(values) for time, values in errors.items()}
 
 
-def noise_left_after_one_step() -> float:
+def noise_left_after_one_step(codec: FlowMacCodec, speech: list[torch.Tensor]) -> float:
     """The share of the initial noise left in the NFE-1 output on the held-out speech at 3
     kbps: the least-squares coefficient of ``x0`` in ``x0 + v(x0, 0, c) - c``. A velocity
     network that cancels the noise in every band gives about 0."""
-    codec = FlowMacCodec()
     generator = torch.Generator().manual_seed(0)
     residuals, noises = [], []
-    for audio in _held_out_speech(codec):
+    for audio in speech:
         with torch.inference_mode():
             condition = codec.model.coarse_mel(codec.encode(audio, 3.0).codes)
             noise = torch.randn(condition.shape, generator=generator)
@@ -219,15 +219,14 @@ def noise_left_after_one_step() -> float:
     return float(residual @ noise / (noise @ noise))
 
 
-def coarse_mel_distance() -> dict[float, float]:
+def coarse_mel_distance(codec: FlowMacCodec, speech: list[torch.Tensor]) -> dict[float, float]:
     """Per bitrate, the held-out mean mel distance of the coarse mel sent straight to the
     vocoder, without the flow: what the CFM decoder adds to (or takes from) the mel decoder's
     regression output."""
-    codec = FlowMacCodec()
     distances = {}
     for bitrate in codec.bitrates:
         values = []
-        for audio in _held_out_speech(codec):
+        for audio in speech:
             with torch.inference_mode():
                 coarse = codec.model.coarse_mel(codec.encode(audio, bitrate).codes)
                 decoded = codec.audio_of_mel(codec.model.denormalise(coarse), audio.shape[-1])
@@ -303,6 +302,10 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
             f"vocoder {_git_fact(vocoder.get('git') or {})}",
         ),
     ]
+    # The diagnostics below share one demo codec and one read of the held-out speech.
+    codec = FlowMacCodec()
+    speech = _held_out_speech(codec)
+    noise_left = noise_left_after_one_step(codec, speech)
     table = stats.sort_values(["bitrate", "label", "nfe"], kind="stable").reset_index(drop=True)
     lines = [
         "# FlowMAC tiny demo checkpoint",
@@ -334,7 +337,7 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
         *saturation(stats),
         "",
         "The coarse mel sent straight to the vocoder, without the flow, has a mel distance of "
-        + ", ".join(f"{d:.3f} at {b:g} kbps" for b, d in coarse_mel_distance().items())
+        + ", ".join(f"{d:.3f} at {b:g} kbps" for b, d in coarse_mel_distance(codec, speech).items())
         + ".",
         "",
         "Why a distance to the reference rewards the flow's first steps most, and can favour",
@@ -349,9 +352,12 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
         "logit-normal time sampling rarely trains (`bench train flowmac --time-sampling",
         "uniform` trains every t alike). The demo U-Net's mean squared velocity error on the",
         "held-out items at 3 kbps, by t: "
-        + ", ".join(f"{time:g}: {error:.2f}" for time, error in velocity_error_by_time().items())
+        + ", ".join(
+            f"{time:g}: {error:.2f}"
+            for time, error in velocity_error_by_time(codec, speech).items()
+        )
         + ". The share of "
-        f"the initial noise left in the NFE-1 output: {noise_left_after_one_step():.2f} (the "
+        f"the initial noise left in the NFE-1 output: {noise_left:.2f} (the "
         "first demo's 64-channel U-Net left 0.71; see the history below).",
         "",
         UNVERIFIED,
