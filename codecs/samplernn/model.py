@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# What its checkpoints carry as their model's name.
+NAME = "samplernn"
 Q_LEVELS = 256
 ZERO_LEVEL = Q_LEVELS // 2
 MU = 255.0
