@@ -238,6 +238,13 @@ class EncodecCodec(Codec):
         )
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+        segments = self.read_segments(encoded)
+        with torch.inference_mode():
+            return self.model.decode(segments, encoded.num_samples)[0]
+
+    def read_segments(self, encoded: Encoded) -> list[Segment]:
+        """The codes and scales of the segments of ``encoded``'s payload (what a token model
+        such as SoundStorm works on), checked against its header and length."""
         bitstream = unpack(encoded.payload)
         n_q, entropy_coded = self._check_header(bitstream.header)
         frame_counts = self.segment_frames(encoded.num_samples)
@@ -259,8 +266,7 @@ class EncodecCodec(Codec):
             else:
                 codes = torch.from_numpy(unpack_codes(frame, n_q, num_frames, self.bits_per_code))
             segments.append(Segment(codes[None], scale))
-        with torch.inference_mode():
-            return self.model.decode(segments, encoded.num_samples)[0]
+        return segments
 
     def segment_frames(self, num_samples: int) -> list[int]:
         """Frames of each segment :meth:`EncodecModel.encode` cuts ``num_samples`` into."""
