@@ -193,6 +193,7 @@ for _name, _target in {
     "hificodec": "bench.codecs.hificodec:TRAINING",
     "flowmac": "bench.codecs.flowmac:TRAINING",
     "flowmac-vocoder": "bench.codecs.flowmac:VOCODER_TRAINING",
+    "soundstorm": "bench.codecs.soundstorm:TRAINING",
     "lm": "bench.train.settings:ENTROPY_LM_TRAINING",
 }.items():
     SOLVERS.register(_name, _target)

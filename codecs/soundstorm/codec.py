@@ -97,6 +97,21 @@ def soundstorm_checkpoint(
     )
 
 
+def check_tokenizer(tokenizer: EncodecCodec, config: SoundStormConfig) -> None:
+    """Refuse (``ValueError``) an EnCodec whose tokens ``config``'s model cannot take."""
+    tokenizer_config = tokenizer.config
+    if (
+        tokenizer_config.channels != 1
+        or tokenizer_config.segment_seconds is not None
+        or tokenizer_config.bins != config.codebook_size
+        or tokenizer_config.n_q < config.levels
+    ):
+        raise ValueError(
+            f"expected an unsegmented mono EnCodec with {config.levels} or more levels of "
+            f"{config.codebook_size} codes, got {tokenizer.checkpoint_path}: {tokenizer_config}"
+        )
+
+
 class SoundStormCodec(Codec):
     """SoundStorm over EnCodec tokens at the EnCodec bitrates below the model's level count.
 
@@ -125,6 +140,8 @@ class SoundStormCodec(Codec):
     model_class = SoundStormModel
     loss = staticmethod(soundstorm_loss)
     make_checkpoint = staticmethod(soundstorm_checkpoint)
+    tokenizer_class = EncodecCodec
+    check_tokenizer = staticmethod(check_tokenizer)
 
     def __init__(
         self,
@@ -173,17 +190,10 @@ class SoundStormCodec(Codec):
         except (TypeError, KeyError, ValueError) as error:
             raise CheckpointError(f"{path}: bad SoundStorm config: {error}") from None
         self.tokenizer = EncodecCodec(tokenizer.reference.path)
-        tokenizer_config = self.tokenizer.config
-        if (
-            tokenizer_config.channels != 1
-            or tokenizer_config.segment_seconds is not None
-            or tokenizer_config.bins != self.config.codebook_size
-            or tokenizer_config.n_q < self.config.levels
-        ):
-            raise CheckpointError(
-                f"{path}: expected an unsegmented mono EnCodec with {self.config.levels} or more "
-                f"levels of {self.config.codebook_size} codes, got {tokenizer_config}"
-            )
+        try:
+            check_tokenizer(self.tokenizer, self.config)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from None
         self._bitrates = tuple(
             bitrate
             for bitrate in self.tokenizer.bitrates

@@ -209,12 +209,15 @@ def soundstorm_loss(
     tokens: torch.Tensor,
     generator: torch.Generator,
     conditioning: torch.Tensor | None = None,
+    network: nn.Module | None = None,
 ) -> SoundStormLoss:
     """Cross-entropy on the masked level-``q`` tokens of ``tokens`` ``(batch, levels,
-    frames)`` under a fresh :func:`draw_training_mask`."""
+    frames)`` under a fresh :func:`draw_training_mask`; ``network`` is what to call in place
+    of ``model`` (its DistributedDataParallel wrapper)."""
     batch, levels, frames = tokens.shape
     mask = draw_training_mask(batch, levels, frames, generator).to(tokens.device)
-    logits = model(tokens.masked_fill(mask.masked, model.mask_token), mask.level, conditioning)
+    inputs = tokens.masked_fill(mask.masked, model.mask_token)
+    logits = (network or model)(inputs, mask.level, conditioning)
     scored = mask.targets
     level_tokens = tokens[torch.arange(batch, device=tokens.device), mask.level]
     if not scored.any():
