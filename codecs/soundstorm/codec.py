@@ -9,16 +9,14 @@ model's level count) with :func:`~bench.codecs.soundstorm.model.generate`, and d
 ``K`` with EnCodec's decoder. With the tiny demo: 1.5 kbps sends 2 levels and 3 kbps 4, and
 both generate up to the 8 levels of 6 kbps.
 
-**NFE** is the network passes a decode spends: the first generated level's iterations plus one
-pass per further level (the paper's schedule, greedy after the first level). The generated
-level count depends on the bitrate, so one NFE means other iterations at another bitrate:
-at bitrate ``b``, ``iterations = nfe - (K - k_b - 1)``. :attr:`SoundStormCodec.nfe_options`
-lists the pass counts of the iteration sweep 1, 2, 4, 8, 16 at each bitrate that every bitrate
-can spend (at least one and at most :data:`MAX_ITERATIONS` iterations): with the demo, NFE 6,
-7, 9, 13 and 21 are 1, 2, 4, 8 and 16 iterations at 1.5 kbps, and 7, 11 and 19 are 4, 8 and 16
-at 3 kbps (its 1 and 2 iterations, NFE 4 and 5, are not listed, since 1.5 kbps cannot spend
-them). Without an NFE, the paper's 16 iterations. ``seed`` seeds the generator of every
-sample, so a seed gives the same tokens whatever the global random state.
+**NFE** is the first generated level's iterations, the knob the paper sweeps (its 16 is the
+default): ``--nfe 1,2,4,8,16`` means the same thing at every bitrate. A decode spends that many
+network passes on the first generated level and one on each further level (the paper's
+schedule, greedy after the first level), so ``NFE + g - 1`` passes when ``g`` levels are
+generated; :meth:`SoundStormCodec.network_passes` gives the count, ``describe()`` lists it per
+bitrate and ``bench run`` prints it. With the demo, NFE 16 is 21 passes at 1.5 kbps (6 levels
+generated) and 19 at 3 kbps (4). ``seed`` seeds the generator of every sample, so a seed gives
+the same tokens whatever the global random state.
 
 **Prompted continuation** (the paper's voice-prompt setting, with which its speaker-similarity
 figures were measured): with ``prompt_seconds``, the first seconds of every level are also
@@ -67,11 +65,8 @@ from bench.codecs.soundstorm.model import (
 
 DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "soundstorm_tiny_demo.pt"
 DEMO_NOTE = "the project's small demo model trained on a CPU, not the paper's weights"
-# The iterations at the first generated level that the NFE options offer (the paper's 16 and
-# the powers of two below), and the most a decode may spend there.
-ITERATION_SWEEP = (1, 2, 4, 8, 16)
+# The first generated level's iterations: the paper's 16, the most the NFE options offer.
 PAPER_ITERATIONS = 16
-MAX_ITERATIONS = 32
 # The network names of a SoundStorm checkpoint.
 MODEL_NETWORK = "soundstorm"
 TOKENIZER_NETWORK = "tokenizer"
@@ -239,26 +234,15 @@ class SoundStormCodec(Codec):
         """Levels generated when ``n_q`` are sent."""
         return self.config.levels - n_q
 
-    def first_level_iterations(self, n_q: int, nfe: int) -> int:
-        """The first generated level's iterations that spend ``nfe`` passes when ``n_q`` levels
-        are sent (every further level takes one)."""
-        return nfe - (self.generated_levels(n_q) - 1)
+    def network_passes(self, bitrate: float, nfe: int | None) -> int:
+        """The network passes a decode at ``bitrate`` spends with ``nfe`` iterations on its
+        first generated level (``None``: the paper's 16): one per further level."""
+        iterations = PAPER_ITERATIONS if nfe is None else self.check_nfe(nfe)
+        return iterations + self.generated_levels(self.tokenizer.model.n_q_for(bitrate)) - 1
 
     @property
     def nfe_options(self) -> tuple[int, ...]:
-        sent = [self.tokenizer.model.n_q_for(bitrate) for bitrate in self.bitrates]
-        sweep = {
-            iterations + self.generated_levels(n_q) - 1
-            for n_q in sent
-            for iterations in ITERATION_SWEEP
-        }
-        return tuple(
-            sorted(
-                nfe
-                for nfe in sweep
-                if all(1 <= self.first_level_iterations(n_q, nfe) <= MAX_ITERATIONS for n_q in sent)
-            )
-        )
+        return tuple(range(1, PAPER_ITERATIONS + 1))
 
     @property
     def checkpoint_hash(self) -> str:
@@ -282,6 +266,13 @@ class SoundStormCodec(Codec):
                 f"{bitrate:g}": self.generated_levels(self.tokenizer.model.n_q_for(bitrate))
                 for bitrate in self.bitrates
             },
+            "notes": [
+                "NFE counts the first generated level's iterations; a decode spends "
+                + ", ".join(
+                    f"NFE + {self.network_passes(bitrate, 1) - 1} passes at {bitrate:g} kbps"
+                    for bitrate in self.bitrates
+                )
+            ],
             "prompt_seconds": self.prompt_seconds,
             "temperature": self.temperature,
             "top_k": self.top_k,
@@ -319,8 +310,8 @@ class SoundStormCodec(Codec):
         self, encoded: Encoded, nfe: int | None = None, seed: int | None = None
     ) -> Generation:
         """Every level's tokens ``(1, levels, frames)`` of ``encoded``: the sent ones and the
-        prompt as they came, the rest generated with ``nfe`` passes (``None``: the paper's 16
-        iterations at the first generated level) from ``seed``, and the passes spent."""
+        prompt as they came, the rest generated with ``nfe`` iterations at the first generated
+        level (``None``: the paper's 16) from ``seed``, and the passes spent."""
         nfe = self.check_nfe(nfe)
         sent, prompt_frames, prompt_bytes = self._read_payload(encoded)
         codes = self.tokenizer.read_segments(sent)[0].codes[0]
@@ -335,13 +326,7 @@ class SoundStormCodec(Codec):
                 f"expected a prompt of at most {frames} frames, got {prompt_frames}"
             )
         generated = self.generated_levels(n_q)
-        iterations = PAPER_ITERATIONS if nfe is None else self.first_level_iterations(n_q, nfe)
-        if not 1 <= iterations <= MAX_ITERATIONS:
-            # Only for a plain EnCodec payload at a bitrate this codec does not list.
-            raise ValueError(
-                f"nfe={nfe} leaves {iterations} iterations for the first of {generated} "
-                f"generated levels; expected 1..{MAX_ITERATIONS}"
-            )
+        iterations = PAPER_ITERATIONS if nfe is None else nfe
         tokens = torch.zeros(1, self.config.levels, frames, dtype=torch.long)
         given = torch.zeros_like(tokens, dtype=torch.bool)
         tokens[0, :n_q], given[:, :n_q] = codes, True

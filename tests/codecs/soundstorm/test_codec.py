@@ -87,34 +87,39 @@ def test_the_sent_levels_are_kept_and_the_rest_generated(codec, encodec):
         assert generation.forward_passes == 16 + (8 - sent - 1)
 
 
-def test_nfe_is_the_passes_spent_and_sweeps_the_first_levels_iterations(codec):
-    # 1.5 kbps generates 6 levels (NFE = iterations + 5), 3 kbps 4 (NFE = iterations + 3);
-    # listed: the sweep 1, 2, 4, 8, 16 of either that both can spend.
-    assert codec.nfe_options == (6, 7, 9, 11, 13, 19, 21)
+def test_nfe_is_the_first_levels_iterations_and_the_passes_are_reported(codec):
+    # 1.5 kbps generates 6 levels (passes = iterations + 5), 3 kbps 4 (iterations + 3).
+    assert codec.nfe_options == tuple(range(1, 17))
     audio = speech_like(0.2)
     for bitrate, further in ((1.5, 5), (3.0, 3)):
         encoded = codec.encode(audio, bitrate)
-        for nfe in codec.nfe_options:
+        for nfe in (1, 2, 4, 8, 16):
             generation = codec.generate_tokens(encoded, nfe=nfe, seed=0)
-            assert generation.forward_passes == nfe
-            assert codec.first_level_iterations(8 - further - 1, nfe) == nfe - further
+            assert generation.forward_passes == nfe + further
+            assert codec.network_passes(bitrate, nfe) == nfe + further
+        assert codec.network_passes(bitrate, None) == 16 + further
+    (note,) = codec.describe()["notes"]
+    assert "NFE + 5 passes at 1.5 kbps" in note and "NFE + 3 passes at 3 kbps" in note
 
 
 def test_an_invalid_nfe_is_refused_with_the_valid_ones(codec):
     encoded = codec.encode(speech_like(0.1), 1.5)
-    with pytest.raises(ValueError, match="does not support nfe=16; supported: 6, 7, 9, 11, 13"):
-        codec.decode(encoded, nfe=16)
+    for nfe in (0, 17):
+        with pytest.raises(ValueError, match=f"does not support nfe={nfe}; supported: 1, 2, "):
+            codec.decode(encoded, nfe=nfe)
+    with pytest.raises(ValueError, match="does not support nfe=17"):
+        codec.network_passes(1.5, 17)
 
 
 def test_the_same_seed_gives_the_same_tokens_and_other_seeds_others(codec, checkpoint):
     encoded = codec.encode(speech_like(), 1.5)
-    first = codec.generate_tokens(encoded, nfe=21, seed=0).tokens
+    first = codec.generate_tokens(encoded, nfe=16, seed=0).tokens
     with torch.random.fork_rng():
         torch.manual_seed(123)
-        again = SoundStormCodec(checkpoint).generate_tokens(encoded, nfe=21, seed=0).tokens
+        again = SoundStormCodec(checkpoint).generate_tokens(encoded, nfe=16, seed=0).tokens
     assert torch.equal(first, again)
-    assert not torch.equal(first, codec.generate_tokens(encoded, nfe=21, seed=1).tokens)
-    assert torch.equal(codec.decode(encoded, nfe=21, seed=4), codec.decode(encoded, nfe=21, seed=4))
+    assert not torch.equal(first, codec.generate_tokens(encoded, nfe=16, seed=1).tokens)
+    assert torch.equal(codec.decode(encoded, nfe=16, seed=4), codec.decode(encoded, nfe=16, seed=4))
 
 
 def test_the_prompted_continuation_sends_every_level_of_the_prompt_and_keeps_it(
@@ -131,12 +136,12 @@ def test_the_prompted_continuation_sends_every_level_of_the_prompt_and_keeps_it(
     # the outer header and framing (under 64 bytes).
     extra_bits = (len(encoded.payload) - len(plain.payload)) * 8
     assert 6 * prompt_frames * 10 <= extra_bits < 6 * prompt_frames * 10 + 8 * 64
-    generation = prompted.generate_tokens(encoded, nfe=21, seed=0)
+    generation = prompted.generate_tokens(encoded, nfe=16, seed=0)
     tokens = generation.tokens[0]
     assert torch.equal(tokens[:, :prompt_frames], truth[:, :prompt_frames])
     assert torch.equal(tokens[:2], truth[:2])
     assert generation.forward_passes == 21
-    assert prompted.decode(encoded, nfe=21, seed=0).shape == audio.shape
+    assert prompted.decode(encoded, nfe=16, seed=0).shape == audio.shape
     assert prompted.checkpoint_hash != codec.checkpoint_hash  # other audio, another cache key
 
 
