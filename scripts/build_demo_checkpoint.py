@@ -127,9 +127,12 @@ HELD_OUT = dict(data="embedded", tags=("speech",), exclude_tags=("synthetic", "n
 
 
 def ship_half_precision(model_path: Path, target: Path, codec: str) -> Checkpoint:
-    """The model (with its LM, if trained) in float16, without the codebooks' EMA sums."""
+    """The model (with its LM, if trained) in float16, without the codebooks' EMA sums. A
+    network referenced from another checkpoint stays a reference to that file's weights."""
     checkpoint = load_checkpoint(model_path, codec)
     for name, network in checkpoint.networks.items():
+        if network.reference is not None:
+            continue
         state = network.state_dict
         network.state_dict = {
             key: value.half() if value.is_floating_point() else value
