@@ -204,6 +204,7 @@ def comparisons(frame: pd.DataFrame, directions: dict) -> pd.DataFrame:
                 ConditionKey("encodec-demo", bitrate),
                 ConditionKey("soundstorm", bitrate, nfe),
                 directions,
+                metrics=list(COMPARED_METRICS),
             )
             tables.append(table.assign(bitrate=bitrate, nfe=nfe))
     return pd.concat(tables, ignore_index=True)
@@ -225,7 +226,7 @@ def verdict_sentence(compared: pd.DataFrame, bitrate: float, nfe: int) -> str:
     elif not better and not worse:
         overall = "is not measurably different from"
     else:
-        overall = "is mixed against"
+        overall = "is better on some metrics and worse on others than"
     described = "; ".join(
         f"{name} on {', '.join(found)}"
         for name, found in (
@@ -238,7 +239,8 @@ def verdict_sentence(compared: pd.DataFrame, bitrate: float, nfe: int) -> str:
     return (
         f"At {bitrate:g} kbps and NFE {nfe}, generating the fine levels **{overall}** decoding "
         f"the sent levels alone (EnCodec at {bitrate:g} kbps, the same bits), over "
-        f"{int(rows['pairs'].max())} items, SoundStorm minus EnCodec with 95 % CIs: {described}."
+        f"{int(rows['pairs'].max())} items (Wilcoxon signed-rank at 5 %), SoundStorm minus "
+        f"EnCodec with 95 % CIs: {described}."
     )
 
 
@@ -297,8 +299,8 @@ def write_card(
         ),
         (
             "hardware",
-            f"{metadata.get('device', 'cpu')}, {metadata.get('workers', 1)} worker(s), shared "
-            f"with other training; torch {checkpoint.versions.get('torch')}",
+            f"{metadata.get('device', 'cpu')}, {metadata.get('workers', 1)} worker(s), torch "
+            f"{checkpoint.versions.get('torch')}",
         ),
         (
             "training data",
@@ -309,20 +311,26 @@ def write_card(
         ("git", _git_fact(metadata.get("git", {}))),
     ]
     table = stats.sort_values(["bitrate", "label", "nfe"], kind="stable").reset_index(drop=True)
-    comparison_table = compared[
-        ["bitrate", "nfe", "metric", "baseline_mean", "candidate_mean", "mean_difference"]
-    ].assign(
-        ci=[
-            f"[{low:+.3f}, {high:+.3f}]"
-            for low, high in zip(compared["ci_low"], compared["ci_high"], strict=True)
-        ],
-        p=compared["p_value"].map(lambda value: f"{value:.3g}"),
-        verdict=compared["verdict"],
+    comparison_table = pd.DataFrame(
+        {
+            "kbps": compared["bitrate"].map(lambda bitrate: f"{bitrate:g}"),
+            "NFE": compared["nfe"],
+            "metric": compared["metric"],
+            "EnCodec": compared["baseline_mean"].map(lambda value: f"{value:.3f}"),
+            "SoundStorm": compared["candidate_mean"].map(lambda value: f"{value:.3f}"),
+            "difference [95% CI]": [
+                f"{row.mean_difference:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+                for row in compared.itertuples()
+            ],
+            "p": compared["p_value"].map(lambda value: f"{value:.3g}"),
+            "verdict": compared["verdict"].str.replace("candidate", "SoundStorm"),
+        }
     )
     lines = [
         "# SoundStorm tiny demo checkpoint",
         "",
-        "**This is the project's small demo model, trained on a CPU. It is not the paper's",
+        f"**This is the project's small demo model, trained on {metadata.get('device', 'cpu')}. "
+        "It is not the paper's",
         "weights** (there are none published) and is far below SoundStorm's reported quality.",
         "It lets `bench run --codec soundstorm` work out of the box; pass `--checkpoint` for a",
         "`bench train soundstorm` model.",
@@ -357,7 +365,7 @@ def write_card(
         "Every NFE, paired over items (SoundStorm minus EnCodec at the same bitrate; Wilcoxon",
         "signed-rank test at 5 %):",
         "",
-        comparison_table.to_markdown(index=False, floatfmt=".3f"),
+        comparison_table.to_markdown(index=False),
         "",
         "## Unverified choices",
         "",
