@@ -14,6 +14,12 @@ codecs): the entry then holds the file's path, relative to the referring checkpo
 the network's name there and its hash when referenced. Loading resolves the reference and
 refuses a file whose network changed since.
 
+A network may store its large weight matrices as int8 with one float32 scale per output
+channel (symmetric, absolute maximum to 127: the usual weight-only scheme), which halves a
+float16 demo again; :func:`int8_weights` picks those matrices. The file then holds the int8
+tensors and an ``int8_scales`` dict beside the state dict, the hash covers both, and loading
+returns the weights dequantised to float32, so that no codec sees the storage.
+
 Format 1 held a single network (top-level ``config``, ``state_dict`` and ``hash``) and kept the
 LM and a training run's state in ``extra_states``; it is still read, upgraded on loading
 (:func:`upgrade_format_1`).
@@ -52,6 +58,50 @@ def state_hash(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def int8_weights(state_dict: dict[str, torch.Tensor], min_elements: int = 4096) -> tuple[str, ...]:
+    """The keys worth storing as int8: floating matrices and kernels (2 or more dimensions) of
+    at least ``min_elements``, except VQ codebooks, whose entries are compared to each other
+    by distance, not multiplied, so a per-row scale would move the decision boundaries."""
+    return tuple(
+        key
+        for key, value in state_dict.items()
+        if value.is_floating_point()
+        and value.ndim >= 2
+        and value.numel() >= min_elements
+        and "codebook" not in key
+    )
+
+
+def int8_scale(weight: torch.Tensor) -> torch.Tensor:
+    """One float32 scale per output channel (dim 0): its largest magnitude over 127; 1 for an
+    all-zero channel, whose codes are all 0 anyway. Per channel rather than per tensor because
+    output channels of one conv differ in range by orders of magnitude (weight norm's ``v``)."""
+    largest = weight.detach().float().abs().reshape(weight.shape[0], -1).amax(dim=1)
+    return torch.where(largest > 0, largest / 127, torch.ones_like(largest))
+
+
+def _per_channel(scale: torch.Tensor, ndim: int) -> torch.Tensor:
+    return scale.reshape(-1, *([1] * (ndim - 1)))
+
+
+def quantize_int8(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``weight`` rounded to int8 steps of ``scale`` (per output channel)."""
+    steps = weight.detach().float() / _per_channel(scale, weight.ndim)
+    return steps.round().clamp(-127, 127).to(torch.int8)
+
+
+def dequantize_int8(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 weight that int8 ``codes`` with per-channel ``scale`` stand for; quantising
+    it again with the same scale gives the same codes."""
+    return codes.float() * _per_channel(scale.float(), codes.ndim)
+
+
+def stored_state_hash(state_dict: dict[str, torch.Tensor], scales: dict[str, torch.Tensor]) -> str:
+    """:func:`state_hash` of a stored state dict, its int8 scales included (under
+    ``<key>#int8_scale``; a network without any hashes as its plain state dict)."""
+    return state_hash({**state_dict, **{f"{key}#int8_scale": s for key, s in scales.items()}})
+
+
 @dataclass
 class Network:
     """One named network of a checkpoint: the arguments that build it and its weights.
@@ -65,6 +115,27 @@ class Network:
     state_dict: dict[str, torch.Tensor]
     hash: str = ""
     reference: NetworkReference | None = None
+    # Keys saved as int8, with their per-output-channel scales; ``state_dict`` holds them
+    # dequantised. Kept from loading, so that a re-saved or referenced network writes the very
+    # bytes (so the hash) it was read from, not a recomputation of them.
+    int8_scales: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def store_as_int8(self, keys: tuple[str, ...]) -> None:
+        """Save ``keys`` (see :func:`int8_weights`) as int8 from now on."""
+        self.int8_scales = {key: int8_scale(self.state_dict[key]) for key in keys}
+
+    def stored(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The state dict as written to the file, and the scales of its int8 tensors."""
+        scales = self.int8_scales
+        state = {
+            key: quantize_int8(value, scales[key]) if key in scales else value
+            for key, value in self.state_dict.items()
+        }
+        return state, scales
+
+    def stored_hash(self) -> str:
+        """The hash of the weights as stored: see :func:`stored_state_hash`."""
+        return stored_state_hash(*self.stored())
 
 
 @dataclass(frozen=True)
@@ -108,6 +179,7 @@ class Checkpoint:
             network.state_dict,
             network.hash,
             NetworkReference(Path(path).resolve(), name),
+            network.int8_scales,
         )
 
     def save(self, path: str | os.PathLike) -> dict[str, str]:
@@ -121,7 +193,8 @@ class Checkpoint:
         self.versions = {name: str(value) for name, value in versions.items()}
         networks = {}
         for name, network in self.networks.items():
-            weights_hash = state_hash(network.state_dict)
+            state, scales = network.stored()
+            weights_hash = stored_state_hash(state, scales)
             if network.reference is not None and weights_hash != network.hash:
                 # A reference writes no weights: changed ones would be silently dropped.
                 raise CheckpointError(
@@ -132,9 +205,11 @@ class Checkpoint:
             if network.reference is None:
                 networks[name] = {
                     "config": network.config,
-                    "state_dict": network.state_dict,
+                    "state_dict": state,
                     "hash": network.hash,
                 }
+                if scales:
+                    networks[name]["int8_scales"] = scales
             else:
                 # Relative to this file's folder, so that the two files can move together.
                 where = os.path.relpath(network.reference.path, path.parent.resolve())
@@ -243,6 +318,21 @@ def _check_hash(path: Path, name: str, recorded: object, actual: str) -> None:
         )
 
 
+def _dequantized(path: Path, name: str, state_dict: dict, scales: dict) -> dict[str, torch.Tensor]:
+    for key, scale in scales.items():
+        codes = state_dict.get(key)
+        if codes is None or codes.dtype != torch.int8 or scale.shape != codes.shape[:1]:
+            raise CheckpointError(
+                f"{path}: network {name!r}: expected {key!r} as int8 with one scale per output "
+                f"channel, got {None if codes is None else (codes.dtype, tuple(codes.shape))} "
+                f"with scales of shape {tuple(scale.shape)}"
+            )
+    return {
+        key: dequantize_int8(value, scales[key]) if key in scales else value
+        for key, value in state_dict.items()
+    }
+
+
 def _load_network(path: Path, name: str, entry: object, depth: int) -> Network:
     if not isinstance(entry, dict):
         raise CheckpointError(f"{path}: network {name!r}: expected a dict, got {entry!r}")
@@ -250,9 +340,15 @@ def _load_network(path: Path, name: str, entry: object, depth: int) -> Network:
         state_dict = entry.get("state_dict")
         if not isinstance(state_dict, dict):
             raise CheckpointError(f"{path}: network {name!r} holds no state dict")
-        actual = state_hash(state_dict)
+        scales = entry.get("int8_scales") or {}
+        actual = stored_state_hash(state_dict, scales)
         _check_hash(path, name, entry.get("hash"), actual)
-        return Network(entry.get("config") or {}, state_dict, actual)
+        return Network(
+            entry.get("config") or {},
+            _dequantized(path, name, state_dict, scales),
+            actual,
+            int8_scales=scales,
+        )
     if depth >= MAX_REFERENCE_DEPTH:
         raise CheckpointError(
             f"{path}: network {name!r}: more than {MAX_REFERENCE_DEPTH} references deep "
@@ -272,7 +368,11 @@ def _load_network(path: Path, name: str, entry: object, depth: int) -> Network:
             f"since (recorded hash {str(entry.get('hash'))[:12]}, now {shared.hash[:12]})"
         )
     return Network(
-        shared.config, shared.state_dict, shared.hash, NetworkReference(target, target_name)
+        shared.config,
+        shared.state_dict,
+        shared.hash,
+        NetworkReference(target, target_name),
+        shared.int8_scales,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from bench.codecs.checkpoint import Checkpoint, load_checkpoint
+from bench.codecs.checkpoint import Checkpoint, int8_weights, load_checkpoint
 from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.hificodec.codec import HiFiCodecCodec
 from bench.codecs.modules.rvq import strip_codebook_sums
@@ -126,9 +126,14 @@ METRICS = ("mel_distance", "pesq_wb", "stoi", "visqol_speech", "kbps_actual")
 HELD_OUT = dict(data="embedded", tags=("speech",), exclude_tags=("synthetic", "noisy"))
 
 
-def ship_half_precision(model_path: Path, target: Path, codec: str) -> Checkpoint:
-    """The model (with its LM, if trained) in float16, without the codebooks' EMA sums. A
-    network referenced from another checkpoint stays a reference to that file's weights."""
+def ship_half_precision(
+    model_path: Path, target: Path, codec: str, int8_matrices: bool = False
+) -> Checkpoint:
+    """The model (with its LM, if trained) in float16, without the codebooks' EMA sums. With
+    ``int8_matrices`` its large weight matrices are stored as int8 with per-channel scales
+    (:func:`~bench.codecs.checkpoint.int8_weights`), which roughly halves the file again; the
+    codec loads them back into float32 either way. A network referenced from another
+    checkpoint stays a reference to that file's weights."""
     checkpoint = load_checkpoint(model_path, codec)
     for name, network in checkpoint.networks.items():
         if network.reference is not None:
@@ -138,7 +143,10 @@ def ship_half_precision(model_path: Path, target: Path, codec: str) -> Checkpoin
             key: value.half() if value.is_floating_point() else value
             for key, value in (strip_codebook_sums(state) if name == "codec" else state).items()
         }
-    checkpoint.metadata = {**checkpoint.metadata, "stored_as": "float16", "source": str(model_path)}
+        if int8_matrices:
+            network.store_as_int8(int8_weights(network.state_dict))
+    stored_as = "float16, weight matrices int8" if int8_matrices else "float16"
+    checkpoint.metadata = {**checkpoint.metadata, "stored_as": stored_as, "source": str(model_path)}
     checkpoint.save(target)
     return checkpoint
 

@@ -28,16 +28,17 @@ from build_demo_checkpoint import HELD_OUT, _git_fact, ship_half_precision
 
 from bench import audio as bench_audio
 from bench.data import load_dataset
+from bench.metrics.signal import mel_distance
 from bench.report.build import build_report
 from bench.report.stats import metric_directions, results_frame, summary_stats
 from bench.report.table import markdown_table
 from bench.sweep import SweepSettings, run_sweep
 
 METRICS = ("mel_distance", "pesq_wb", "stoi", "visqol_speech", "dnsmos", "kbps_actual")
-# Where quality saturates with NFE, judged by a full-reference and a no-reference metric
-# (lower is better for the first): a flow's samples can trade distance to the reference for
-# realism, so the two may disagree.
-SATURATION_METRICS = {"mel_distance": -1, "dnsmos": 1}
+# Where quality saturates with NFE, judged by a distance, a perceptual full-reference and a
+# no-reference metric (lower is better for the first): a flow's samples can trade distance to
+# the reference for realism, so they may disagree.
+SATURATION_METRICS = {"mel_distance": -1, "visqol_speech": 1, "dnsmos": 1}
 NFES = (1, 2, 4, 8, 16, 32)
 CARD = DEMO_CHECKPOINT.parent / "MODEL_CARD.md"
 # Quality "saturates" at the smallest NFE within this fraction of the best mel distance.
@@ -59,13 +60,38 @@ The paper's body was not retrievable; these are the project's choices, each a co
 - **Guidance** as `v_u + s (v_c - v_u)`; the paper's "CFG factor 1" is read as s = 2 (64 NFE
   for 32 Euler steps). The codec's default is s = 1 (no guidance, one pass per step).
 - **Quantizer:** the project's EMA codebooks with k-means initialisation and dead-code
-  replacement, each stage's lookup in a 16-d projection.
+  replacement, each stage's lookup in a 16-d projection with the straight-through estimator
+  inside it (as DAC's factorised codes), so both projections learn from the output losses.
 - **Vocoder:** BigVGAN's generator and losses (least squares GAN, feature matching 2, mel
   L1 45) at demo size; the paper's "1024 initial channels plus an additional upsampling layer"
   is the `paper` config.
 - **Windows:** signals longer than 512 frames (10.9 s) are coded in independent windows
   (attention is quadratic in length); the vocoder runs in chunks of 256 frames with 16 frames
   of context, which gives the same audio as one pass.
+"""
+
+
+HISTORY = """## History: the first demo's quantizer passed nothing on
+
+The first shipped demo (codec hash `c1eed647...`, 4750 steps) lost quality as it trained
+(held-out mel distance at 3 kbps, Euler NFE 1: 0.324 at step 750 on 4 utterances, 0.432 at
+step 4750 on all 10) and its quality fell with NFE (0.432 at NFE 1, 0.461 at NFE 32). The
+cause was the quantizer: its projected stages applied the straight-through estimator around
+the whole stage, so `project_in` learnt from the commitment loss alone, which discarding the input
+minimises. On held-out speech its quantized latent was as far from the encoder's output as
+the output itself (relative error 1.00 at 4 and 8 stages), its coarse mel no better than the
+per-band mean (normalised L1 0.82 against 0.86), and the flow, conditioned on nothing, drew
+ever more confident samples of some speech. The estimator now acts inside each stage's 16-d
+projection (tested by `test_a_projected_quantizer_learns_to_pass_its_input_on` in
+`tests/codecs/modules/test_rvq.py`).
+
+A second run with that fix (4350 steps) coded well (coarse mel L1 0.39, held-out mel distance
+about 0.22) but its flow still could not denoise: its U-Net's first level had 64 channels for
+128 mel bands, so the velocity from noise could not cancel the noise in every band. A linear
+fit of noise to velocity had rank about 45 of 128, the NFE-1 output kept 71% of the noise and
+its per-band temporal spread (std) was 2.4 times the reference's at every NFE. The `tiny` U-Net
+now has 128 channels, and a config whose first level is narrower than the mel is refused.
+These weights were trained after both fixes.
 """
 
 
@@ -144,18 +170,26 @@ def saturation(stats: pd.DataFrame) -> list[str]:
     return lines
 
 
-def velocity_error_by_time(times=(0.0, 0.05, 0.2, 0.5, 0.8, 0.95)) -> dict[float, float]:
-    """The demo U-Net's mean squared velocity error at fixed times t on the held-out speech
-    at 3 kbps (one noise draw per item): how well each part of the path was learnt. A single
-    Euler step (NFE 1) evaluates the network at t = 0 alone."""
-    codec = FlowMacCodec()
+def _held_out_speech(codec: FlowMacCodec) -> list[torch.Tensor]:
+    """The held-out speech items, each ``(1, samples)`` at the codec's rate."""
     items = load_dataset(
         HELD_OUT["data"], tags=HELD_OUT["tags"], exclude_tags=HELD_OUT["exclude_tags"]
     ).items
+    return [
+        bench_audio.prepare(bench_audio.load_audio(item.path), codec.sample_rate, 1)[0]
+        for item in items
+    ]
+
+
+def velocity_error_by_time(
+    codec: FlowMacCodec, speech: list[torch.Tensor], times=(0.0, 0.05, 0.2, 0.5, 0.8, 0.95)
+) -> dict[float, float]:
+    """The demo U-Net's mean squared velocity error at fixed times t on the held-out speech
+    at 3 kbps (one noise draw per item): how well each part of the path was learnt. A single
+    Euler step (NFE 1) evaluates the network at t = 0 alone."""
     generator = torch.Generator().manual_seed(0)
     errors = {time: [] for time in times}
-    for item in items:
-        audio, _ = bench_audio.prepare(bench_audio.load_audio(item.path), codec.sample_rate, 1)
+    for audio in speech:
         with torch.inference_mode():
             data = codec.model.normalised_mel(audio)
             condition = codec.model.coarse_mel(codec.encode(audio, 3.0).codes)
@@ -166,6 +200,39 @@ def velocity_error_by_time(times=(0.0, 0.05, 0.2, 0.5, 0.8, 0.95)) -> dict[float
                 velocity = codec.model.velocity(point, t, condition)
                 errors[time].append(float((velocity - target).pow(2).mean()))
     return {time: sum(values) / len(values) for time, values in errors.items()}
+
+
+def noise_left_after_one_step(codec: FlowMacCodec, speech: list[torch.Tensor]) -> float:
+    """The share of the initial noise left in the NFE-1 output on the held-out speech at 3
+    kbps: the least-squares coefficient of ``x0`` in ``x0 + v(x0, 0, c) - c``. A velocity
+    network that cancels the noise in every band gives about 0."""
+    generator = torch.Generator().manual_seed(0)
+    residuals, noises = [], []
+    for audio in speech:
+        with torch.inference_mode():
+            condition = codec.model.coarse_mel(codec.encode(audio, 3.0).codes)
+            noise = torch.randn(condition.shape, generator=generator)
+            velocity = codec.model.velocity(noise, torch.zeros(1), condition)
+        residuals.append((noise + velocity - condition).flatten())
+        noises.append(noise.flatten())
+    residual, noise = torch.cat(residuals), torch.cat(noises)
+    return float(residual @ noise / (noise @ noise))
+
+
+def coarse_mel_distance(codec: FlowMacCodec, speech: list[torch.Tensor]) -> dict[float, float]:
+    """Per bitrate, the held-out mean mel distance of the coarse mel sent straight to the
+    vocoder, without the flow: what the CFM decoder adds to (or takes from) the mel decoder's
+    regression output."""
+    distances = {}
+    for bitrate in codec.bitrates:
+        values = []
+        for audio in speech:
+            with torch.inference_mode():
+                coarse = codec.model.coarse_mel(codec.encode(audio, bitrate).codes)
+                decoded = codec.audio_of_mel(codec.model.denormalise(coarse), audio.shape[-1])
+            values.append(mel_distance(audio, decoded.reshape(audio.shape), codec.sample_rate))
+        distances[bitrate] = sum(values) / len(values)
+    return distances
 
 
 def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> None:
@@ -220,7 +287,7 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
         ),
         (
             "hardware",
-            "a shared 2-core CPU, both runs side by side, torch "
+            "a shared 2-core CPU, other work running beside it, torch "
             f"{checkpoint.versions.get('torch')}",
         ),
         (
@@ -235,6 +302,10 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
             f"vocoder {_git_fact(vocoder.get('git') or {})}",
         ),
     ]
+    # The diagnostics below share one demo codec and one read of the held-out speech.
+    codec = FlowMacCodec()
+    speech = _held_out_speech(codec)
+    noise_left = noise_left_after_one_step(codec, speech)
     table = stats.sort_values(["bitrate", "label", "nfe"], kind="stable").reset_index(drop=True)
     lines = [
         "# FlowMAC tiny demo checkpoint",
@@ -265,22 +336,32 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
         "",
         *saturation(stats),
         "",
-        "Why a distance to the reference need not fall with NFE here: from noise x0 at t = 0,",
-        "the ideal OT velocity is E[x1 | condition] - (1 - sigma_min) x0, so one Euler step",
-        "lands on the conditional mean, the output that minimises a distance to the reference.",
-        "More steps follow the flow to a sample of the conditional distribution: realistic",
-        "detail that is not the reference's. The wider that distribution (a small, briefly",
-        "trained codec whose coarse mel says little), the more a sample's distance exceeds the",
-        "mean's. Whether guidance (`flowmac-cfg2`) or a no-reference quality (DNSMOS) gains",
-        "from more steps is in the table above.",
+        "The coarse mel sent straight to the vocoder, without the flow, has a mel distance of "
+        + ", ".join(f"{d:.3f} at {b:g} kbps" for b, d in coarse_mel_distance(codec, speech).items())
+        + ".",
         "",
-        "NFE 1 is further held back by the paper's logit-normal time sampling, which rarely",
-        "trains t near 0, the only time a single Euler step evaluates. The demo U-Net's mean",
-        "squared velocity error on the held-out items at 3 kbps, by t: "
-        + ", ".join(f"{time:g}: {error:.2f}" for time, error in velocity_error_by_time().items())
-        + ". `bench train flowmac --time-sampling uniform` trains every t alike.",
+        "Why a distance to the reference rewards the flow's first steps most, and can favour",
+        "the coarse mel: from noise x0 at t = 0 the ideal OT velocity is",
+        "E[x1 | condition] - (1 - sigma_min) x0, so one Euler step lands on the conditional",
+        "mean, and the mel decoder's regression output is such a mean too. More steps follow",
+        "the flow to a sample of the conditional distribution: realistic detail that is not",
+        "the reference's, which a distance to the reference does not reward. The no-reference",
+        "DNSMOS column says what the listener-facing quality does.",
+        "",
+        "A single Euler step (NFE 1) evaluates the velocity at t = 0 only, which the paper's",
+        "logit-normal time sampling rarely trains (`bench train flowmac --time-sampling",
+        "uniform` trains every t alike). The demo U-Net's mean squared velocity error on the",
+        "held-out items at 3 kbps, by t: "
+        + ", ".join(
+            f"{time:g}: {error:.2f}"
+            for time, error in velocity_error_by_time(codec, speech).items()
+        )
+        + ". The share of "
+        f"the initial noise left in the NFE-1 output: {noise_left:.2f} (the "
+        "first demo's 64-channel U-Net left 0.71; see the history below).",
         "",
         UNVERIFIED,
+        HISTORY,
     ]
     CARD.write_text("\n".join(lines))
 

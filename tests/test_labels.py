@@ -134,6 +134,22 @@ def test_two_checkpoints_of_one_codec_run_side_by_side_under_their_labels(tmp_pa
     assert {"ours_1.5kbps", "encodec_1.5kbps", "low_6kbps", "high_12kbps"} <= listening
 
 
+def test_labels_of_one_codec_with_other_options_do_not_share_cached_audio(tmp_path, data):
+    """Euler and Heun at the same NFE decode different audio from the same weights: the
+    cache must not hand one label the other's (it did, with exit 0)."""
+    arguments = ["run", "--codec", "e=flowmac:3:solver=euler", "--codec", "h=flowmac:3:solver=heun"]
+    arguments += ["--nfe", "2", "--data", f"folder:{data}", "--metrics", "mel_distance"]
+    arguments += ["--workers", "1", "--out", str(tmp_path / "runs")]
+    arguments += ["--cache", str(tmp_path / "cache"), "--no-report", "--quiet"]
+    assert main(arguments) == EXIT_OK
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    rows = list(RunStore(run_dir).rows())
+    assert not any(row["decoded_from_cache"] for row in rows)
+    values = {(row["label"], row["item"]): row["value"] for row in rows}
+    for item in {item for _, item in values}:
+        assert values[("e", item)] != values[("h", item)]
+
+
 def test_compare_and_the_listening_export_key_conditions_by_label(tmp_path, data, capsys):
     assert _run(tmp_path, data, "identity", "low=opus:6", "high=opus:12") == EXIT_OK
     capsys.readouterr()

@@ -225,11 +225,17 @@ def decoded_cache_key(
     checkpoint_hash: str, condition: Condition, input_hash: str, max_seconds: float | None
 ) -> str:
     """Keys decoded audio by what decides it: the codec (not the label: two labels of one
-    codec and checkpoint share their audio), its weights, the condition and the input."""
+    codec, checkpoint and options share their audio), its weights, its options (a solver or
+    a guidance scale changes the audio as much as the weights do), the condition and the
+    input. The ``checkpoint`` option is left to the weights' hash, so two paths to one file
+    share their audio."""
     return content_key(
         {
             "codec": condition.codec,
             "checkpoint": checkpoint_hash,
+            "options": {
+                name: value for name, value in condition.options.items() if name != "checkpoint"
+            },
             "bitrate": condition.bitrate,
             "nfe": condition.nfe,
             "seed": condition.seed,

@@ -172,7 +172,8 @@ class _FlowMacCheckpoint(Codec):
             raise BitstreamError(f"expected one frame, got {len(bitstream.frames)}")
         return header, bitstream.frames
 
-    def _audio(self, mel: torch.Tensor, num_samples: int) -> torch.Tensor:
+    def audio_of_mel(self, mel: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """The vocoder's ``(1, num_samples)`` audio of a log mel ``(1, n_mels, frames)``."""
         return fit_length(vocode(self.vocoder, mel), num_samples)
 
 
@@ -250,7 +251,7 @@ class FlowMacCodec(_FlowMacCheckpoint):
         nfe = nfe if nfe is not None else max(self.nfe_options)
         with torch.inference_mode():
             mel = self.refined_mel(torch.from_numpy(codes), nfe, seed)
-            return self._audio(self.model.denormalise(mel), encoded.num_samples)
+            return self.audio_of_mel(self.model.denormalise(mel), encoded.num_samples)
 
     def refined_mel(self, codes: torch.Tensor, nfe: int, seed: int | None) -> torch.Tensor:
         """The normalised mel the ODE integrates from the coarse mel of ``codes``, starting
@@ -326,4 +327,4 @@ class FlowMacVocoderCodec(_FlowMacCheckpoint):
             )
         mel = np.frombuffer(frames[0], dtype="<f2").reshape(shape).astype(np.float32)
         with torch.inference_mode():
-            return self._audio(torch.from_numpy(mel)[None], encoded.num_samples)
+            return self.audio_of_mel(torch.from_numpy(mel)[None], encoded.num_samples)

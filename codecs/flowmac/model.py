@@ -14,7 +14,9 @@ turns into audio (:mod:`bench.codecs.modules.bigvgan`).
   ending in a 1x1 conv to the coarse mel (in the normalised domain). Prior loss: MSE + MAE of
   the coarse mel against the input mel.
 - **Quantizer.** Residual VQ of ``n_q`` stages x ``bins`` codes, each stage's lookup in a
-  ``codebook_dim``-d projection (8 x 256 in 16 dims: 3 kbps; the first 4 stages: 1.5 kbps).
+  ``codebook_dim``-d projection (8 x 256 in 16 dims: 3 kbps; the first 4 stages: 1.5 kbps),
+  with the straight-through estimator in that projection, so the projections learn from the
+  losses on the output (:class:`bench.codecs.modules.rvq.VectorQuantization`).
 - **CFM decoder.** The OT path and loss of :mod:`bench.codecs.modules.flow_matching`, a
   Matcha-style U-Net (:mod:`bench.codecs.modules.unet`) taking the noisy mel with the coarse
   mel concatenated. Total loss ``L_CFM + 0.01 L_prior + 0.25 L_VQ``.
@@ -111,6 +113,14 @@ class FlowMacConfig:
                 )
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
+        if self.unet[0] < self.mel.n_mels:
+            # The velocity from noise must cancel the noise in every mel band; through a
+            # first level narrower than the mel it cannot (the first demo's 64 channels for
+            # 128 bands left 71% of the noise in its NFE-1 output).
+            raise ValueError(
+                f"expected a U-Net whose first level has at least the {self.mel.n_mels} mel "
+                f"bands' width, got unet={self.unet}"
+            )
 
     @property
     def frame_rate(self) -> float:
@@ -154,7 +164,7 @@ CONFIGS = {
         blocks=2,
         heads=2,
         feedforward=128,
-        unet=(64, 96),
+        unet=(128, 128),
         unet_mid_blocks=1,
         unet_heads=2,
         unet_head_dim=32,

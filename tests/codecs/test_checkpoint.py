@@ -13,9 +13,11 @@ from bench.codecs.checkpoint import (
     Checkpoint,
     CheckpointError,
     Network,
+    int8_weights,
     load_checkpoint,
     load_strictly,
     state_hash,
+    stored_state_hash,
 )
 from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.encodec.entropy import EntropyLM
@@ -115,6 +117,73 @@ def test_a_changed_shared_network_is_not_saved_as_a_reference(tmp_path):
     shared.state_dict = {key: value * 2 for key, value in shared.state_dict.items()}
     with pytest.raises(CheckpointError, match="changed since it was read"):
         Checkpoint("toy", {"vocoder": shared}).save(tmp_path / "a.pt")
+
+
+def int8_network() -> Network:
+    """A conv whose output channels differ in range by 10^4, stored as int8."""
+    torch.manual_seed(0)
+    conv = nn.Conv1d(16, 1024, 3)
+    with torch.no_grad():
+        conv.weight.mul_(torch.logspace(-4, 0, 1024).reshape(-1, 1, 1))
+    network = Network({}, conv.state_dict())
+    network.store_as_int8(int8_weights(network.state_dict))
+    return network
+
+
+def test_int8_weights_round_trip_within_half_a_step_per_channel(tmp_path):
+    network = int8_network()
+    original = network.state_dict["weight"].clone()
+    assert set(network.int8_scales) == {"weight"}  # not the 1-D bias
+    hashes = Checkpoint("toy", {"codec": network}).save(tmp_path / "model.pt")
+
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert payload["networks"]["codec"]["state_dict"]["weight"].dtype == torch.int8
+    loaded = load_checkpoint(tmp_path / "model.pt").network("codec")
+    assert loaded.hash == hashes["codec"]
+    weight = loaded.state_dict["weight"]
+    assert weight.dtype == torch.float32
+    # Half a step of each channel's own scale: a per-tensor scale would erase the small ones.
+    step = original.abs().amax(dim=(1, 2), keepdim=True) / 127
+    assert ((weight - original).abs() <= step / 2 + 1e-9).all()
+    assert torch.equal(loaded.state_dict["bias"], network.state_dict["bias"])
+
+
+def test_a_loaded_int8_network_saves_back_to_the_same_bytes(tmp_path):
+    """Re-saved or referenced, an int8 network keeps its hash: the referring file checks it."""
+    Checkpoint("vocoder", {"vocoder": int8_network()}).save(tmp_path / "vocoder.pt")
+    loaded = load_checkpoint(tmp_path / "vocoder.pt")
+    first = loaded.network("vocoder").hash
+    assert loaded.save(tmp_path / "again.pt")["vocoder"] == first
+    shared = Checkpoint.reference(tmp_path / "vocoder.pt", "vocoder")
+    Checkpoint("toy", {"vocoder": shared}).save(tmp_path / "codec.pt")
+    assert load_checkpoint(tmp_path / "codec.pt").network("vocoder").hash == first
+
+
+def test_a_tampered_or_malformed_int8_scale_is_refused(tmp_path):
+    Checkpoint("toy", {"codec": int8_network()}).save(tmp_path / "model.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    entry = payload["networks"]["codec"]
+    entry["int8_scales"]["weight"].mul_(2)
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="'codec': weights do not match"):
+        load_checkpoint(tmp_path / "tampered.pt")
+    # Rehashed, so that only the shape is wrong: one scale per tensor instead of per channel.
+    entry["int8_scales"]["weight"] = entry["int8_scales"]["weight"][:1]
+    entry["hash"] = stored_state_hash(entry["state_dict"], entry["int8_scales"])
+    torch.save(payload, tmp_path / "malformed.pt")
+    with pytest.raises(CheckpointError, match=r"expected 'weight' as int8 with one scale per"):
+        load_checkpoint(tmp_path / "malformed.pt")
+
+
+def test_codebooks_small_and_one_dimensional_tensors_stay_floating():
+    state = {
+        "layers.0._codebook.embed": torch.randn(256, 16),
+        "proj.weight": torch.randn(64, 64),
+        "small.weight": torch.randn(16, 16),
+        "norm.weight": torch.randn(8192),
+        "steps": torch.zeros(64, 64, dtype=torch.long),
+    }
+    assert int8_weights(state) == ("proj.weight",)
 
 
 def test_checkpoints_referencing_each_other_are_refused(tmp_path):

@@ -16,6 +16,7 @@ from bench.codecs.flowmac.codec import FlowMacCodec, FlowMacVocoderCodec, vocode
 from bench.codecs.flowmac.model import (
     CONFIGS,
     VOCODER_CONFIGS,
+    FlowMacConfig,
     FlowMacModel,
     vocoder_network_config,
 )
@@ -218,3 +219,13 @@ def test_copy_synthesis_sends_the_mel_as_float16_and_vocodes_it(checkpoint):
     short = pack(header, [bytes(2 * 128 * (frames - 1))])
     with pytest.raises(ValueError, match=f"expected {2 * 128 * frames} bytes of float16 mel"):
         codec.decode(type(encoded)(short, samples, 24_000, 96.0))
+
+
+def test_a_unet_narrower_than_the_mel_is_refused():
+    # The velocity from noise must cancel the noise of all 128 bands; the first demo's
+    # 64-channel U-Net left 71% of it in its one-step output.
+    with pytest.raises(
+        ValueError, match="at least the 128 mel bands' width, got unet=\\(64, 96\\)"
+    ):
+        FlowMacConfig(name="narrow", unet=(64, 96))
+    assert CONFIGS["tiny"].unet[0] >= CONFIGS["tiny"].mel.n_mels
