@@ -4,7 +4,8 @@
         --scores /tmp/soundstorm_scores
 
 1. Bundles the run's model (its ``model.pt``, else its resumable ``last.pt``) with a reference
-   to the shipped EnCodec demo, whose tokens it learnt (checked by hash), stored in float16 as
+   to the shipped EnCodec demo, whose tokens it learnt (checked by hash), stored in float16
+   with the large weight matrices in int8 (one scale per output channel) as
    ``codecs/soundstorm/checkpoints/soundstorm_tiny_demo.pt`` (``--target``; the codec loads
    it into float32). The reference is relative, so it resolves from the shipped location to
    ``codecs/encodec/checkpoints/encodec_tiny_demo.pt``.
@@ -104,17 +105,17 @@ def bundle(source: Path, target: Path) -> Checkpoint:
 
 
 def ship(run: Path, target: Path, max_megabytes: float) -> Checkpoint:
-    """Bundle ``run`` in float16 at ``target``, within ``max_megabytes``; check that its
+    """Bundle ``run`` in float16 and int8 at ``target``, within ``max_megabytes``; check that its
     EnCodec resolves to the shipped demo from there."""
     source = run_checkpoint(run)
     with tempfile.TemporaryDirectory() as folder:
         bundled = Path(folder) / "bundle.pt"
         bundle(source, bundled)
-        ship_half_precision(bundled, bundled, "soundstorm")
+        ship_half_precision(bundled, bundled, "soundstorm", int8_matrices=True)
         megabytes = bundled.stat().st_size / 1e6
         if megabytes > max_megabytes:
             raise SystemExit(
-                f"the float16 checkpoint is {megabytes:.2f} MB, over the {max_megabytes:g} MB "
+                f"the checkpoint is {megabytes:.2f} MB, over the {max_megabytes:g} MB "
                 "budget (--max-megabytes); nothing was written"
             )
         shipped = load_checkpoint(bundled, "soundstorm")
@@ -270,7 +271,11 @@ def write_card(
     sizes = codec.config.conformer
     path = checkpoint.path
     facts = [
-        ("file", f"`{path.name}` ({path.stat().st_size / 1e6:.2f} MB, float16)"),
+        (
+            "file",
+            f"`{path.name}` ({path.stat().st_size / 1e6:.2f} MB, {metadata['stored_as']}; "
+            "loaded as float32)",
+        ),
         ("weights hash (SHA-256)", f"`{network.hash}`"),
         (
             "model",

@@ -24,7 +24,7 @@ import struct
 from pathlib import Path
 
 import torch
-from bench.codecs.base import Codec, CodecInfo, Encoded
+from bench.codecs.base import CodecInfo, Encoded, NeuralCodec
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import (
     FORMAT,
@@ -60,7 +60,7 @@ _OFFICIAL_CONFIG_BY_CHANNELS = {1: "24khz", 2: "48khz"}
 _SCALE = struct.Struct("<f")
 
 
-class EncodecCodec(Codec):
+class EncodecCodec(NeuralCodec):
     """EnCodec at the bandwidths of its configuration.
 
     Args:
@@ -195,16 +195,7 @@ class EncodecCodec(Codec):
         return f"{self._weights_hash[:16]}+lm{self._lm_hash[:8]}"
 
     def describe(self) -> dict:
-        return {
-            **super().describe(),
-            "config": self.config.name,
-            "model_config": self.config.to_json(),
-            "checkpoint": str(self.checkpoint_path),
-            "checkpoint_kind": self.checkpoint_kind,
-            "checkpoint_hash": self.checkpoint_hash,
-            "model_note": self.model_note,
-            "entropy_coding": self.entropy_coding,
-        }
+        return {**super().describe(), "entropy_coding": self.entropy_coding}
 
     # Encoding and decoding.
 

@@ -42,7 +42,7 @@ import os
 from pathlib import Path
 
 import torch
-from bench.codecs.base import Codec, Encoded
+from bench.codecs.base import Encoded, NeuralCodec
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import (
     Checkpoint,
@@ -107,7 +107,7 @@ def check_tokenizer(tokenizer: EncodecCodec, config: SoundStormConfig) -> None:
         )
 
 
-class SoundStormCodec(Codec):
+class SoundStormCodec(NeuralCodec):
     """SoundStorm over EnCodec tokens at the EnCodec bitrates below the model's level count.
 
     Args:
@@ -255,12 +255,6 @@ class SoundStormCodec(Codec):
     def describe(self) -> dict:
         return {
             **super().describe(),
-            "config": self.config.name,
-            "model_config": self.config.to_json(),
-            "checkpoint": str(self.checkpoint_path),
-            "checkpoint_kind": self.checkpoint_kind,
-            "checkpoint_hash": self.checkpoint_hash,
-            "model_note": self.model_note,
             "tokenizer": self.tokenizer.describe(),
             "generated_levels": {
                 f"{bitrate:g}": self.generated_levels(self.tokenizer.model.n_q_for(bitrate))
