@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import jiwer
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from bench import audio as bench_audio
@@ -194,6 +195,14 @@ class BlockwiseFeatures:
     def __call__(
         self, waveform: np.ndarray, padding: int = 160, chunk_length: int | None = None
     ) -> np.ndarray:
+        # One BLAS thread: the mel filters' product rounds differently when OpenBLAS splits
+        # it over more threads, and on the garbled speech of a low-bitrate codec Whisper can
+        # turn that last-bit difference into another transcript (the CI suite's flite_slt_2
+        # through the EnCodec demo at 3 kbps did, between OMP_NUM_THREADS=1 and 2).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._features(waveform, padding, chunk_length)
+
+    def _features(self, waveform: np.ndarray, padding: int, chunk_length: int | None) -> np.ndarray:
         extractor = self.extractor
         hop, n_fft = extractor.hop_length, extractor.n_fft
         if waveform.shape[0] + padding <= FEATURE_BLOCK_FRAMES * hop:
