@@ -43,7 +43,7 @@ from bench.codecs.soundstorm.codec import (
     SoundStormCodec,
     soundstorm_checkpoint,
 )
-from build_demo_checkpoint import HELD_OUT, _git_fact, ship_half_precision
+from build_demo_checkpoint import HELD_OUT, _git_fact, card_header, ship_half_precision
 
 from bench import audio as bench_audio
 from bench.data import load_dataset
@@ -332,18 +332,19 @@ def write_card(
         }
     )
     lines = [
-        "# SoundStorm tiny demo checkpoint",
-        "",
-        f"**This is the project's small demo model, trained on {metadata.get('device', 'cpu')}. "
-        "It is not the paper's",
-        "weights** (there are none published) and is far below SoundStorm's reported quality.",
-        "It lets `bench run --codec soundstorm` work out of the box; pass `--checkpoint` for a",
-        "`bench train soundstorm` model.",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in facts),
-        "",
+        *card_header(
+            "SoundStorm tiny demo checkpoint",
+            [
+                "**This is the project's small demo model, trained on "
+                f"{metadata.get('device', 'cpu')}. It is not the paper's",
+                "weights** (there are none published) and is far below SoundStorm's reported "
+                "quality.",
+                "It lets `bench run --codec soundstorm` work out of the box; pass `--checkpoint` "
+                "for a",
+                "`bench train soundstorm` model.",
+            ],
+            facts,
+        ),
         "## Measured on held-out real speech",
         "",
         f"The {items} LibriVox and CMU cards utterances of the embedded corpus (never trained",
