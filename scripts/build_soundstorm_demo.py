@@ -69,6 +69,12 @@ FULL_BITRATE = 6.0
 # The shipped demo's size budget, as for the other demos.
 MAX_MEGABYTES = 5.0
 SEED = 0
+# The paper's decoding (sampling at temperature 1) and greedy decoding (top_k=1: each token
+# the most probable), which a weak model's mean-seeking metrics may prefer.
+DECODINGS = {"soundstorm": {}, "soundstorm-greedy": {"top_k": 1}}
+# Training items (seen in training) whose tokens the card also counts: fitting against
+# generalising.
+TRAINING_ITEMS = 10
 
 
 def run_checkpoint(run: Path) -> Path:
@@ -136,10 +142,17 @@ def score(
         {} if checkpoint == DEMO_CHECKPOINT.resolve() else {"checkpoint": str(checkpoint)}
     )
     settings = SweepSettings(
-        codecs=("soundstorm", "encodec-demo"),
-        label_codecs={"encodec-demo": "encodec"},
-        codec_options={"soundstorm": soundstorm_options} if soundstorm_options else {},
-        codec_bitrates={"soundstorm": SOUNDSTORM_BITRATES, "encodec-demo": ENCODEC_BITRATES},
+        codecs=(*DECODINGS, "encodec-demo"),
+        label_codecs={"encodec-demo": "encodec", "soundstorm-greedy": "soundstorm"},
+        codec_options={
+            label: {**soundstorm_options, **options}
+            for label, options in DECODINGS.items()
+            if soundstorm_options or options
+        },
+        codec_bitrates={
+            **{label: SOUNDSTORM_BITRATES for label in DECODINGS},
+            "encodec-demo": ENCODEC_BITRATES,
+        },
         nfes=NFES,
         seeds=(SEED,),
         metrics=METRICS,
@@ -163,57 +176,154 @@ def held_out_items(limit: int | None) -> list:
     ).items
 
 
-def token_accuracy(codec: SoundStormCodec, items: list) -> pd.DataFrame:
-    """Per bitrate and NFE, the share of each level's tokens equal to EnCodec's at
-    ``FULL_BITRATE`` (sent levels must all be equal: a check of the comparison)."""
-    levels = codec.config.levels
-    counts = {}
+def level_matches(
+    codecs: dict[str, SoundStormCodec], items: list, nfes: tuple[int, ...]
+) -> tuple[dict, torch.Tensor, int]:
+    """Per (decoding, bitrate, NFE), the count of each level's generated tokens equal to
+    EnCodec's at ``FULL_BITRATE`` of the same audio; with the count of the tokens equal to
+    their level's most frequent one over these items, and the frame count.
+
+    Sent levels must come back unchanged: a check of the comparison."""
+    some_codec = next(iter(codecs.values()))
+    levels = some_codec.config.levels
+    counts, truths = {}, []
     for item in items:
-        audio, _ = bench_audio.prepare(bench_audio.load_audio(item.path), codec.sample_rate, 1)
-        true = codec.tokenizer.encode(audio, FULL_BITRATE).codes[:levels]
-        for bitrate in SOUNDSTORM_BITRATES:
-            encoded = codec.encode(audio, bitrate)
-            sent = codec.tokenizer.model.n_q_for(bitrate)
-            for nfe in NFES:
-                tokens = codec.generate_tokens(encoded, nfe, SEED).tokens[0]
-                if not torch.equal(tokens[:sent], true[:sent]):
-                    raise RuntimeError(f"{item.id} at {bitrate:g} kbps: the sent levels changed")
-                equal, total = counts.get((bitrate, nfe), (0, 0))
-                counts[bitrate, nfe] = (
-                    equal + (tokens == true).sum(dim=-1),
-                    total + true.shape[-1],
-                )
+        audio, _ = bench_audio.prepare(bench_audio.load_audio(item.path), some_codec.sample_rate, 1)
+        true = some_codec.tokenizer.encode(audio, FULL_BITRATE).codes[:levels]
+        truths.append(true)
+        for decoding, codec in codecs.items():
+            for bitrate in SOUNDSTORM_BITRATES:
+                encoded = codec.encode(audio, bitrate)
+                sent = codec.tokenizer.model.n_q_for(bitrate)
+                for nfe in nfes:
+                    tokens = codec.generate_tokens(encoded, nfe, SEED).tokens[0]
+                    if not torch.equal(tokens[:sent], true[:sent]):
+                        raise RuntimeError(f"{item.id} at {bitrate:g} kbps: sent levels changed")
+                    key = (decoding, bitrate, nfe)
+                    counts[key] = counts.get(key, 0) + (tokens == true).sum(dim=-1)
+    every = torch.cat(truths, dim=-1)
+    most_frequent = torch.stack(
+        [(level == torch.bincount(level).argmax()).sum() for level in every]
+    )
+    return counts, most_frequent, every.shape[-1]
+
+
+def token_accuracy(codec: SoundStormCodec, items: list, training_items: list) -> pd.DataFrame:
+    """The share (%) of each level's generated tokens equal to EnCodec's own, per decoding,
+    bitrate and NFE on the held-out ``items`` (NaN for sent levels); beside it, the most
+    frequent token of each level (an oracle guess from frequencies alone) and, on
+    ``training_items``, the model at the largest NFE (how far it fits what it was trained
+    on)."""
+    codecs = {
+        label: SoundStormCodec(codec.checkpoint_path, **options)
+        for label, options in DECODINGS.items()
+    }
     rows = []
-    for (bitrate, nfe), (equal, total) in counts.items():
-        sent = codec.tokenizer.model.n_q_for(bitrate)
-        row = {"kbps": f"{bitrate:g}", "NFE": nfe}
-        for level in range(levels):
-            share = float(equal[level]) / total
-            row[f"level {level + 1}"] = "sent" if level < sent else f"{100 * share:.1f} %"
+
+    def add(source: str, decoding: str, bitrate: float | None, nfe, equal, total) -> None:
+        sent = codec.tokenizer.model.n_q_for(bitrate) if bitrate else 0
+        row = {"items": source, "decoding": decoding, "kbps": f"{bitrate:g}" if bitrate else "-"}
+        row["NFE"] = nfe
+        for level in range(codec.config.levels):
+            # NaN for a sent level: not generated, so not counted.
+            share = 100 * float(equal[level]) / total
+            row[f"level {level + 1}"] = float("nan") if level < sent else share
         rows.append(row)
+
+    for source, chosen, nfes in (
+        ("held-out", items, NFES),
+        ("training", training_items, (max(NFES),)),
+    ):
+        if not chosen:
+            continue
+        counts, most_frequent, total = level_matches(codecs, chosen, nfes)
+        for (decoding, bitrate, nfe), equal in counts.items():
+            add(source, decoding, bitrate, nfe, equal, total)
+        add(source, "most frequent token", None, "-", most_frequent, total)
     return pd.DataFrame(rows)
 
 
+def level_columns(accuracy: pd.DataFrame) -> list[str]:
+    return [column for column in accuracy if column.startswith("level ")]
+
+
+def accuracy_range(accuracy: pd.DataFrame, source: str, decoding: str) -> str:
+    """The lowest and highest share of a generated level at the largest NFE (or of the most
+    frequent token), for the diagnosis."""
+    rows = accuracy[(accuracy["items"] == source) & (accuracy["decoding"] == decoding)]
+    if decoding in DECODINGS:
+        rows = rows[rows["NFE"] == max(NFES)]
+    shares = rows[level_columns(accuracy)].to_numpy().ravel()
+    shares = shares[~pd.isna(shares)]
+    if not len(shares):
+        return "not measured"
+    return f"{shares.min():.1f}-{shares.max():.1f} %"
+
+
+def diagnosis(accuracy: pd.DataFrame, codebook_size: int) -> list[str]:
+    """What the token counts say about why the generated levels help or not."""
+    lines = [
+        "Measured, per generated level at NFE "
+        f"{max(NFES)} (the paper's decoding / greedy), the share of tokens equal to EnCodec's:",
+        "",
+        f"- held-out real speech: {accuracy_range(accuracy, 'held-out', 'soundstorm')} / "
+        f"{accuracy_range(accuracy, 'held-out', 'soundstorm-greedy')}; the most frequent "
+        f"token of each level, an oracle guess from frequencies alone: "
+        f"{accuracy_range(accuracy, 'held-out', 'most frequent token')}; chance "
+        f"{100 / codebook_size:.1f} %;",
+        f"- {TRAINING_ITEMS} training items, seen in training: "
+        f"{accuracy_range(accuracy, 'training', 'soundstorm')} / "
+        f"{accuracy_range(accuracy, 'training', 'soundstorm-greedy')}; their most frequent "
+        f"tokens: {accuracy_range(accuracy, 'training', 'most frequent token')}.",
+        "",
+        "The fine RVQ levels code the residual the coarse ones leave, the part of the signal",
+        "least predictable from them. Where the model names the true token little more often",
+        "than its frequency alone would, the generated levels add energy of roughly the right",
+        "spectral shape (which a mel distance rewards) but little of the true detail, and",
+        "their wrong tokens add noise (which intelligibility and ViSQOL punish). A gap between",
+        "training and held-out items is the distance between the TTS voices of the training",
+        "corpus and real recorded speech, as much as over-fitting: the model is far smaller,",
+        "and its data hours shorter, than the paper's (see the facts above).",
+    ]
+    return lines
+
+
+def training_speech(checkpoint: Checkpoint, count: int) -> list:
+    """The first ``count`` speech items of the run's training data, where it is on this
+    machine (a manifest or folder the run named); none otherwise."""
+    spec = checkpoint.metadata["train_settings"]["data"]
+    try:
+        return load_dataset(spec, tags=("speech",), limit=count).items
+    except (OSError, ValueError):
+        return []
+
+
 def comparisons(frame: pd.DataFrame, directions: dict) -> pd.DataFrame:
-    """SoundStorm against EnCodec on the same bits, per bitrate, NFE and metric (paired over
-    items: the mean difference SoundStorm minus EnCodec, its 95 % CI and Wilcoxon's test)."""
+    """SoundStorm (each decoding) against EnCodec on the same bits, per bitrate, NFE and
+    metric (paired over items: the mean difference SoundStorm minus EnCodec, its 95 % CI and
+    Wilcoxon's test)."""
     tables = []
-    for bitrate in SOUNDSTORM_BITRATES:
-        for nfe in NFES:
-            table = paired_comparison(
-                frame,
-                ConditionKey("encodec-demo", bitrate),
-                ConditionKey("soundstorm", bitrate, nfe),
-                directions,
-                metrics=list(COMPARED_METRICS),
-            )
-            tables.append(table.assign(bitrate=bitrate, nfe=nfe))
+    for decoding in DECODINGS:
+        for bitrate in SOUNDSTORM_BITRATES:
+            for nfe in NFES:
+                table = paired_comparison(
+                    frame,
+                    ConditionKey("encodec-demo", bitrate),
+                    ConditionKey(decoding, bitrate, nfe),
+                    directions,
+                    metrics=list(COMPARED_METRICS),
+                )
+                tables.append(table.assign(decoding=decoding, bitrate=bitrate, nfe=nfe))
     return pd.concat(tables, ignore_index=True)
 
 
-def verdict_sentence(compared: pd.DataFrame, bitrate: float, nfe: int) -> str:
+def verdict_sentence(compared: pd.DataFrame, decoding: str, bitrate: float, nfe: int) -> str:
     """Whether generating the fine levels beat decoding the sent ones, metric by metric."""
-    rows = compared[(compared["bitrate"] == bitrate) & (compared["nfe"] == nfe)]
+    rows = compared[
+        (compared["decoding"] == decoding)
+        & (compared["bitrate"] == bitrate)
+        & (compared["nfe"] == nfe)
+    ]
     parts = {"candidate better": [], "candidate worse": [], "no significant difference": []}
     for row in rows.itertuples():
         parts[row.verdict].append(
@@ -238,7 +348,8 @@ def verdict_sentence(compared: pd.DataFrame, bitrate: float, nfe: int) -> str:
         if found
     )
     return (
-        f"At {bitrate:g} kbps and NFE {nfe}, generating the fine levels **{overall}** decoding "
+        f"`{decoding}` at {bitrate:g} kbps and NFE {nfe}: generating the fine levels "
+        f"**{overall}** decoding "
         f"the sent levels alone (EnCodec at {bitrate:g} kbps, the same bits), over "
         f"{int(rows['pairs'].max())} items (Wilcoxon signed-rank at 5 %), SoundStorm minus "
         f"EnCodec with 95 % CIs: {described}."
@@ -318,6 +429,7 @@ def write_card(
     table = stats.sort_values(["bitrate", "label", "nfe"], kind="stable").reset_index(drop=True)
     comparison_table = pd.DataFrame(
         {
+            "decoding": compared["decoding"],
             "kbps": compared["bitrate"].map(lambda bitrate: f"{bitrate:g}"),
             "NFE": compared["nfe"],
             "metric": compared["metric"],
@@ -351,6 +463,8 @@ def write_card(
         "on), scored with `bench run`'s metrics; each cell is the mean [95% bootstrap CI over",
         f"items]. SoundStorm decodes with seed {SEED}; NFE is the first generated level's",
         "iterations (the paper's 16 at most), each further level one greedy pass.",
+        "`soundstorm` samples as the paper does (temperature 1); `soundstorm-greedy`",
+        "(`soundstorm:top_k=1`) takes each level's most probable tokens.",
         f"`encodec-demo` at {FULL_BITRATE:g} kbps decodes the true tokens of every level",
         "SoundStorm generates: the most its generation could reach with this decoder.",
         f"Run and report: `{run_dir}`.",
@@ -360,18 +474,31 @@ def write_card(
         "## Generated tokens equal to EnCodec's own",
         "",
         f"The share of generated tokens equal to EnCodec's {FULL_BITRATE:g} kbps tokens of the",
-        f"same audio, per level (seed {SEED}, over all frames of the held-out items); chance is",
-        f"{100 / codec.config.codebook_size:.1f} %. Sent levels are checked to be equal.",
+        f"same audio, per level (seed {SEED}, over all frames of the items); chance is",
+        f"{100 / codec.config.codebook_size:.1f} %. Sent levels are checked to be equal. "
+        '"most frequent token" guesses each',
+        "level's most frequent token over the same items (an oracle: it knows their counts).",
+        f'"training" rows: the first {TRAINING_ITEMS} speech items of the training data, '
+        f"at NFE {max(NFES)}.",
         "",
-        accuracy.to_markdown(index=False),
+        accuracy.to_markdown(index=False, floatfmt=".1f").replace(" nan ", " sent"),
         "",
         "## Does generating the fine levels beat decoding the coarse ones?",
         "",
-        *(verdict_sentence(compared, bitrate, max(NFES)) + "\n" for bitrate in SOUNDSTORM_BITRATES),
+        *(
+            verdict_sentence(compared, decoding, bitrate, nfe) + "\n"
+            for decoding in DECODINGS
+            for bitrate in SOUNDSTORM_BITRATES
+            for nfe in (min(NFES), max(NFES))
+        ),
         "Every NFE, paired over items (SoundStorm minus EnCodec at the same bitrate; Wilcoxon",
         "signed-rank test at 5 %):",
         "",
         comparison_table.to_markdown(index=False),
+        "",
+        "## Why",
+        "",
+        *diagnosis(accuracy, codec.config.codebook_size),
         "",
         "## Unverified choices",
         "",
@@ -411,7 +538,7 @@ def main() -> None:
         codec,
         stats,
         comparisons(frame, directions),
-        token_accuracy(codec, items),
+        token_accuracy(codec, items, training_speech(checkpoint, TRAINING_ITEMS)),
         run_dir,
         len(items),
     )

@@ -186,8 +186,8 @@ def draw_training_mask(
     docstring)."""
     prompt_end = torch.randint(0, frames, (batch,), generator=generator)
     level = torch.randint(0, levels, (batch,), generator=generator)
-    keep_probability = torch.cos(torch.rand(batch, generator=generator) * (math.pi / 2))
-    drawn = torch.rand(batch, frames, generator=generator) < keep_probability[:, None]
+    mask_probability = torch.cos(torch.rand(batch, generator=generator) * (math.pi / 2))
+    drawn = torch.rand(batch, frames, generator=generator) < mask_probability[:, None]
     after_prompt = torch.arange(frames)[None] >= prompt_end[:, None]
     level_index = torch.arange(levels)[None]
     at_level = (level_index == level[:, None])[..., None] & drawn[:, None]
