@@ -237,7 +237,9 @@ def test_the_command_line_defaults_are_the_settings_defaults(name):
     required = {"data": "embedded", "steps": 1}
     if name == "lm":
         required["checkpoint"] = "model.pt"
-    flags = [f"--{key}={value}" for key, value in required.items()]
+    if name == "soundstorm":
+        required["codec_checkpoint"] = "encodec.pt"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in required.items()]
     arguments = build_parser().parse_args(["train", name, "--out", "out", *flags])
     assert train_settings(arguments) == recipe_settings(name, **required)
 
