@@ -15,6 +15,7 @@ import difflib
 import importlib
 import inspect
 import pkgutil
+import typing
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,7 @@ for _name, _target in {
     "hificodec": "bench.codecs.hificodec.codec:HiFiCodecCodec",
     "flowmac": "bench.codecs.flowmac.codec:FlowMacCodec",
     "flowmac-vocoder": "bench.codecs.flowmac.codec:FlowMacVocoderCodec",
+    "soundstorm": "bench.codecs.soundstorm.codec:SoundStormCodec",
 }.items():
     CODECS.register(_name, _target)
 DATASETS = Registry("dataset scheme", entry_point_group=DATASET_ENTRY_POINT_GROUP)
@@ -192,6 +194,7 @@ for _name, _target in {
     "hificodec": "bench.codecs.hificodec:TRAINING",
     "flowmac": "bench.codecs.flowmac:TRAINING",
     "flowmac-vocoder": "bench.codecs.flowmac:VOCODER_TRAINING",
+    "soundstorm": "bench.codecs.soundstorm:TRAINING",
     "samplernn": "bench.codecs.samplernn:TRAINING",
     "lm": "bench.train.settings:ENTROPY_LM_TRAINING",
 }.items():
@@ -212,6 +215,27 @@ def codec_options(name: str) -> dict[str, Any]:
         for parameter in parameters
         if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
     }
+
+
+def codec_option_kinds(name: str) -> dict[str, type | None]:
+    """What a text value of each option of codec ``name`` is parsed as: ``bool``, ``int`` or
+    ``float`` where the default's type or, for a default of None, the annotation says so
+    (``top_k: int | None = None`` is an int); None for anything else (kept as text: a path).
+    """
+    factory = CODECS.factory(name)
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # noqa: BLE001 - an annotation naming a type-checking-only import
+        hints = {}
+    kinds = {}
+    for option, default in codec_options(name).items():
+        if default is not None and default is not inspect.Parameter.empty:
+            candidates = (type(default),)
+        else:
+            hint = hints.get(option)
+            candidates = typing.get_args(hint) or (hint,)
+        kinds[option] = next((kind for kind in (bool, int, float) if kind in candidates), None)
+    return kinds
 
 
 def create_codec(name: str, **options: Any) -> Codec:

@@ -33,10 +33,7 @@ from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.flowmac.codec import FlowMacCodec, vocode
 from bench.codecs.flowmac.model import VOCODER_CONFIGS
 from bench.codecs.modules.bigvgan import BigVGANGenerator
-
-from bench import audio as bench_audio
-from bench.data import load_dataset
-from bench.provenance import backend_versions, device_fingerprint, git_state
+from timing import median_seconds, provenance, speech
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "flowmac_speed.json"
 NFES = (1, 2, 4, 8, 16, 32)
@@ -57,24 +54,6 @@ class Timed(torch.nn.Module):
         output = self.module(*arguments, **keywords)
         self.seconds += time.perf_counter() - start
         return output
-
-
-def speech(seconds: float, sample_rate: int) -> torch.Tensor:
-    item = next(
-        item for item in load_dataset("embedded", tags=("speech",)).items if "librivox" in item.id
-    )
-    audio, _ = bench_audio.prepare(bench_audio.load_audio(item.path), sample_rate, 1)
-    repeats = int(np.ceil(seconds * sample_rate / audio.shape[-1]))
-    return audio.repeat(1, repeats)[:, : int(seconds * sample_rate)]
-
-
-def median_seconds(function, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def decode_split(codec: FlowMacCodec, encoded, nfe: int, rounds: int) -> dict:
@@ -181,9 +160,7 @@ def main() -> None:
                 "seconds": arguments.seconds,
                 "rounds": arguments.rounds,
                 "results": results,
-                "device": device_fingerprint(2),
-                "versions": backend_versions(),
-                "git": git_state(),
+                **provenance(2),
             },
             indent=2,
         )

@@ -12,6 +12,7 @@ import abc
 import hashlib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -240,6 +241,31 @@ class Codec(abc.ABC):
 
     @abc.abstractmethod
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor: ...
+
+
+class NeuralCodec(Codec):
+    """A codec that runs on a checkpoint: its ``describe()`` adds the model configuration and
+    the checkpoint (path, kind, hash and the note shown beside its results).
+
+    Subclasses set ``config`` (with ``name`` and ``to_json()``), ``checkpoint_path``,
+    ``checkpoint_kind`` (``"demo"``, ``"user"`` or ``"official"``) and ``model_note``.
+    """
+
+    config: Any
+    checkpoint_path: Path | str
+    checkpoint_kind: str
+    model_note: str
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "config": self.config.name,
+            "model_config": self.config.to_json(),
+            "checkpoint": str(self.checkpoint_path),
+            "checkpoint_kind": self.checkpoint_kind,
+            "checkpoint_hash": self.checkpoint_hash,
+            "model_note": self.model_note,
+        }
 
 
 def fit_length(audio: torch.Tensor, num_samples: int) -> torch.Tensor:

@@ -132,9 +132,12 @@ def ship_half_precision(
     """The model (with its LM, if trained) in float16, without the codebooks' EMA sums. With
     ``int8_matrices`` its large weight matrices are stored as int8 with per-channel scales
     (:func:`~bench.codecs.checkpoint.int8_weights`), which roughly halves the file again; the
-    codec loads them back into float32 either way."""
+    codec loads them back into float32 either way. A network referenced from another
+    checkpoint stays a reference to that file's weights."""
     checkpoint = load_checkpoint(model_path, codec)
     for name, network in checkpoint.networks.items():
+        if network.reference is not None:
+            continue
         state = network.state_dict
         network.state_dict = {
             key: value.half() if value.is_floating_point() else value
@@ -267,6 +270,21 @@ def entropy_coded_rates(demo: Demo) -> pd.DataFrame:
     return table.round(3)
 
 
+def card_header(title: str, disclaimer: list[str], facts: list[tuple[str, str]]) -> list[str]:
+    """A model card's opening lines: the title, the paragraph saying what the model is (and is
+    not), and the table of facts, then a blank line."""
+    return [
+        f"# {title}",
+        "",
+        *disclaimer,
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in facts),
+        "",
+    ]
+
+
 def write_card(
     demo: Demo,
     checkpoint: Checkpoint,
@@ -313,17 +331,16 @@ def write_card(
         ("command", f"`{_train_command(settings)}`"),
     ]
     lines = [
-        f"# {demo.title} tiny demo checkpoint",
-        "",
-        "**This is the project's small demo model, trained on a 2-core CPU. It is not the",
-        f"paper's weights** and is far below the published {demo.title} quality. It lets",
-        f"`bench run --codec {demo.codec}` work out of the box; pass `--checkpoint` for real "
-        f"weights {demo.real_weights}.",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in facts),
-        "",
+        *card_header(
+            f"{demo.title} tiny demo checkpoint",
+            [
+                "**This is the project's small demo model, trained on a 2-core CPU. It is not the",
+                f"paper's weights** and is far below the published {demo.title} quality. It lets",
+                f"`bench run --codec {demo.codec}` work out of the box; pass `--checkpoint` for "
+                f"real weights {demo.real_weights}.",
+            ],
+            facts,
+        ),
         "## Measured on held-out real speech",
         "",
         "The 10 LibriVox and CMU cards utterances of the embedded corpus (never trained on),",

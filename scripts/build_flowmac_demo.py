@@ -26,7 +26,7 @@ import torch
 from bench.codecs.checkpoint import Checkpoint, load_checkpoint
 from bench.codecs.flowmac.codec import DEMO_CHECKPOINT, FlowMacCodec
 from bench.codecs.modules.flow_matching import ot_path
-from build_demo_checkpoint import HELD_OUT, _git_fact, ship_half_precision
+from build_demo_checkpoint import HELD_OUT, _git_fact, card_header, ship_half_precision
 
 from bench import audio as bench_audio
 from bench.data import load_dataset
@@ -319,17 +319,17 @@ def write_card(checkpoint: Checkpoint, stats: pd.DataFrame, run_dir: Path) -> No
     noise_left = noise_left_after_one_step(codec, speech)
     table = stats.sort_values(["bitrate", "label", "nfe"], kind="stable").reset_index(drop=True)
     lines = [
-        "# FlowMAC tiny demo checkpoint",
-        "",
-        "**This is the project's small demo model, trained on a 2-core CPU. It is not the",
-        "paper's weights** (there are none published) and is far below FlowMAC's reported",
-        "quality. It lets `bench run --codec flowmac` work out of the box; pass `--checkpoint`",
-        "for a `bench train flowmac` model bundled with its vocoder.",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in facts),
-        "",
+        *card_header(
+            "FlowMAC tiny demo checkpoint",
+            [
+                "**This is the project's small demo model, trained on a 2-core CPU. It is not the",
+                "paper's weights** (there are none published) and is far below FlowMAC's reported",
+                "quality. It lets `bench run --codec flowmac` work out of the box; pass "
+                "`--checkpoint`",
+                "for a `bench train flowmac` model bundled with its vocoder.",
+            ],
+            facts,
+        ),
         INT8_NOTE,
         "",
         "## Measured on held-out real speech",

@@ -39,6 +39,11 @@ from bench.sweep.plan import CodecChoice, parse_codec_argument
             "ref16=identity:sample_rate=16000",
             [CodecChoice("ref16", "identity", None, {"sample_rate": 16000})],
         ),
+        (
+            # A number whose default is None takes its type from the annotation (int | None).
+            "greedy=soundstorm:3:top_k=1:temperature=0.5",
+            [CodecChoice("greedy", "soundstorm", (3.0,), {"top_k": 1, "temperature": 0.5})],
+        ),
     ],
 )
 def test_the_codec_grammar_parses_names_bitrates_labels_and_options(value, expected):
@@ -55,6 +60,7 @@ def test_the_codec_grammar_parses_names_bitrates_labels_and_options(value, expec
         ("ours=encodec:bogus=1", "takes no option 'bogus'; expected one of: checkpoint, entropy"),
         ("ours=encodec:entropy_coding=maybe", "entropy_coding: expected true or false"),
         ("ref=identity:sample_rate=fast", "expected comma-separated int values, got 'fast'"),
+        ("s=soundstorm:top_k=many", "expected comma-separated int values, got 'many'"),
         ("our codec=opus", "expected a condition label of letters, digits"),
         ("=opus", "expected a condition label"),
         ("ours=", "expected one codec before ':'"),

@@ -187,8 +187,9 @@ def _print_notes(summary: RunSummary) -> None:
 
     config = RunStore(summary.run_dir).read_config()
     for name, description in config["codecs"].items():
-        if description.get("model_note"):
-            print(f"note: {name}: {description['model_note']}")
+        for note in (description.get("model_note"), *description.get("notes", ())):
+            if note:
+                print(f"note: {name}: {note}")
     # (label, "bitrate" or "nfe") -> the skipped values and those the codec supports.
     skipped_values: dict[tuple[str, str], tuple[list, list]] = {}
     for skipped in config.get("skipped_conditions", []):

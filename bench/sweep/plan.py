@@ -21,7 +21,7 @@ import soundfile
 from bench import audio as bench_audio
 from bench.codecs.base import CodecInfo
 from bench.data import Dataset, Item
-from bench.registry import CODECS, codec_info, codec_options
+from bench.registry import CODECS, codec_info, codec_option_kinds
 from bench.scoring import bind_metrics
 from bench.store import RunStore, content_key
 from bench.sweep.records import task_identity
@@ -410,7 +410,7 @@ def parse_codec_argument(value: str) -> list[CodecChoice]:
         )
     if equals:
         check_label(label)
-    accepted = codec_options(CODECS.check(codec))
+    kinds = codec_option_kinds(CODECS.check(codec))
     bitrates = None
     options: dict = {}
     for part in parts:
@@ -427,28 +427,28 @@ def parse_codec_argument(value: str) -> list[CodecChoice]:
                 ) from None
             continue
         name = option.strip().replace("-", "_")
-        if name not in accepted:
+        if name not in kinds:
             raise ValueError(
                 f"--codec {value!r}: codec {codec!r} takes no option {option.strip()!r}; "
-                f"expected one of: {', '.join(sorted(accepted)) or 'none'}"
+                f"expected one of: {', '.join(sorted(kinds)) or 'none'}"
             )
         if name in options:
             raise ValueError(f"--codec {value!r}: expected option {name!r} once, got it twice")
-        options[name] = _option_value(accepted[name], text.strip(), f"--codec {head}:{name}")
+        options[name] = _option_value(kinds[name], text.strip(), f"--codec {head}:{name}")
     return [CodecChoice(label, codec, bitrates, options)]
 
 
-def _option_value(default: object, text: str, option: str) -> object:
-    """``text`` as the type of the option's default: a bool from ``true`` or ``false``, a
-    number as a number, anything else the string itself (a path)."""
-    if isinstance(default, bool):
+def _option_value(kind: type | None, text: str, option: str) -> object:
+    """``text`` as an option of ``kind`` (:func:`~bench.registry.codec_option_kinds`): a bool
+    from ``true`` or ``false``, a number as a number, anything else the string itself."""
+    if kind is bool:
         if text.lower() not in ("true", "false"):
             raise ValueError(f"{option}: expected true or false, got {text!r}")
         return text.lower() == "true"
     if not text:
         raise ValueError(f"{option}: expected a value, got none")
-    if isinstance(default, int | float):
-        values = parse_list(text, type(default), option)
+    if kind in (int, float):
+        values = parse_list(text, kind, option)
         if len(values) > 1:
             raise ValueError(f"{option}: expected one number, got {text!r}")
         return values[0]

@@ -128,7 +128,9 @@ def resume_log(log_path: Path, step: int) -> float:
 class StopRequest:
     """SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's preemption) ask the loop to stop
     once the step in progress has finished, so the saved state lies on a step boundary and
-    ``--resume`` continues exactly; a second signal stops at once. The handlers are installed
+    ``--resume`` continues exactly; a second signal stops at once, inside a step
+    (``in_step``), but waits while a finished step is being counted and logged: cut there,
+    the saved state was a step ahead of the log. The handlers are installed
     for the loop alone, also where the process was started in the background, which makes a
     shell ignore SIGINT for it."""
 
@@ -137,12 +139,13 @@ class StopRequest:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.received: str | None = None
+        self.in_step = False
         self.previous: dict[int, object] = {}
 
     def _handle(self, number: int, frame: object) -> None:
-        if self.received is not None:
+        if self.received is not None and self.in_step:
             raise KeyboardInterrupt(f"a second {signal.Signals(number).name}")
-        self.received = signal.Signals(number).name
+        self.received = self.received or signal.Signals(number).name
 
     def __enter__(self) -> StopRequest:
         # Signal handlers can only be set from the main thread (a test may train in another).
@@ -212,7 +215,9 @@ def train(
     with bar, log_file, StopRequest(enabled=distributed.is_main) as stop:
         try:
             while step < settings.steps:
+                stop.in_step = True
                 log = solver.run_step(step)
+                stop.in_step = False
                 step += 1
                 if not distributed.is_main:
                     continue

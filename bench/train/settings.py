@@ -396,6 +396,44 @@ class VocoderTrainSettings(SolverSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SoundStormTrainSettings(SolverSettings):
+    """SoundStorm (Borsos et al. 2023) over the tokens of a trained EnCodec: the paper's
+    per-example mask and the cross-entropy of the masked tokens of the drawn level. The paper
+    gives no optimiser settings; AdamW at 3e-4 is the project's choice.
+
+    ``codec_checkpoint`` is the EnCodec whose tokens are modelled; the corpus is encoded once
+    into ``token_cache`` (``None``: ``$BENCH_CACHE/soundstorm-tokens``), keyed and checked by
+    hash, and training windows are drawn from the cached tokens.
+    """
+
+    solver: ClassVar[str] = "bench.train.solvers.soundstorm:SoundStormSolver"
+
+    # The registered codec whose class declares the model (`configs`, `model_class`, ...).
+    codec: str = "soundstorm"
+    codec_checkpoint: str = field(
+        metadata=option("the EnCodec checkpoint whose tokens the model learns")
+    )
+    config: str = field(default="tiny", metadata=option("model configuration"))
+    segment_seconds: float = field(default=4.0, metadata=option("training window length"))
+    learning_rate: float = field(default=3e-4, metadata=option("AdamW learning rate"))
+    token_cache: str | None = field(
+        default=None, metadata=option("folder of the cached corpus tokens")
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choices({"--config": (self.config, tuple(CODECS.factory(self.codec).configs))})
+
+    def _ranges(self) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+        at_least, positive = super()._ranges()
+        return at_least, {**positive, "--learning-rate": self.learning_rate}
+
+    def resumes(self, saved: SolverSettings) -> bool:
+        # Where the tokens are cached does not change them.
+        return replace(saved, steps=self.steps, token_cache=self.token_cache) == self
+
+
+@dataclass(frozen=True, kw_only=True)
 class SampleRnnTrainSettings(SolverSettings):
     """SampleRNN (Mehri et al. 2017) by truncated BPTT: each sequence (a segment of
     ``segment_seconds``) is cut into chunks of ``tbptt_samples``, one optimiser step per chunk,

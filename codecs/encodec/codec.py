@@ -24,7 +24,7 @@ import struct
 from pathlib import Path
 
 import torch
-from bench.codecs.base import Codec, CodecInfo, Encoded
+from bench.codecs.base import CodecInfo, Encoded, NeuralCodec
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import (
     FORMAT,
@@ -60,7 +60,7 @@ _OFFICIAL_CONFIG_BY_CHANNELS = {1: "24khz", 2: "48khz"}
 _SCALE = struct.Struct("<f")
 
 
-class EncodecCodec(Codec):
+class EncodecCodec(NeuralCodec):
     """EnCodec at the bandwidths of its configuration.
 
     Args:
@@ -195,16 +195,7 @@ class EncodecCodec(Codec):
         return f"{self._weights_hash[:16]}+lm{self._lm_hash[:8]}"
 
     def describe(self) -> dict:
-        return {
-            **super().describe(),
-            "config": self.config.name,
-            "model_config": self.config.to_json(),
-            "checkpoint": str(self.checkpoint_path),
-            "checkpoint_kind": self.checkpoint_kind,
-            "checkpoint_hash": self.checkpoint_hash,
-            "model_note": self.model_note,
-            "entropy_coding": self.entropy_coding,
-        }
+        return {**super().describe(), "entropy_coding": self.entropy_coding}
 
     # Encoding and decoding.
 
@@ -238,6 +229,13 @@ class EncodecCodec(Codec):
         )
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+        segments = self.read_segments(encoded)
+        with torch.inference_mode():
+            return self.model.decode(segments, encoded.num_samples)[0]
+
+    def read_segments(self, encoded: Encoded) -> list[Segment]:
+        """The codes and scales of the segments of ``encoded``'s payload (what a token model
+        such as SoundStorm works on), checked against its header and length."""
         bitstream = unpack(encoded.payload)
         n_q, entropy_coded = self._check_header(bitstream.header)
         frame_counts = self.segment_frames(encoded.num_samples)
@@ -259,8 +257,7 @@ class EncodecCodec(Codec):
             else:
                 codes = torch.from_numpy(unpack_codes(frame, n_q, num_frames, self.bits_per_code))
             segments.append(Segment(codes[None], scale))
-        with torch.inference_mode():
-            return self.model.decode(segments, encoded.num_samples)[0]
+        return segments
 
     def segment_frames(self, num_samples: int) -> list[int]:
         """Frames of each segment :meth:`EncodecModel.encode` cuts ``num_samples`` into."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench.codecs.base import Codec, Encoded, fit_length
+from bench.codecs.base import Encoded, NeuralCodec, fit_length
 from bench.codecs.bitstream import BitstreamError, pack, pack_codes, unpack, unpack_codes
 from bench.codecs.checkpoint import CheckpointError, Network, load_checkpoint, load_strictly
 from bench.codecs.flowmac.model import (
@@ -68,7 +68,7 @@ def vocode(vocoder: BigVGANGenerator, mel: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-class _FlowMacCheckpoint(Codec):
+class _FlowMacCheckpoint(NeuralCodec):
     """What both FlowMAC codecs read: the checkpoint's codec and vocoder networks."""
 
     display_name = "FlowMAC"
@@ -147,16 +147,7 @@ class _FlowMacCheckpoint(Codec):
         return f"{self._hashes[0][:16]}+voc{self._hashes[1][:8]}"
 
     def describe(self) -> dict:
-        return {
-            **super().describe(),
-            "config": self.config.name,
-            "model_config": self.config.to_json(),
-            "vocoder_config": self.vocoder_config.to_json(),
-            "checkpoint": str(self.checkpoint_path),
-            "checkpoint_kind": self.checkpoint_kind,
-            "checkpoint_hash": self.checkpoint_hash,
-            "model_note": self.model_note,
-        }
+        return {**super().describe(), "vocoder_config": self.vocoder_config.to_json()}
 
     def _check_header(self, payload: bytes) -> tuple[dict, list[bytes]]:
         bitstream = unpack(payload)
