@@ -443,8 +443,18 @@ class SampleRnnTrainSettings(SolverSettings):
     solver: ClassVar[str] = "bench.train.solvers.samplernn:SampleRnnSolver"
 
     # The module that declares the model (`CONFIGS`, `SampleRnn`, `quantize`,
-    # `bits_per_sample`); the recipe of the package that owns it fixes it.
+    # `bits_per_sample`) and the one that conditions it on a codec's bitstream
+    # (`load_tokenizer`, `conditioned_config`, `encode_latent`, `samplernn_checkpoint`); the
+    # recipe of the package that owns them fixes both.
     model: str
+    conditioning: str
+    codec_checkpoint: str | None = field(
+        default=None,
+        metadata=option(
+            "the EnCodec checkpoint whose bitstream conditions the model, a codec decoder "
+            "(default: unconditional)"
+        ),
+    )
     config: str = field(default="tiny", metadata=option("model configuration"))
     segment_seconds: float = field(
         default=8.0, metadata=option("sequence length, reset between (paper: 8 s)")

@@ -5,7 +5,10 @@ from bench.codecs.training import TrainingRecipe
 
 # `bench train samplernn`: truncated BPTT on the NLL in bits per sample.
 TRAINING = TrainingRecipe(
-    description="SampleRNN: unconditional sample-level model (Mehri et al. 2017), by TBPTT",
+    description="SampleRNN (Mehri et al. 2017) by TBPTT: unconditional, or a codec decoder",
     settings="bench.train.settings:SampleRnnTrainSettings",
-    defaults={"model": "bench.codecs.samplernn.model"},
+    defaults={
+        "model": "bench.codecs.samplernn.model",
+        "conditioning": "bench.codecs.samplernn.conditioning",
+    },
 )

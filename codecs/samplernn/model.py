@@ -131,6 +131,10 @@ CONFIGS = {
     "3-tier": SampleRnnConfig(name="3-tier", frame_sizes=(8, 2), rnn_layers=(1, 1)),
     # CPU sizes on the same code path, for tests and the demo checkpoints.
     "tiny": SampleRnnConfig(name="tiny", rnn_layers=(1,), rnn_dim=64, embedding_dim=16, mlp_dim=64),
+    # Twice the tiny width: the demo codec decoder, which must carry the conditioning too.
+    "small": SampleRnnConfig(
+        name="small", rnn_layers=(1,), rnn_dim=128, embedding_dim=16, mlp_dim=128
+    ),
     "tiny-3-tier": SampleRnnConfig(
         name="tiny-3-tier",
         frame_sizes=(8, 2),

@@ -5,12 +5,16 @@ uninterrupted one, a tiny model overfits a sine to under 1 bit per sample, bad s
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 from bench.codecs.checkpoint import load_checkpoint
+from bench.codecs.encodec.codec import DEMO_CHECKPOINT as ENCODEC_DEMO
+from bench.codecs.samplernn.conditioning import conditioned_config
 
 from bench.train.loop import train
 from bench.train.settings import recipe_settings
@@ -91,3 +95,55 @@ def test_a_tiny_model_overfits_a_sine_to_under_one_bit_per_sample(sine, tmp_path
 def test_bad_settings(sine, given, message):
     with pytest.raises(ValueError, match=message):
         settings_of(sine, 1, **given)
+
+
+def decoder_settings(data: str, steps: int, **given):
+    return settings_of(data, steps, codec_checkpoint=str(ENCODEC_DEMO), **given)
+
+
+def test_a_decoders_chunks_read_the_latent_of_their_own_frames(sine):
+    solver = SampleRnnSolver(decoder_settings(sine, 6))
+    solver.use_data()
+    assert solver.config.condition_dim == 32
+    assert solver.config.condition_hop == pytest.approx(16_000 / 75)
+    given = []
+    solver.model.register_forward_pre_hook(
+        lambda module, args, kwargs: given.append(args[1]), with_kwargs=True
+    )
+    logs = [solver.run_step(step) for step in range(6)]
+    for sequence in (0, 1):
+        data = solver.sequence_of(sequence)
+        chunks = given[3 * sequence : 3 * sequence + 3]
+        # Three chunks of 32 samples: two top frames each, in order, from the whole sequence.
+        assert torch.equal(torch.cat(chunks, dim=1), data.condition)
+        assert {log["kbps"] for log in logs[3 * sequence : 3 * sequence + 3]} == {data.bandwidth}
+    # The drawn bitrate comes from the seed and the sequence: another solver draws the same.
+    again = SampleRnnSolver(decoder_settings(sine, 6))
+    again.use_data()
+    assert again.sequence_of(1).bandwidth == solver.sequence_of(1).bandwidth
+    assert torch.equal(again.sequence_of(1).condition, solver.sequence_of(1).condition)
+    assert solver.conditioning.conditioned_config is conditioned_config  # the recipe's module
+
+
+def test_a_decoder_exports_a_reference_to_its_encodec_and_resumes_only_on_it(sine, tmp_path):
+    straight = train(decoder_settings(sine, 3), tmp_path / "straight", progress=False)
+    train(decoder_settings(sine, 2), tmp_path / "resumed", progress=False)
+    resumed = train(decoder_settings(sine, 3), tmp_path / "resumed", resume=True, progress=False)
+    exported = load_checkpoint(resumed, "samplernn")
+    assert exported.network("model").hash == load_checkpoint(straight).network("model").hash
+    assert exported.network("tokenizer").reference is not None
+    # Other EnCodec weights under the same path: the latent learnt so far means other things.
+    encodec = shutil.copy(ENCODEC_DEMO, tmp_path / "encodec.pt")
+    settings = settings_of(sine, 2, codec_checkpoint=str(encodec))
+    train(settings, tmp_path / "moved", progress=False)
+    other = load_checkpoint(encodec, "encodec")
+    state = other.network("codec").state_dict
+    state[next(iter(state))] += 1
+    other.save(encodec)
+    with pytest.raises(ValueError, match="conditioned on EnCodec weights of hash"):
+        train(replace(settings, steps=3), tmp_path / "moved", resume=True, progress=False)
+
+
+def test_a_codec_checkpoint_that_cannot_condition_is_refused(sine, tmp_path):
+    with pytest.raises(ValueError, match="--codec-checkpoint: .*no such file"):
+        SampleRnnSolver(settings_of(sine, 1, codec_checkpoint=str(tmp_path / "absent.pt")))

@@ -1,0 +1,217 @@
+"""SampleRNN (Mehri et al., ICLR 2017) as a codec decoder: EnCodec's bitstream, decoded sample by
+sample by a conditional SampleRNN at 16 kHz.
+
+``samplernn`` encodes with the project's EnCodec (the demo by default) and sends exactly
+EnCodec's bitstream at each of its bitrates, so its payload and ``actual_kbps`` equal
+EnCodec's to the byte, and the table compares two decoder families on identical bits (after
+Klejsa et al., ICASSP 2019, who decoded a parametric codec's bitstream with a SampleRNN). The
+decoder dequantizes the levels sent to EnCodec's latent, which conditions the model's top tier
+(:mod:`bench.codecs.samplernn.conditioning`), and draws 16 kHz samples, the rate of the paper's
+models. The codec's rate is EnCodec's (24 kHz with the demo): the 16 kHz output is resampled to
+it with :func:`bench.audio.resample` (libsoxr VHQ), so nothing above 8 kHz is decoded.
+
+Decoding draws samples, so ``seed`` sets them (the same seed, the same audio); there is no NFE:
+the cost is one step of the sample-level MLP per sample, whatever the bitrate. ``temperature``
+divides the logits (1: the model's distribution, as the paper samples).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from bench.codecs.base import Encoded, NeuralCodec, fit_length
+from bench.codecs.checkpoint import CheckpointError, load_checkpoint, load_strictly
+from bench.codecs.encodec.codec import EncodecCodec
+from bench.codecs.samplernn.conditioning import (
+    MODEL_NETWORK,
+    TOKENIZER_NETWORK,
+    check_tokenizer,
+    latent_of_codes,
+)
+from bench.codecs.samplernn.model import NAME, SampleRnn, SampleRnnConfig, dequantize
+
+from bench.audio import resample
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+DEMO_DECODER = CHECKPOINT_DIR / "samplernn_decoder_demo.pt"
+DEMO_UNCONDITIONAL = CHECKPOINT_DIR / "samplernn_tiny_demo.pt"
+DEMO_NOTE = "the project's small demo model trained on a CPU, not the paper's weights"
+
+
+@dataclass(frozen=True)
+class LoadedSampleRnn:
+    """A SampleRNN checkpoint, loaded: the model (eval, frozen), its weights' hash, the EnCodec
+    it decodes (``None``: an unconditional model), and the checkpoint's step."""
+
+    path: Path
+    model: SampleRnn
+    hash: str
+    tokenizer: EncodecCodec | None
+    tokenizer_hash: str | None
+    step: int
+
+
+def load_samplernn(path: str | os.PathLike) -> LoadedSampleRnn:
+    """A ``bench train samplernn`` checkpoint, conditional or not.
+
+    Raises:
+        CheckpointError: missing, not a SampleRNN checkpoint, a bad configuration or weights,
+            or a conditional one whose EnCodec is missing, changed or unsupported.
+    """
+    path = Path(path)
+    contents = load_checkpoint(path, NAME)
+    network = contents.network(MODEL_NETWORK)
+    try:
+        config = SampleRnnConfig.from_json(network.config)
+    except (TypeError, KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: bad SampleRNN config: {error}") from None
+    tokenizer, tokenizer_hash = None, None
+    if config.condition_dim:
+        if TOKENIZER_NETWORK not in contents.networks:
+            raise CheckpointError(
+                f"{path}: a conditional SampleRNN without the {TOKENIZER_NETWORK!r} network "
+                "(the EnCodec whose bitstream it decodes)"
+            )
+        reference = contents.network(TOKENIZER_NETWORK)
+        if reference.reference is None:
+            raise CheckpointError(
+                f"{path}: expected the {TOKENIZER_NETWORK!r} network as a reference to an "
+                "EnCodec checkpoint, got weights saved inline"
+            )
+        tokenizer, tokenizer_hash = EncodecCodec(reference.reference.path), reference.hash
+        try:
+            check_tokenizer(tokenizer)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        expected_hop = config.sample_rate / tokenizer.frame_rate
+        if (config.condition_dim, config.condition_hop) != (
+            tokenizer.config.dimension,
+            expected_hop,
+        ):
+            raise CheckpointError(
+                f"{path}: the model is conditioned on {config.condition_dim}-d frames every "
+                f"{config.condition_hop} samples, its EnCodec gives {tokenizer.config.dimension}"
+                f"-d frames every {expected_hop}"
+            )
+    model = SampleRnn(config)
+    try:
+        load_strictly(model, network.state_dict, str(path))
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"{path}: {error}") from None
+    model.eval().requires_grad_(False)
+    return LoadedSampleRnn(path, model, network.hash, tokenizer, tokenizer_hash, contents.step)
+
+
+class SampleRnnCodec(NeuralCodec):
+    """EnCodec's bitstream decoded by a conditional SampleRNN; see the module docstring.
+
+    Args:
+        checkpoint: a conditional ``bench train samplernn --codec-checkpoint ...`` checkpoint,
+            or ``None`` for the project's demo decoder :data:`DEMO_DECODER`.
+        temperature: divides the logits before sampling (1: the model's distribution).
+
+    Raises:
+        CheckpointError: the file is missing or not a conditional SampleRNN checkpoint, or its
+            EnCodec is missing, changed or unsupported.
+        ValueError: a temperature that is not a finite positive number.
+    """
+
+    name = "samplernn"
+    display_name = "SampleRNN"
+    channels = 1
+    nfe_options = None
+
+    def __init__(
+        self, checkpoint: str | os.PathLike | None = None, temperature: float = 1.0
+    ) -> None:
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature: expected a finite value > 0, got {temperature}")
+        self.temperature = float(temperature)
+        path = Path(checkpoint) if checkpoint is not None else DEMO_DECODER
+        if checkpoint is None and not path.is_file():
+            raise CheckpointError(
+                f"the SampleRNN demo decoder is missing: expected {path}. Pass a checkpoint from "
+                "`bench train samplernn --codec-checkpoint ENCODEC.pt` with --checkpoint PATH"
+            )
+        loaded = load_samplernn(path)
+        if loaded.tokenizer is None:
+            raise CheckpointError(
+                f"{path}: an unconditional SampleRNN cannot decode a bitstream; train a decoder "
+                "with `bench train samplernn --codec-checkpoint ENCODEC.pt` (an unconditional "
+                "model's figure of merit is `bench nll`)"
+            )
+        self.loaded = loaded
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.config = loaded.model.config
+        self.checkpoint_path = path
+        is_demo = path.resolve() == DEMO_DECODER.resolve()
+        self.checkpoint_kind = "demo" if is_demo else "user"
+        self.model_note = (
+            DEMO_NOTE if is_demo else f"a codec-bench checkpoint trained for {loaded.step} steps"
+        )
+
+    # Properties of the Codec interface: EnCodec's, whose bitstream is sent.
+
+    @property
+    def sample_rate(self) -> int:
+        return self.tokenizer.sample_rate
+
+    @property
+    def bitrates(self) -> tuple[float, ...]:
+        return self.tokenizer.bitrates
+
+    @property
+    def frame_rate(self) -> float:
+        return self.tokenizer.frame_rate
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.tokenizer.num_codebooks
+
+    @property
+    def codebook_size(self) -> int:
+        return self.tokenizer.codebook_size
+
+    @property
+    def checkpoint_hash(self) -> str:
+        """The decoder's weights and those of the EnCodec whose bitstream it reads."""
+        return f"{self.loaded.hash[:16]}+enc{self.loaded.tokenizer_hash[:8]}"
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "tokenizer": self.tokenizer.describe(),
+            "decoder_sample_rate": self.config.sample_rate,
+            "temperature": self.temperature,
+            "notes": [
+                f"sends EnCodec's bitstream; SampleRNN decodes at {self.config.sample_rate} Hz, "
+                f"resampled to {self.sample_rate} Hz with bench.audio.resample (libsoxr VHQ)"
+            ],
+        }
+
+    # Encoding and decoding.
+
+    def _encode(self, audio: torch.Tensor, bitrate: float) -> Encoded:
+        return self.tokenizer.encode(audio, bitrate)
+
+    def decoder_samples(self, num_samples: int) -> int:
+        """Samples the model draws, at its rate, for ``num_samples`` at the codec's."""
+        return max(1, math.ceil(num_samples * self.config.sample_rate / self.sample_rate))
+
+    def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+        codes = self.tokenizer.read_segments(encoded)[0].codes
+        samples = self.decoder_samples(encoded.num_samples)
+        condition = self.model.align_condition(latent_of_codes(self.tokenizer, codes), samples)
+        levels = self.model.generate(
+            samples,
+            condition=condition,
+            temperature=self.temperature,
+            seed=0 if seed is None else seed,
+        )
+        audio = dequantize(levels, self.config.quantization)
+        audio = resample(audio, self.config.sample_rate, self.sample_rate)
+        return fit_length(audio, encoded.num_samples)
