@@ -56,10 +56,12 @@ class NllSettings:
     bitrate: float | None = None
     limit: int | None = None
     tags: tuple[str, ...] | None = None
+    exclude_tags: tuple[str, ...] | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data["tags"] = list(self.tags) if self.tags is not None else None
+        for name in ("tags", "exclude_tags"):
+            data[name] = list(data[name]) if data[name] is not None else None
         return data
 
 
@@ -217,7 +219,12 @@ def run_nll(settings: NllSettings, run_dir: str | os.PathLike, progress: bool = 
 
     loaded = load_samplernn(settings.model)
     bitrate = _check_bitrate(loaded, settings.bitrate)
-    dataset = load_dataset(settings.data, limit=settings.limit, tags=settings.tags)
+    dataset = load_dataset(
+        settings.data,
+        limit=settings.limit,
+        tags=settings.tags,
+        exclude_tags=settings.exclude_tags,
+    )
     items = list(dataset.items)
     hashes = {item.id: file_sha256(item.path) for item in items}
     config = _config(settings, loaded, items, hashes)

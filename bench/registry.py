@@ -172,6 +172,7 @@ for _name, _target in {
     "flowmac": "bench.codecs.flowmac.codec:FlowMacCodec",
     "flowmac-vocoder": "bench.codecs.flowmac.codec:FlowMacVocoderCodec",
     "soundstorm": "bench.codecs.soundstorm.codec:SoundStormCodec",
+    "samplernn": "bench.codecs.samplernn.codec:SampleRnnCodec",
 }.items():
     CODECS.register(_name, _target)
 DATASETS = Registry("dataset scheme", entry_point_group=DATASET_ENTRY_POINT_GROUP)

@@ -1,7 +1,7 @@
 """SampleRNN generation speed: the incremental path against a naive one, and EnCodec's decoder.
 
     python benchmarks/samplernn_speed.py [--seconds 2] [--naive-samples 512] [--rounds 3]
-                                         [--threads 1] [--configs tiny,2-tier]
+                                         [--threads 1] [--configs tiny,small,2-tier]
 
 For each config (random weights, seeded), times :meth:`SampleRnn.generate` (each tier once
 per frame, nothing recomputed) over ``--seconds`` of 16 kHz audio, and reports samples per
@@ -9,7 +9,9 @@ second and the real-time factor. Beside it, on ``--naive-samples`` samples, a na
 that reruns the teacher-forced network over the whole prefix for every sample (every tier's
 state recomputed), with the same uniforms, so both must draw the same samples (checked); the
 naive cost grows with the prefix, so its figure holds for that length only. Then the EnCodec
-demo's decoder (24 kHz) at 1.5 and 6 kbps on ``--seconds`` of audio. The paper gives no speed.
+demo's decoder (24 kHz) at 1.5 and 6 kbps on ``--seconds`` of audio, and the ``samplernn``
+codec's whole decode on the same bits (the demo decoder: SampleRNN at 16 kHz, resampled to
+24 kHz). The paper gives no speed.
 Median of ``--rounds``; writes ``reports/samplernn_speed.json``.
 """
 
@@ -17,27 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from bench.codecs.samplernn.model import CONFIGS, Q_LEVELS, ZERO_LEVEL, SampleRnn
+from timing import median_seconds, provenance
 
-from bench.provenance import backend_versions, device_fingerprint
 from bench.registry import create_codec
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "samplernn_speed.json"
 ENCODEC_BITRATES = (1.5, 6.0)
-
-
-def median_seconds(function, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -83,8 +74,9 @@ def samplernn_figures(name: str, arguments: argparse.Namespace) -> dict:
     }
 
 
-def encodec_figures(arguments: argparse.Namespace) -> dict:
-    codec = create_codec("encodec")
+def decode_figures(name: str, arguments: argparse.Namespace) -> dict:
+    """Decode speed of the registered codec ``name`` (its demo) on noise, per bitrate."""
+    codec = create_codec(name)
     audio = 0.1 * torch.randn(
         1, int(arguments.seconds * codec.sample_rate), generator=torch.Generator().manual_seed(1)
     )
@@ -106,21 +98,22 @@ def main() -> None:
     parser.add_argument("--naive-samples", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--configs", default="tiny,2-tier")
+    parser.add_argument("--configs", default="tiny,small,2-tier")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     result = {
-        "what": "SampleRNN generation (random weights) and the EnCodec demo's decoder, median "
-        "of rounds; rtf = seconds of compute per second of audio",
+        "what": "SampleRNN generation (random weights), the EnCodec demo's decoder and the "
+        "samplernn codec's decode (its demo), median of rounds; rtf = seconds of compute per "
+        "second of audio",
         "seconds": arguments.seconds,
         "rounds": arguments.rounds,
         "threads": arguments.threads,
         "samplernn": {
             name: samplernn_figures(name, arguments) for name in arguments.configs.split(",")
         },
-        "encodec_decode": encodec_figures(arguments),
-        "versions": backend_versions(),
-        "device": device_fingerprint(arguments.threads),
+        "encodec_decode": decode_figures("encodec", arguments),
+        "samplernn_codec_decode": decode_figures("samplernn", arguments),
+        **provenance(arguments.threads),
     }
     REPORT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

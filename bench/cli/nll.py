@@ -23,6 +23,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     )
     nll.add_argument("--limit", type=int, help="score the first N items")
     nll.add_argument("--tags", help="keep the items with any of these tags, comma-separated")
+    nll.add_argument("--exclude-tags", help="then drop the items with any of these tags")
     nll.add_argument("--out", required=True, help="run directory (a killed run resumes there)")
     nll.add_argument("--json", action="store_true", help="print the summary as JSON")
     nll.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -37,6 +38,7 @@ def nll_command(arguments: argparse.Namespace) -> int:
         bitrate=arguments.bitrate,
         limit=arguments.limit,
         tags=names(arguments.tags) if arguments.tags else None,
+        exclude_tags=names(arguments.exclude_tags) if arguments.exclude_tags else None,
     )
     result = run_nll(settings, arguments.out, progress=not arguments.quiet)
     print(json.dumps(result, indent=2) if arguments.json else format_summary(result))

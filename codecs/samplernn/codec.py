@@ -124,6 +124,7 @@ class SampleRnnCodec(NeuralCodec):
     display_name = "SampleRNN"
     channels = 1
     nfe_options = None
+    demo_checkpoint = DEMO_DECODER
 
     def __init__(
         self, checkpoint: str | os.PathLike | None = None, temperature: float = 1.0
@@ -131,7 +132,7 @@ class SampleRnnCodec(NeuralCodec):
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature: expected a finite value > 0, got {temperature}")
         self.temperature = float(temperature)
-        path = Path(checkpoint) if checkpoint is not None else DEMO_DECODER
+        path = Path(checkpoint) if checkpoint is not None else self.demo_checkpoint
         if checkpoint is None and not path.is_file():
             raise CheckpointError(
                 f"the SampleRNN demo decoder is missing: expected {path}. Pass a checkpoint from "
@@ -148,7 +149,7 @@ class SampleRnnCodec(NeuralCodec):
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.config = loaded.model.config
         self.checkpoint_path = path
-        is_demo = path.resolve() == DEMO_DECODER.resolve()
+        is_demo = path.resolve() == self.demo_checkpoint.resolve()
         self.checkpoint_kind = "demo" if is_demo else "user"
         self.model_note = (
             DEMO_NOTE if is_demo else f"a codec-bench checkpoint trained for {loaded.step} steps"

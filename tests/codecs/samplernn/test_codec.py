@@ -130,3 +130,9 @@ def test_a_changed_encodec_is_refused(tmp_path):
 def test_a_bad_temperature_is_refused(temperature):
     with pytest.raises(ValueError, match="temperature: expected a finite value > 0"):
         SampleRnnCodec(temperature=temperature)
+
+
+def test_a_missing_demo_checkpoint_says_how_to_pass_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(SampleRnnCodec, "demo_checkpoint", tmp_path / "absent.pt")
+    with pytest.raises(CheckpointError, match="demo decoder is missing.*--codec-checkpoint"):
+        SampleRnnCodec()
