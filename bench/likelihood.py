@@ -8,8 +8,8 @@ and cut to a whole number of top frames. Its NLL is the teacher-forced cross-ent
 sample after one top frame of the zero level (where generation starts too), summed in nats and
 converted to bits (x log2 e), over the item's samples: the exact forward pass over the whole
 item, run in chunks with the tiers' state carried so that memory stays bounded. A conditional
-model (a codec decoder) is scored on the latent EnCodec sends at ``bitrate``, encoded from the
-item at EnCodec's own rate, as the codec does.
+model (a codec decoder) is scored on the stream its encoder codec (EnCodec or FlowMAC) sends at
+``bitrate``, encoded from the item at that codec's own rate, as the codec does.
 
 A run follows ``bench run``'s conventions: a directory holding ``config.json`` (the settings,
 the model's path, hash, configuration and step, every item's input hash, the versions, the git
@@ -49,7 +49,7 @@ ROW_FIELDS = frozenset({"item", "tags", "input_hash", "samples", "bits", "bits_p
 @dataclass(frozen=True)
 class NllSettings:
     """What a ``bench nll`` run scores: ``model`` (a SampleRNN checkpoint) on the items of
-    ``data``; a conditional model at ``bitrate`` kbps of its EnCodec."""
+    ``data``; a conditional model at ``bitrate`` kbps of its encoder codec."""
 
     model: str
     data: str
@@ -94,11 +94,12 @@ def sequence_bits(
 
 def item_nll(loaded, item: Item, bitrate: float | None) -> dict:
     """One item's row: its input hash, samples scored, total bits and bits per sample."""
-    from bench.codecs.samplernn.conditioning import encode_latent
     from bench.codecs.samplernn.model import ZERO_LEVEL, quantize
 
     model = loaded.model
     config = model.config
+    # A decoder's stream is the encoder codec's at its own rate, from the audio as read, as
+    # the codec would send it.
     read = load_audio(item.path)
     mono = read.audio.mean(dim=0, keepdim=True)
     audio = resample(mono, read.sample_rate, config.sample_rate)[0]
@@ -112,7 +113,7 @@ def item_nll(loaded, item: Item, bitrate: float | None) -> dict:
     levels = torch.cat([torch.full((1, config.history), ZERO_LEVEL), levels], dim=1)
     condition = None
     if loaded.tokenizer is not None:
-        latent = encode_latent(loaded.tokenizer, mono, read.sample_rate, bitrate)
+        latent = loaded.tokenizer.encode_latent(mono, read.sample_rate, bitrate)
         condition = model.align_condition(latent, samples)
     bits = sequence_bits(model, levels, condition)
     return {
@@ -136,10 +137,11 @@ def _check_bitrate(loaded, bitrate: float | None) -> float | None:
         return None
     if bitrate is None:
         raise ValueError(
-            f"--bitrate: {loaded.path} decodes an EnCodec bitstream; expected one of "
-            f"{', '.join(f'{value:g}' for value in loaded.tokenizer.bitrates)} kbps"
+            f"--bitrate: {loaded.path} decodes a {loaded.tokenizer.family} bitstream; expected "
+            "one of "
+            f"{', '.join(f'{value:g}' for value in loaded.tokenizer.codec.bitrates)} kbps"
         )
-    return loaded.tokenizer.check_bitrate(bitrate)
+    return loaded.tokenizer.codec.check_bitrate(bitrate)
 
 
 def _config(settings: NllSettings, loaded, items: list[Item], hashes: dict[str, str]) -> dict:

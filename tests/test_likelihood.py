@@ -12,8 +12,11 @@ import pytest
 import soundfile
 import torch
 from bench.codecs.encodec.codec import DEMO_CHECKPOINT as ENCODEC_DEMO
-from bench.codecs.encodec.codec import EncodecCodec
-from bench.codecs.samplernn.conditioning import conditioned_config, samplernn_checkpoint
+from bench.codecs.samplernn.conditioning import (
+    conditioned_config,
+    load_tokenizer,
+    samplernn_checkpoint,
+)
 from bench.codecs.samplernn.model import CONFIGS, ZERO_LEVEL, SampleRnn, bits_per_sample
 
 from bench import likelihood
@@ -26,7 +29,7 @@ def save_model(path, conditional=False, seed=0):
     torch.manual_seed(seed)
     config = CONFIGS["tiny"]
     if conditional:
-        config = conditioned_config(config, EncodecCodec(ENCODEC_DEMO))
+        config = conditioned_config(config, load_tokenizer(ENCODEC_DEMO))
     model = SampleRnn(config)
     samplernn_checkpoint(
         config, model.state_dict(), ENCODEC_DEMO if conditional else None, step=7

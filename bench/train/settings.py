@@ -451,8 +451,8 @@ class SampleRnnTrainSettings(SolverSettings):
     codec_checkpoint: str | None = field(
         default=None,
         metadata=option(
-            "the EnCodec checkpoint whose bitstream conditions the model, a codec decoder "
-            "(default: unconditional)"
+            "the EnCodec or FlowMAC checkpoint whose bitstream conditions the model, a codec "
+            "decoder (default: unconditional)"
         ),
     )
     config: str = field(default="tiny", metadata=option("model configuration"))

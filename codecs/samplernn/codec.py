@@ -1,14 +1,16 @@
-"""SampleRNN (Mehri et al., ICLR 2017) as a codec decoder: EnCodec's bitstream, decoded sample by
-sample by a conditional SampleRNN at 16 kHz.
+"""SampleRNN (Mehri et al., ICLR 2017) as a codec decoder: another codec's bitstream, decoded
+sample by sample by a conditional SampleRNN at 16 kHz.
 
-``samplernn`` encodes with the project's EnCodec (the demo by default) and sends exactly
-EnCodec's bitstream at each of its bitrates, so its payload and ``actual_kbps`` equal
-EnCodec's to the byte, and the table compares two decoder families on identical bits (after
-Klejsa et al., ICASSP 2019, who decoded a parametric codec's bitstream with a SampleRNN). The
-decoder dequantizes the levels sent to EnCodec's latent, which conditions the model's top tier
-(:mod:`bench.codecs.samplernn.conditioning`), and draws 16 kHz samples, the rate of the paper's
-models. The codec's rate is EnCodec's (24 kHz with the demo): the 16 kHz output is resampled to
-it with :func:`bench.audio.resample` (libsoxr VHQ), so nothing above 8 kHz is decoded.
+``samplernn`` encodes with the encoder codec its checkpoint references: the project's EnCodec
+demo for the shipped decoder, or a FlowMAC (its mel tokens) for a decoder trained with
+``bench train samplernn --codec-checkpoint FLOWMAC.pt``. It sends exactly that codec's
+bitstream at each of its bitrates, so its payload and ``actual_kbps`` equal that codec's to
+the byte, and the table compares two decoder families on identical bits (after Klejsa et al.,
+ICASSP 2019, who decoded a parametric codec's bitstream with a SampleRNN). The decoder
+dequantizes the levels sent (:mod:`bench.codecs.samplernn.conditioning`), which condition the
+model's top tier, and draws 16 kHz samples, the rate of the paper's models. The codec's rate
+is the encoder codec's (24 kHz with the EnCodec demo): the 16 kHz output is resampled to it
+with :func:`bench.audio.resample` (libsoxr VHQ), so nothing above 8 kHz is decoded.
 
 Decoding draws samples, so ``seed`` sets them (the same seed, the same audio); there is no NFE:
 the cost is one step of the sample-level MLP per sample, whatever the bitrate. ``temperature``
@@ -25,12 +27,11 @@ from pathlib import Path
 import torch
 from bench.codecs.base import Encoded, NeuralCodec, fit_length
 from bench.codecs.checkpoint import CheckpointError, load_checkpoint, load_strictly
-from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.samplernn.conditioning import (
     MODEL_NETWORK,
     TOKENIZER_NETWORK,
-    check_tokenizer,
-    latent_of_codes,
+    Tokenizer,
+    load_tokenizer,
 )
 from bench.codecs.samplernn.model import NAME, SampleRnn, SampleRnnConfig, dequantize
 
@@ -44,13 +45,14 @@ DEMO_NOTE = "the project's small demo model trained on a CPU, not the paper's we
 
 @dataclass(frozen=True)
 class LoadedSampleRnn:
-    """A SampleRNN checkpoint, loaded: the model (eval, frozen), its weights' hash, the EnCodec
-    it decodes (``None``: an unconditional model), and the checkpoint's step."""
+    """A SampleRNN checkpoint, loaded: the model (eval, frozen), its weights' hash, the encoder
+    codec whose bitstream it decodes (``None``: an unconditional model), and the checkpoint's
+    step."""
 
     path: Path
     model: SampleRnn
     hash: str
-    tokenizer: EncodecCodec | None
+    tokenizer: Tokenizer | None
     tokenizer_hash: str | None
     step: int
 
@@ -60,7 +62,7 @@ def load_samplernn(path: str | os.PathLike) -> LoadedSampleRnn:
 
     Raises:
         CheckpointError: missing, not a SampleRNN checkpoint, a bad configuration or weights,
-            or a conditional one whose EnCodec is missing, changed or unsupported.
+            or a conditional one whose encoder codec is missing, changed or unsupported.
     """
     path = Path(path)
     contents = load_checkpoint(path, NAME)
@@ -74,28 +76,26 @@ def load_samplernn(path: str | os.PathLike) -> LoadedSampleRnn:
         if TOKENIZER_NETWORK not in contents.networks:
             raise CheckpointError(
                 f"{path}: a conditional SampleRNN without the {TOKENIZER_NETWORK!r} network "
-                "(the EnCodec whose bitstream it decodes)"
+                "(the codec whose bitstream it decodes); a training run's last.pt holds the "
+                "model alone: pass the run's model.pt"
             )
         reference = contents.network(TOKENIZER_NETWORK)
         if reference.reference is None:
             raise CheckpointError(
                 f"{path}: expected the {TOKENIZER_NETWORK!r} network as a reference to an "
-                "EnCodec checkpoint, got weights saved inline"
+                "EnCodec or FlowMAC checkpoint, got weights saved inline"
             )
-        tokenizer, tokenizer_hash = EncodecCodec(reference.reference.path), reference.hash
         try:
-            check_tokenizer(tokenizer)
-        except ValueError as error:
+            tokenizer = load_tokenizer(reference.reference.path)
+        except ValueError as error:  # CheckpointError too
             raise CheckpointError(f"{path}: {error}") from None
-        expected_hop = config.sample_rate / tokenizer.frame_rate
-        if (config.condition_dim, config.condition_hop) != (
-            tokenizer.config.dimension,
-            expected_hop,
-        ):
+        tokenizer_hash = reference.hash
+        expected_hop = config.sample_rate / tokenizer.codec.frame_rate
+        if (config.condition_dim, config.condition_hop) != (tokenizer.dimension, expected_hop):
             raise CheckpointError(
                 f"{path}: the model is conditioned on {config.condition_dim}-d frames every "
-                f"{config.condition_hop} samples, its EnCodec gives {tokenizer.config.dimension}"
-                f"-d frames every {expected_hop}"
+                f"{config.condition_hop} samples, its {tokenizer.family} gives "
+                f"{tokenizer.dimension}-d frames every {expected_hop}"
             )
     model = SampleRnn(config)
     try:
@@ -107,7 +107,8 @@ def load_samplernn(path: str | os.PathLike) -> LoadedSampleRnn:
 
 
 class SampleRnnCodec(NeuralCodec):
-    """EnCodec's bitstream decoded by a conditional SampleRNN; see the module docstring.
+    """An encoder codec's bitstream decoded by a conditional SampleRNN; see the module
+    docstring.
 
     Args:
         checkpoint: a conditional ``bench train samplernn --codec-checkpoint ...`` checkpoint,
@@ -116,7 +117,7 @@ class SampleRnnCodec(NeuralCodec):
 
     Raises:
         CheckpointError: the file is missing or not a conditional SampleRNN checkpoint, or its
-            EnCodec is missing, changed or unsupported.
+            encoder codec is missing, changed or unsupported.
         ValueError: a temperature that is not a finite positive number.
     """
 
@@ -155,41 +156,42 @@ class SampleRnnCodec(NeuralCodec):
             DEMO_NOTE if is_demo else f"a codec-bench checkpoint trained for {loaded.step} steps"
         )
 
-    # Properties of the Codec interface: EnCodec's, whose bitstream is sent.
+    # Properties of the Codec interface: the encoder codec's, whose bitstream is sent.
 
     @property
     def sample_rate(self) -> int:
-        return self.tokenizer.sample_rate
+        return self.tokenizer.codec.sample_rate
 
     @property
     def bitrates(self) -> tuple[float, ...]:
-        return self.tokenizer.bitrates
+        return self.tokenizer.codec.bitrates
 
     @property
     def frame_rate(self) -> float:
-        return self.tokenizer.frame_rate
+        return self.tokenizer.codec.frame_rate
 
     @property
     def num_codebooks(self) -> int:
-        return self.tokenizer.num_codebooks
+        return self.tokenizer.codec.num_codebooks
 
     @property
     def codebook_size(self) -> int:
-        return self.tokenizer.codebook_size
+        return self.tokenizer.codec.codebook_size
 
     @property
     def checkpoint_hash(self) -> str:
-        """The decoder's weights and those of the EnCodec whose bitstream it reads."""
+        """The decoder's weights and those of the codec whose bitstream it reads."""
         return f"{self.loaded.hash[:16]}+enc{self.loaded.tokenizer_hash[:8]}"
 
     def describe(self) -> dict:
         return {
             **super().describe(),
-            "tokenizer": self.tokenizer.describe(),
+            "tokenizer": self.tokenizer.codec.describe(),
             "decoder_sample_rate": self.config.sample_rate,
             "temperature": self.temperature,
             "notes": [
-                f"sends EnCodec's bitstream; SampleRNN decodes at {self.config.sample_rate} Hz, "
+                f"sends {self.tokenizer.family}'s bitstream; SampleRNN decodes at "
+                f"{self.config.sample_rate} Hz, "
                 f"resampled to {self.sample_rate} Hz with bench.audio.resample (libsoxr VHQ)"
             ],
         }
@@ -197,16 +199,15 @@ class SampleRnnCodec(NeuralCodec):
     # Encoding and decoding.
 
     def _encode(self, audio: torch.Tensor, bitrate: float) -> Encoded:
-        return self.tokenizer.encode(audio, bitrate)
+        return self.tokenizer.codec.encode(audio, bitrate)
 
     def decoder_samples(self, num_samples: int) -> int:
         """Samples the model draws, at its rate, for ``num_samples`` at the codec's."""
         return max(1, math.ceil(num_samples * self.config.sample_rate / self.sample_rate))
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
-        codes = self.tokenizer.read_segments(encoded)[0].codes
         samples = self.decoder_samples(encoded.num_samples)
-        condition = self.model.align_condition(latent_of_codes(self.tokenizer, codes), samples)
+        condition = self.model.align_condition(self.tokenizer.latent_of_payload(encoded), samples)
         levels = self.model.generate(
             samples,
             condition=condition,

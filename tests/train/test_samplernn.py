@@ -140,7 +140,7 @@ def test_a_decoder_exports_a_reference_to_its_encodec_and_resumes_only_on_it(sin
     state = other.network("codec").state_dict
     state[next(iter(state))] += 1
     other.save(encodec)
-    with pytest.raises(ValueError, match="conditioned on EnCodec weights of hash"):
+    with pytest.raises(ValueError, match="conditioned on codec weights of hash"):
         train(replace(settings, steps=3), tmp_path / "moved", resume=True, progress=False)
 
 

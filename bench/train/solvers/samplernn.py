@@ -8,11 +8,12 @@ initial state at each new sequence. Adam at 1e-3; every gradient element clipped
 +-``gradient_clip``. The carried state is part of the resumable state, so that a run resumed
 mid-sequence continues exactly.
 
-With ``codec_checkpoint`` the model is the codec's conditional decoder: each sequence is also
-encoded by that EnCodec at one of its bitrates, drawn per sequence (from the seed and the
-sequence's index, so a resumed run draws the same), and its dequantized latent conditions the
-top tier (:mod:`bench.codecs.samplernn.conditioning`). EnCodec reads the training audio
-resampled from SampleRNN's rate to its own, so it codes audio band-limited to 8 kHz.
+With ``codec_checkpoint`` (an EnCodec or a FlowMAC) the model is the codec's conditional
+decoder: each sequence is also encoded by that codec at one of its bitrates, drawn per sequence
+(from the seed and the sequence's index, so a resumed run draws the same), and its dequantized
+stream conditions the top tier (:mod:`bench.codecs.samplernn.conditioning`). The codec reads
+the training audio resampled from SampleRNN's rate to its own, so it codes audio band-limited
+to 8 kHz.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ LOSSES = ("bits",)
 @dataclass(frozen=True)
 class Sequence:
     """One training sequence: ``levels`` ``(batch, history + samples)``; for a decoder its
-    ``condition`` aligned to the top tier and the EnCodec ``bandwidth`` (kbps) it came from."""
+    ``condition`` aligned to the top tier and the encoder codec's ``bandwidth`` (kbps)."""
 
     levels: torch.Tensor
     condition: torch.Tensor | None
@@ -96,18 +97,18 @@ class SampleRnnSolver(Solver):
     def metadata(self) -> dict:
         metadata = {"description": f"SampleRNN {self.config.name}"}
         if self.tokenizer is not None:
-            metadata["description"] += " conditioned on an EnCodec bitstream"
+            metadata["description"] += f" decoding a {self.tokenizer.family} bitstream"
             metadata["codec_checkpoint"] = str(self.settings.codec_checkpoint)
-            metadata["codec_hash"] = self.tokenizer.checkpoint_hash
+            metadata["codec_hash"] = self.tokenizer.codec.checkpoint_hash
         return metadata
 
     def check_resumable(self, checkpoint: Checkpoint) -> None:
-        """A decoder must go on learning the latent of the EnCodec weights it started on."""
+        """A decoder must go on learning the stream of the codec weights it started on."""
         saved = checkpoint.metadata.get("codec_hash")
-        now = None if self.tokenizer is None else self.tokenizer.checkpoint_hash
+        now = None if self.tokenizer is None else self.tokenizer.codec.checkpoint_hash
         if saved != now:
             raise ValueError(
-                f"--resume: {checkpoint.path} was conditioned on EnCodec weights of hash {saved}, "
+                f"--resume: {checkpoint.path} was conditioned on codec weights of hash {saved}, "
                 f"not on those of --codec-checkpoint {self.settings.codec_checkpoint} ({now}); "
                 "start a new run in another --out folder"
             )
@@ -123,12 +124,10 @@ class SampleRnnSolver(Solver):
             levels = torch.cat([start, levels], dim=1).to(self.device)
             condition, bandwidth = None, None
             if self.tokenizer is not None:
-                bitrates = self.tokenizer.bitrates
+                bitrates = self.tokenizer.codec.bitrates
                 draw = np.random.default_rng([settings.seed, self.rank, index])
                 bandwidth = bitrates[int(draw.integers(len(bitrates)))]
-                latent = self.conditioning.encode_latent(
-                    self.tokenizer, used, self.sample_rate, bandwidth
-                )
+                latent = self.tokenizer.encode_latent(used, self.sample_rate, bandwidth)
                 condition = self.model.align_condition(latent, used.shape[1]).to(self.device)
             self.sequence = (index, Sequence(levels, condition, bandwidth))
         return self.sequence[1]
@@ -163,7 +162,7 @@ class SampleRnnSolver(Solver):
         return {"bits": f"{log['bits']:.3f}"}
 
     def export(self, path: Path, step: int, metadata: dict) -> None:
-        """The network as ``"model"``; a decoder's with a reference to its EnCodec."""
+        """The network as ``"model"``; a decoder's with a reference to its encoder codec."""
         self.conditioning.samplernn_checkpoint(
             self.config,
             self.model.state_dict(),

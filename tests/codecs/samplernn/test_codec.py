@@ -18,7 +18,7 @@ from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.samplernn.codec import SampleRnnCodec
 from bench.codecs.samplernn.conditioning import (
     conditioned_config,
-    latent_of_codes,
+    load_tokenizer,
     samplernn_checkpoint,
 )
 from bench.codecs.samplernn.model import CONFIGS, SampleRnn
@@ -41,7 +41,7 @@ def save_checkpoint(path, tokenizer=ENCODEC_DEMO, conditional=True):
     torch.manual_seed(0)
     config = CONFIGS["tiny"]
     if conditional:
-        config = conditioned_config(config, EncodecCodec(tokenizer))
+        config = conditioned_config(config, load_tokenizer(tokenizer))
     model = SampleRnn(config)
     samplernn_checkpoint(config, model.state_dict(), tokenizer if conditional else None).save(path)
     return path
@@ -77,10 +77,12 @@ def test_the_decoder_draws_16khz_samples_on_the_latent_sent(codec, encodec, monk
     ((num_samples, condition),) = calls
     assert num_samples == math.ceil(audio.shape[1] * 16_000 / 24_000)
     # The condition: the latent of the 4 levels of 3 kbps, each frame held over its top frames.
-    latent = latent_of_codes(encodec, encodec.read_segments(encoded)[0].codes)
+    latent = codec.tokenizer.latent_of_codes(encodec.read_segments(encoded)[0].codes)
     assert latent.shape[1] == encoded.codes.shape[1]
     assert torch.equal(condition, codec.model.align_condition(latent, num_samples))
-    other = latent_of_codes(encodec, encodec.read_segments(codec.encode(audio, 6.0))[0].codes)
+    other = codec.tokenizer.latent_of_codes(
+        encodec.read_segments(codec.encode(audio, 6.0))[0].codes
+    )
     assert not torch.equal(latent, other)
 
 
@@ -133,3 +135,23 @@ def test_a_missing_demo_checkpoint_says_how_to_pass_one(monkeypatch, tmp_path):
     monkeypatch.setattr(SampleRnnCodec, "demo_checkpoint", tmp_path / "absent.pt")
     with pytest.raises(CheckpointError, match="demo decoder is missing.*--codec-checkpoint"):
         SampleRnnCodec()
+
+
+def test_flowmacs_mel_tokens_can_condition_a_decoder(tmp_path):
+    from bench.codecs.flowmac.codec import DEMO_CHECKPOINT as FLOWMAC_DEMO
+    from bench.codecs.flowmac.codec import FlowMacCodec
+
+    codec = SampleRnnCodec(save_checkpoint(tmp_path / "model.pt", tokenizer=FLOWMAC_DEMO))
+    flowmac = FlowMacCodec()
+    assert codec.bitrates == flowmac.bitrates and codec.sample_rate == flowmac.sample_rate
+    assert codec.config.condition_dim == flowmac.config.width
+    assert codec.config.condition_hop == 16_000 / flowmac.frame_rate
+    audio = speech_like(0.3)[:, : int(0.3 * flowmac.sample_rate)]
+    for bitrate in codec.bitrates:
+        sent = codec.encode(audio, bitrate)
+        assert sent.payload == flowmac.encode(audio, bitrate).payload
+    latent = codec.tokenizer.latent_of_payload(sent)
+    # The stream read back from the payload is the one computed from the audio in training.
+    assert torch.allclose(latent, codec.tokenizer.latent_of_audio(audio, sent.nominal_kbps))
+    assert codec.decode(sent, seed=0).shape == audio.shape
+    assert codec.describe()["tokenizer"]["name"] == "flowmac"
