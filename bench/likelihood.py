@@ -30,18 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from bench.audio import AudioError, file_sha256, load_audio, resample
+from bench.audio import AudioError, file_sha256, load_audio
+from bench.codecs.checkpoint import load_checkpoint
 from bench.data import Item, load_dataset
 from bench.provenance import backend_versions, device_fingerprint, git_state
+from bench.registry import CODECS
 from bench.report.stats import bootstrap_mean_ci
 from bench.store import CONFIG_FILE, RESULTS_FILE, RunStore, writable_folder, write_atomically
 
-# Samples per teacher-forced chunk (rounded down to whole top frames): bounds the memory of
-# the logits, (chunk, 256) floats, whatever the item's length.
-CHUNK_SAMPLES = 16_384
 # What every row of results.jsonl holds (a failed item's has a "failure" too).
 ROW_FIELDS = frozenset({"item", "tags", "input_hash", "samples", "bits", "bits_per_sample"})
 
@@ -65,57 +62,10 @@ class NllSettings:
         return data
 
 
-def sequence_bits(
-    model: torch.nn.Module, levels: torch.Tensor, condition: torch.Tensor | None = None
-) -> float:
-    """Total NLL in bits of ``levels[:, history:]`` under ``model`` (teacher forcing), where
-    ``levels`` ``(1, history + samples)`` and ``condition`` is aligned to its top frames."""
-    history = model.config.history
-    chunk = max(history, CHUNK_SAMPLES // history * history)
-    samples = levels.shape[1] - history
-    state, nats = None, 0.0
-    with torch.inference_mode():
-        for start in range(0, samples, chunk):
-            length = min(chunk, samples - start)
-            window = levels[:, start : start + history + length]
-            given = None
-            if condition is not None:
-                given = condition[:, start // history : (start + length) // history]
-            output = model(window, given, state=state)
-            targets = model.targets(window)
-            nats += F.cross_entropy(
-                output.logits.reshape(-1, output.logits.shape[-1]),
-                targets.reshape(-1),
-                reduction="sum",
-            ).item()
-            state = output.state
-    return nats * math.log2(math.e)
-
-
 def item_nll(loaded, item: Item, bitrate: float | None) -> dict:
     """One item's row: its input hash, samples scored, total bits and bits per sample."""
-    from bench.codecs.samplernn.model import ZERO_LEVEL, quantize
-
-    model = loaded.model
-    config = model.config
-    # A decoder's stream is the encoder codec's at its own rate, from the audio as read, as
-    # the codec would send it.
     read = load_audio(item.path)
-    mono = read.audio.mean(dim=0, keepdim=True)
-    audio = resample(mono, read.sample_rate, config.sample_rate)[0]
-    samples = audio.shape[0] // config.history * config.history
-    if samples == 0:
-        raise ValueError(
-            f"{item.id}: expected at least {config.history} samples at {config.sample_rate} Hz, "
-            f"got {audio.shape[0]}"
-        )
-    levels = quantize(audio[:samples], config.quantization)[None]
-    levels = torch.cat([torch.full((1, config.history), ZERO_LEVEL), levels], dim=1)
-    condition = None
-    if loaded.tokenizer is not None:
-        latent = loaded.tokenizer.encode_latent(mono, read.sample_rate, bitrate)
-        condition = model.align_condition(latent, samples)
-    bits = sequence_bits(model, levels, condition)
+    bits, samples = loaded.bits(read.audio, read.sample_rate, bitrate)
     return {
         "item": item.id,
         "tags": sorted(item.tags),
@@ -127,21 +77,18 @@ def item_nll(loaded, item: Item, bitrate: float | None) -> dict:
     }
 
 
-def _check_bitrate(loaded, bitrate: float | None) -> float | None:
-    if loaded.tokenizer is None:
-        if bitrate is not None:
-            raise ValueError(
-                f"--bitrate: {loaded.path} is an unconditional SampleRNN, which reads no "
-                f"bitstream; got {bitrate:g} kbps"
-            )
-        return None
-    if bitrate is None:
+def load_likelihood_model(path: str | os.PathLike):
+    """The model of the checkpoint at ``path``, loaded by its family's registered codec (its
+    ``likelihood_model``); ``ValueError`` for a family without a likelihood."""
+    family = load_checkpoint(path).codec
+    known = family in CODECS.names()
+    loader = getattr(CODECS.factory(family), "likelihood_model", None) if known else None
+    if loader is None:
         raise ValueError(
-            f"--bitrate: {loaded.path} decodes a {loaded.tokenizer.family} bitstream; expected "
-            "one of "
-            f"{', '.join(f'{value:g}' for value in loaded.tokenizer.codec.bitrates)} kbps"
+            f"--model: {path} is a {family!r} checkpoint, which has no likelihood to score; "
+            "expected a sample-level model's (`bench train samplernn`)"
         )
-    return loaded.tokenizer.codec.check_bitrate(bitrate)
+    return loader(path)
 
 
 def _config(settings: NllSettings, loaded, items: list[Item], hashes: dict[str, str]) -> dict:
@@ -217,10 +164,8 @@ def run_nll(settings: NllSettings, run_dir: str | os.PathLike, progress: bool = 
     return :func:`summary` of the rows."""
     from tqdm import tqdm
 
-    from bench.codecs.samplernn.codec import load_samplernn
-
-    loaded = load_samplernn(settings.model)
-    bitrate = _check_bitrate(loaded, settings.bitrate)
+    loaded = load_likelihood_model(settings.model)
+    bitrate = loaded.check_bitrate(settings.bitrate)
     dataset = load_dataset(
         settings.data,
         limit=settings.limit,

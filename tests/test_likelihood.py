@@ -19,7 +19,6 @@ from bench.codecs.samplernn.conditioning import (
 )
 from bench.codecs.samplernn.model import CONFIGS, ZERO_LEVEL, SampleRnn, bits_per_sample
 
-from bench import likelihood
 from bench.cli import EXIT_OK, EXIT_USAGE, main
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -57,7 +56,7 @@ def model_path(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("nll_model") / "model.pt")
 
 
-def test_chunked_bits_equal_one_forward_pass(monkeypatch):
+def test_chunked_bits_equal_one_forward_pass():
     torch.manual_seed(0)
     model = SampleRnn(CONFIGS["tiny"]).eval()
     levels = torch.randint(0, 256, (1, 16 + 160))
@@ -65,8 +64,14 @@ def test_chunked_bits_equal_one_forward_pass(monkeypatch):
     with torch.no_grad():
         output = model(levels)
     expected = bits_per_sample(output.logits, model.targets(levels)).item() * 160
-    monkeypatch.setattr(likelihood, "CHUNK_SAMPLES", 48)  # 4 chunks, the last one short
-    assert likelihood.sequence_bits(model, levels) == pytest.approx(expected, rel=1e-5)
+    # 4 chunks, the last one short; 50 is rounded down to 48, whole top frames.
+    assert model.sequence_bits(levels, chunk_samples=50) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_checkpoint_without_a_likelihood_is_refused(data, tmp_path, capsys):
+    arguments = ["nll", "--model", str(ENCODEC_DEMO), "--data", data, "--out", str(tmp_path)]
+    assert main(arguments) == EXIT_USAGE
+    assert "is a 'encodec' checkpoint, which has no likelihood" in capsys.readouterr().err
 
 
 def test_bench_nll_scores_every_item_with_provenance(data, model_path, tmp_path, capsys):

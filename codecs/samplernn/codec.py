@@ -33,7 +33,14 @@ from bench.codecs.samplernn.conditioning import (
     Tokenizer,
     load_tokenizer,
 )
-from bench.codecs.samplernn.model import NAME, SampleRnn, SampleRnnConfig, dequantize
+from bench.codecs.samplernn.model import (
+    NAME,
+    ZERO_LEVEL,
+    SampleRnn,
+    SampleRnnConfig,
+    dequantize,
+    quantize,
+)
 
 from bench.audio import resample
 
@@ -55,6 +62,52 @@ class LoadedSampleRnn:
     tokenizer: Tokenizer | None
     tokenizer_hash: str | None
     step: int
+
+    def check_bitrate(self, bitrate: float | None) -> float | None:
+        """The encoder codec's listed bitrate ``bitrate`` means (a decoder needs one; an
+        unconditional model takes none); ``ValueError`` naming what was expected."""
+        if self.tokenizer is None:
+            if bitrate is not None:
+                raise ValueError(
+                    f"--bitrate: {self.path} is an unconditional SampleRNN, which reads no "
+                    f"bitstream; got {bitrate:g} kbps"
+                )
+            return None
+        if bitrate is None:
+            raise ValueError(
+                f"--bitrate: {self.path} decodes a {self.tokenizer.family} bitstream; expected "
+                f"one of {', '.join(f'{value:g}' for value in self.tokenizer.codec.bitrates)} kbps"
+            )
+        return self.tokenizer.codec.check_bitrate(bitrate)
+
+    def bits(
+        self, audio: torch.Tensor, sample_rate: int, bitrate: float | None = None
+    ) -> tuple[float, int]:
+        """The NLL in bits of ``audio`` ``(channels, samples)`` at ``sample_rate`` and the
+        samples it covers: mixed to mono, resampled to the model's rate, quantized and cut to
+        whole top frames, after one top frame of the zero level (where generation starts). A
+        decoder reads the stream its encoder codec sends at ``bitrate``, encoded from the audio
+        as given, as the codec would send it."""
+        config = self.model.config
+        mono = audio.mean(dim=0, keepdim=True)
+        resampled = resample(mono, sample_rate, config.sample_rate)[0]
+        samples = resampled.shape[0] // config.history * config.history
+        if samples == 0:
+            raise ValueError(
+                f"expected at least {config.history} samples at {config.sample_rate} Hz, got "
+                f"{resampled.shape[0]}"
+            )
+        levels = torch.cat(
+            [
+                torch.full((config.history,), ZERO_LEVEL),
+                quantize(resampled[:samples], config.quantization),
+            ]
+        )[None]
+        condition = None
+        if self.tokenizer is not None:
+            latent = self.tokenizer.encode_latent(mono, sample_rate, self.check_bitrate(bitrate))
+            condition = self.model.align_condition(latent, samples)
+        return self.model.sequence_bits(levels, condition), samples
 
 
 def load_samplernn(path: str | os.PathLike) -> LoadedSampleRnn:
@@ -126,6 +179,9 @@ class SampleRnnCodec(NeuralCodec):
     channels = 1
     nfe_options = None
     demo_checkpoint = DEMO_DECODER
+    # What `bench nll` loads a checkpoint of this family with (the harness reaches it through
+    # the registry, by the checkpoint's codec name).
+    likelihood_model = staticmethod(load_samplernn)
 
     def __init__(
         self, checkpoint: str | os.PathLike | None = None, temperature: float = 1.0

@@ -386,6 +386,36 @@ class SampleRnn(nn.Module):
         return levels[:, self.config.history :]
 
     @torch.no_grad()
+    def sequence_bits(
+        self,
+        levels: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        chunk_samples: int = 16_384,
+    ) -> float:
+        """Total NLL in bits of ``levels[:, history:]`` (teacher forcing): the exact forward
+        pass over the whole sequence, run ``chunk_samples`` at a time (rounded down to whole
+        top frames) with the state carried, so that the logits' memory stays bounded.
+        ``levels`` and ``condition`` as in :meth:`forward`."""
+        history = self.config.history
+        chunk = max(history, chunk_samples // history * history)
+        samples = levels.shape[1] - history
+        state, nats = None, 0.0
+        for start in range(0, samples, chunk):
+            length = min(chunk, samples - start)
+            window = levels[:, start : start + history + length]
+            given = None
+            if condition is not None:
+                given = condition[:, start // history : (start + length) // history]
+            output = self(window, given, state=state)
+            nats += F.cross_entropy(
+                output.logits.reshape(-1, Q_LEVELS),
+                self.targets(window).reshape(-1),
+                reduction="sum",
+            ).item()
+            state = output.state
+        return nats * LOG2_E
+
+    @torch.no_grad()
     def generate(
         self,
         num_samples: int,
