@@ -32,9 +32,14 @@ config field where the code differs):
 - The paper's MLP has a ReLU after its input layer (``input_layer_relu``, unverified: the
   paper says "MLP"); the official Theano code has none there (``input_layer_relu=False``).
 - Upsampling maps without bias, as the paper's ``W_j h_t`` (``upsample_bias``: the code's).
-- Learned initial states start at zero; ``W_x`` and the MLP layers keep PyTorch's default
-  initialisation (the code uses He / LeCun initialisation and weight normalisation; neither is
-  implemented here).
+- Learned initial states start at zero; every layer keeps PyTorch's default initialisation
+  (the paper names none). ``initialisation="code"`` takes the PyTorch port's instead: He
+  uniform for ``W_x`` and the ReLU layers of the MLP, LeCun uniform for the RNNs' input maps,
+  their recurrent update and reset maps and the output layer, orthogonal for the recurrent
+  candidate map, uniform +-sqrt(6 / d) for the upsampling maps, zero biases.
+- No weight normalisation by default (the paper does not mention it); ``weight_norm=True``
+  reparametrises every linear map and convolution outside the RNNs as the Theano code's
+  ``--weight_norm`` flag does (which layers it covers there is unverified).
 - The 3-tier code's extra "independent predictions" head is left out (the code does not
   train it).
 - Conditioning held (sample-and-hold) rather than interpolated; our choice, not the paper's.
@@ -59,6 +64,7 @@ LOG2_E = math.log2(math.e)
 QUANTIZATIONS = ("linear", "mu-law")
 RNNS = ("gru", "lstm")
 LSTM_FORGET_BIAS = 3.0
+INITIALISATIONS = ("pytorch", "code")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class SampleRnnConfig:
     sample_rate: int = 16_000
     condition_dim: int = 0
     condition_hop: float = 0.0
+    initialisation: str = "pytorch"
+    weight_norm: bool = False
 
     def __post_init__(self) -> None:
         if not self.frame_sizes or any(size < 1 for size in self.frame_sizes):
@@ -96,6 +104,10 @@ class SampleRnnConfig:
             )
         if self.rnn not in RNNS:
             raise ValueError(f"expected rnn in {RNNS}, got {self.rnn!r}")
+        if self.initialisation not in INITIALISATIONS:
+            raise ValueError(
+                f"expected initialisation in {INITIALISATIONS}, got {self.initialisation!r}"
+            )
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"expected quantization in {QUANTIZATIONS}, got {self.quantization!r}")
         if self.condition_dim < 0 or (self.condition_dim > 0) != (self.condition_hop > 0):
@@ -172,6 +184,12 @@ def dequantize(levels: torch.Tensor, quantization: str = "linear") -> torch.Tens
     return audio
 
 
+def lecun_uniform_(weight: torch.Tensor) -> None:
+    """LeCun's uniform initialisation, U(-sqrt(3 / fan_in), sqrt(3 / fan_in)), in place."""
+    bound = math.sqrt(3.0 / weight[0].numel())
+    nn.init.uniform_(weight, -bound, bound)
+
+
 def rescale(levels: torch.Tensor) -> torch.Tensor:
     """Levels -> the frame tiers' real inputs in [-2, 2) (the paper's rescaling)."""
     return 4.0 * levels.float() / Q_LEVELS - 2.0
@@ -210,16 +228,46 @@ class FrameTier(nn.Module):
         self.lstm = config.rnn == "lstm"
         self.frame_input = nn.Linear(self.frame_size, dim)
         self.rnn = (nn.LSTM if self.lstm else nn.GRU)(dim, dim, layers, batch_first=True)
-        if self.lstm:
-            # PyTorch's gate order is input, forget, cell, output: the forget bias is the second
-            # quarter (in one of the two bias vectors, which add up).
-            for name, bias in self.rnn.named_parameters():
-                if name.startswith("bias_ih"):
-                    with torch.no_grad():
-                        bias[dim : 2 * dim] = LSTM_FORGET_BIAS
+        self.set_forget_bias()
         state_shape = (2, layers, dim) if self.lstm else (layers, dim)
         self.initial_state = nn.Parameter(torch.zeros(state_shape))
         self.upsample = nn.Linear(dim, self.ratio * out_dim, bias=config.upsample_bias)
+
+    @torch.no_grad()
+    def set_forget_bias(self) -> None:
+        """An LSTM's forget-gate bias at 3 (a GRU has none). PyTorch's gate order is input,
+        forget, cell, output: the forget bias is the second quarter (in one of the two bias
+        vectors, which add up)."""
+        if not self.lstm:
+            return
+        dim = self.rnn.hidden_size
+        for name, bias in self.rnn.named_parameters():
+            if name.startswith("bias_ih"):
+                bias[dim : 2 * dim] = LSTM_FORGET_BIAS
+
+    @torch.no_grad()
+    def code_initialisation(self) -> None:
+        """The PyTorch port's initialisation of this tier; see the module docstring."""
+        nn.init.kaiming_uniform_(self.frame_input.weight, nonlinearity="relu")
+        nn.init.zeros_(self.frame_input.bias)
+        dim = self.rnn.hidden_size
+        gates = 4 if self.lstm else 3
+        candidate = 2  # GRU (reset, update, new) and LSTM (input, forget, cell, output)
+        for name, parameter in self.rnn.named_parameters():
+            if name.startswith("bias"):
+                nn.init.zeros_(parameter)
+                continue
+            for gate in range(gates):
+                block = parameter[gate * dim : (gate + 1) * dim]
+                if name.startswith("weight_hh") and gate == candidate:
+                    nn.init.orthogonal_(block)
+                else:
+                    lecun_uniform_(block)
+        self.set_forget_bias()
+        bound = math.sqrt(6.0 / dim)
+        nn.init.uniform_(self.upsample.weight, -bound, bound)
+        if self.upsample.bias is not None:
+            nn.init.zeros_(self.upsample.bias)
 
     def start(self, batch_size: int) -> torch.Tensor:
         """The learned initial state for ``batch_size`` sequences."""
@@ -263,6 +311,17 @@ class SampleMlp(nn.Module):
             nn.Linear(dim, Q_LEVELS),
         )
 
+    @torch.no_grad()
+    def code_initialisation(self) -> None:
+        """The PyTorch port's initialisation of the MLP; see the module docstring."""
+        nn.init.kaiming_uniform_(self.window_input.weight, nonlinearity="relu")
+        *hidden, output = [layer for layer in self.head if isinstance(layer, nn.Linear)]
+        for layer in hidden:
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        lecun_uniform_(output.weight)
+        nn.init.zeros_(output.bias)
+
     def forward(self, levels: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """``levels`` ``(batch, steps + window - 1)``, ``conditioning`` ``(batch, steps, dim)``
         -> logits ``(batch, steps, 256)``, step ``t`` from levels ``t .. t + window - 1``."""
@@ -299,6 +358,13 @@ class SampleRnn(nn.Module):
         self.condition_input = (
             nn.Linear(config.condition_dim, config.rnn_dim) if config.condition_dim else None
         )
+        if config.initialisation == "code":
+            for part in (*self.tiers, self.sample_mlp):
+                part.code_initialisation()
+        if config.weight_norm:
+            for module in self.modules():
+                if isinstance(module, nn.Linear | nn.Conv1d):
+                    nn.utils.parametrizations.weight_norm(module)
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
         """Every tier's learned initial state: where each sequence starts."""

@@ -95,7 +95,13 @@ def test_each_tier_fires_once_per_its_frame_size_over_a_generated_second():
 
 @pytest.mark.parametrize(
     "config",
-    [TINY, TINY_3, replace(TINY_3, name="lstm", rnn="lstm"), CONDITIONAL],
+    [
+        TINY,
+        TINY_3,
+        replace(TINY_3, name="lstm", rnn="lstm"),
+        CONDITIONAL,
+        replace(CONDITIONAL, name="code-init-wn", initialisation="code", weight_norm=True),
+    ],
     ids=lambda config: config.name,
 )
 def test_incremental_generation_gives_the_teacher_forced_logits(config):
@@ -204,6 +210,7 @@ def test_the_paper_configs():
         ({"rnn": "rnn"}, "expected rnn in"),
         ({"quantization": "a-law"}, "expected quantization in"),
         ({"condition_dim": 4}, "condition_hop > 0"),
+        ({"initialisation": "he"}, "expected initialisation in"),
     ],
 )
 def test_bad_configs(fields, message):
@@ -242,3 +249,33 @@ def test_bad_input():
     generator.append(torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="all 1 samples are generated"):
         generator.next_logits()
+
+
+def test_the_code_initialisation_option():
+    torch.manual_seed(0)
+    config = replace(TINY_3, name="code-init", initialisation="code")
+    model = SampleRnn(config)
+    for tier in model.tiers:
+        dim = config.rnn_dim
+        candidate = tier.rnn.weight_hh_l0[2 * dim :]
+        # Orthogonal: its rows are orthonormal.
+        torch.testing.assert_close(candidate @ candidate.T, torch.eye(dim), atol=1e-5, rtol=0)
+        assert tier.rnn.weight_ih_l0.abs().max() <= math.sqrt(3 / tier.rnn.input_size)
+        assert all(not bias.any() for name, bias in tier.rnn.named_parameters() if "bias" in name)
+        assert tier.upsample.weight.abs().max() <= math.sqrt(6 / dim)
+    output = model.sample_mlp.head[-1]
+    assert output.weight.abs().max() <= math.sqrt(3 / config.mlp_dim) and not output.bias.any()
+    lstm = SampleRnn(replace(config, rnn="lstm"))
+    forget = lstm.tiers[0].rnn.bias_ih_l0[config.rnn_dim : 2 * config.rnn_dim]
+    assert torch.all(forget == 3.0)  # kept through the zeroed biases
+
+
+def test_weight_norm_reparametrises_the_maps_outside_the_rnns():
+    model = SampleRnn(replace(CONDITIONAL, name="wn", weight_norm=True))
+    normalised = [
+        name for name, module in model.named_modules() if hasattr(module, "parametrizations")
+    ]
+    assert "tiers.0.frame_input" in normalised and "sample_mlp.window_input" in normalised
+    assert "condition_input" in normalised and "tiers.0.upsample" in normalised
+    assert not any(name.endswith(".rnn") for name in normalised)
+    assert SampleRnn(CONDITIONAL).state_dict().keys() != model.state_dict().keys()
