@@ -54,6 +54,7 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 # What its checkpoints carry as their model's name.
 NAME = "samplernn"
@@ -503,17 +504,20 @@ class SampleRnn(nn.Module):
             raise ValueError(f"expected a temperature > 0, got {temperature!r}")
         if condition is not None:
             batch_size = condition.shape[0]
-        generator = IncrementalGenerator(self, batch_size, condition, num_samples)
         uniforms = torch.rand(
             num_samples, batch_size, 1, generator=torch.Generator().manual_seed(seed)
         )
         levels = torch.empty(batch_size, num_samples, dtype=torch.long)
-        for step in range(num_samples):
-            probabilities = torch.softmax(generator.next_logits() / temperature, dim=-1)
-            drawn = torch.searchsorted(probabilities.cumsum(-1), uniforms[step])
-            drawn = drawn.clamp_(max=Q_LEVELS - 1)[:, 0]
-            generator.append(drawn)
-            levels[:, step] = drawn
+        # Weight-normalised maps compute their weight once for the whole generation, not at
+        # every step.
+        with parametrize.cached():
+            generator = IncrementalGenerator(self, batch_size, condition, num_samples)
+            for step in range(num_samples):
+                probabilities = torch.softmax(generator.next_logits() / temperature, dim=-1)
+                drawn = torch.searchsorted(probabilities.cumsum(-1), uniforms[step])
+                drawn = drawn.clamp_(max=Q_LEVELS - 1)[:, 0]
+                generator.append(drawn)
+                levels[:, step] = drawn
         return levels
 
 
