@@ -31,22 +31,27 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import torch
 from bench.codecs.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from bench.codecs.encodec.codec import DEMO_CHECKPOINT as ENCODEC_DEMO
 from bench.codecs.encodec.codec import EncodecCodec
 from bench.codecs.samplernn import model as samplernn_model
-from bench.codecs.samplernn.codec import DEMO_DECODER, DEMO_UNCONDITIONAL
+from bench.codecs.samplernn.codec import DEMO_DECODER, DEMO_UNCONDITIONAL, load_samplernn
 from bench.codecs.samplernn.conditioning import (
     MODEL_NETWORK,
     TOKENIZER_NETWORK,
     samplernn_checkpoint,
 )
+from bench.codecs.samplernn.model import ZERO_LEVEL, quantize
 from build_demo_checkpoint import HELD_OUT, _git_fact, card_header, ship_half_precision
 
+from bench.audio import load_audio, resample
+from bench.data import load_dataset
 from bench.likelihood import RESULTS_FILE, NllSettings, run_nll, summary
 from bench.report.build import build_report
 from bench.report.stats import (
     ConditionKey,
+    bootstrap_mean_ci,
     metric_directions,
     paired_comparison,
     results_frame,
@@ -72,7 +77,7 @@ SEED = 0
 # The paper's sampling (temperature 1, the codec's default) and a cooler one, our choice: a
 # weak model's samples carry its uncertainty as noise, which a lower temperature trades for
 # a flatter, more predictable signal.
-DECODINGS = {"samplernn": {}, "samplernn-t0.7": {"temperature": 0.7}}
+DECODINGS = {"samplernn": {}, "samplernn-cool": {"temperature": 0.7}}
 # The paper's Table 1, test NLL in bits per sample (models.md section 5).
 PAPER_TABLE_1 = {
     "2-tier": {"Blizzard": 1.392, "Onomatopoeia": 2.026, "Music": 1.076},
@@ -154,11 +159,59 @@ def nll_table(out: Path, limit: int | None) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def condition_use(limit: int | None) -> pd.DataFrame:
+    """Does the decoder read the bitstream? Its NLL on each held-out real speech item with the
+    stream of the item (at each bitrate) against the same stream time-reversed (the same
+    frames, out of place) and against none (zeros): what the true stream saves, in bits per
+    sample."""
+    loaded = load_samplernn(DEMO_DECODER)
+    model, config = loaded.model, loaded.model.config
+    records = []
+    spec, tags, excluded = NLL_SETS[0][1][0]
+    for item in load_dataset(spec, tags=tags, exclude_tags=excluded, limit=limit):
+        read = load_audio(item.path)
+        mono = read.audio.mean(dim=0, keepdim=True)
+        audio = resample(mono, read.sample_rate, config.sample_rate)[0]
+        samples = audio.shape[0] // config.history * config.history
+        levels = torch.cat([torch.full((config.history,), ZERO_LEVEL), quantize(audio[:samples])])[
+            None
+        ]
+        for bitrate in BITRATES:
+            latent = loaded.tokenizer.encode_latent(mono, read.sample_rate, bitrate)
+            condition = model.align_condition(latent, samples)
+            true = model.sequence_bits(levels, condition) / samples
+            records.append(
+                {
+                    "item": item.id,
+                    "kbps": bitrate,
+                    "true": true,
+                    "reversed": model.sequence_bits(levels, condition.flip(1)) / samples - true,
+                    "zeros": model.sequence_bits(levels, torch.zeros_like(condition)) / samples
+                    - true,
+                }
+            )
+    frame = pd.DataFrame(records)
+    rows = []
+    for bitrate, group in frame.groupby("kbps"):
+        row = {
+            "kbps": f"{bitrate:g}",
+            "items": len(group),
+            "NLL, true stream": group["true"].mean(),
+        }
+        for column, name in (("reversed", "reversed"), ("zeros", "zeros")):
+            low, high = bootstrap_mean_ci(group[column].to_numpy())
+            row[f"extra bits, {name} stream [95% CI]"] = (
+                f"{group[column].mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def score(out: Path, limit: int | None, workers: int) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """The codec sweep's summary, the paired comparisons and the run."""
     settings = SweepSettings(
         codecs=(*DECODINGS, "encodec-demo"),
-        label_codecs={"encodec-demo": "encodec", "samplernn-t0.7": "samplernn"},
+        label_codecs={"encodec-demo": "encodec", "samplernn-cool": "samplernn"},
         codec_options={label: options for label, options in DECODINGS.items() if options},
         codec_bitrates={label: BITRATES for label in (*DECODINGS, "encodec-demo")},
         seeds=(SEED,),
@@ -286,6 +339,7 @@ def write_card(
     unconditional: Checkpoint,
     decoder: Checkpoint,
     nll: pd.DataFrame | None,
+    use: pd.DataFrame | None,
     codec_scores: tuple[pd.DataFrame, pd.DataFrame, Path] | None,
 ) -> Path:
     paper = pd.DataFrame(PAPER_TABLE_1).T.reset_index(names="SampleRNN (paper, Table 1)")
@@ -318,6 +372,15 @@ def write_card(
         "",
         paper.to_markdown(index=False, floatfmt=".3f"),
         "",
+        "## Does the decoder read the bitstream?",
+        "",
+        "The decoder's NLL on the held-out real speech with each item's own stream, and the",
+        "bits per sample it loses when the same stream is time-reversed (right frames, wrong",
+        "places) or replaced by zeros; mean over items [95% BCa bootstrap CI]. The bits it",
+        "saves are the information it takes from the bitstream: little, if these are small.",
+        "",
+        use.to_markdown(index=False, floatfmt=".3f") if use is not None else "(not scored)",
+        "",
     ]
     if codec_scores is not None:
         stats, compared, run_dir = codec_scores
@@ -329,7 +392,7 @@ def write_card(
             "embedded corpus (never trained on),",
             "scored with `bench run`'s metrics; each cell is the mean [95% bootstrap CI over",
             f"items]. SampleRNN decodes with seed {SEED} at 16 kHz, resampled to 24 kHz;",
-            "`samplernn` samples at temperature 1 as the paper does, `samplernn-t0.7`",
+            "`samplernn` samples at temperature 1 as the paper does, `samplernn-cool`",
             "(`samplernn:temperature=0.7`) cooler. All decode EnCodec's bitstream, so",
             "`kbps_actual` is equal by construction.",
             f"Run and report: `{run_dir}`.",
@@ -373,11 +436,12 @@ def main() -> None:
     if megabytes > MAX_MEGABYTES:
         raise SystemExit(f"the checkpoints are {megabytes:.2f} MB, over {MAX_MEGABYTES:g} MB")
     print(f"shipped {DEMO_UNCONDITIONAL.name} and {DEMO_DECODER.name}: {megabytes:.2f} MB")
-    nll, codec_scores = None, None
+    nll, use, codec_scores = None, None, None
     if not arguments.no_score:
         nll = nll_table(arguments.scores, arguments.limit)
+        use = condition_use(arguments.limit)
         codec_scores = score(arguments.scores, arguments.limit, arguments.workers)
-    print(f"card: {write_card(unconditional, decoder, nll, codec_scores)}")
+    print(f"card: {write_card(unconditional, decoder, nll, use, codec_scores)}")
 
 
 if __name__ == "__main__":
