@@ -19,7 +19,8 @@
    choices (from the model's docstring).
 
 ``--no-score`` ships the checkpoints only; ``--limit N`` scores the first N items of each set
-(a quick try of the card, not a card to ship).
+(a quick try of the card, not a card to ship). Rerun with the same ``--scores`` to rebuild the
+card (after the speed benchmark, say): the scored runs there are resumed, not redone.
 """
 
 from __future__ import annotations
@@ -220,7 +221,11 @@ def score(out: Path, limit: int | None, workers: int) -> tuple[pd.DataFrame, pd.
         limit=limit,
         **HELD_OUT,
     )
-    result = run_sweep(settings, workers=workers, run_dir=out / "codec", cache_dir=None)
+    run_dir = out / "codec"
+    if (run_dir / "config.json").exists():  # a rebuild of the card resumes the scored run
+        result = run_sweep(workers=workers, resume=run_dir)
+    else:
+        result = run_sweep(settings, workers=workers, run_dir=run_dir, cache_dir=None)
     build_report(result.run_dir)
     frame, directions = results_frame(result.run_dir), metric_directions(result.run_dir)
     compared = pd.concat(
