@@ -172,6 +172,7 @@ for _name, _target in {
     "flowmac": "bench.codecs.flowmac.codec:FlowMacCodec",
     "flowmac-vocoder": "bench.codecs.flowmac.codec:FlowMacVocoderCodec",
     "soundstorm": "bench.codecs.soundstorm.codec:SoundStormCodec",
+    "samplernn": "bench.codecs.samplernn.codec:SampleRnnCodec",
 }.items():
     CODECS.register(_name, _target)
 DATASETS = Registry("dataset scheme", entry_point_group=DATASET_ENTRY_POINT_GROUP)
@@ -195,6 +196,7 @@ for _name, _target in {
     "flowmac": "bench.codecs.flowmac:TRAINING",
     "flowmac-vocoder": "bench.codecs.flowmac:VOCODER_TRAINING",
     "soundstorm": "bench.codecs.soundstorm:TRAINING",
+    "samplernn": "bench.codecs.samplernn:TRAINING",
     "lm": "bench.train.settings:ENTROPY_LM_TRAINING",
 }.items():
     SOLVERS.register(_name, _target)

@@ -4,6 +4,7 @@ EnCodec reference package."""
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 import time
@@ -76,6 +77,16 @@ class SlowQuantizingCodec(QuantizingCodec):
             time.sleep(600)
         time.sleep(0.04)
         return super()._decode(encoded, nfe, seed)
+
+
+def speech_like(seconds: float, seed: int = 0, sample_rate: int = 24_000) -> torch.Tensor:
+    """A modulated 220 Hz tone with a little noise, ``(1, samples)`` float32: an input with
+    some structure for the token and sample models' codec tests."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = int(seconds * sample_rate)
+    time = torch.arange(samples) / sample_rate
+    noise = 0.05 * torch.randn(1, samples, generator=generator)
+    return (0.3 * torch.sin(2 * math.pi * 220.0 * time) * torch.sin(3 * time) + noise).float()
 
 
 def process_alive(pid: int) -> bool:

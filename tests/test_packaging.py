@@ -13,9 +13,9 @@ import pytest
 from helpers import REPO_ROOT
 
 # The neural codecs whose small demo checkpoints ship inside the package.
-DEMO_CODECS = ("encodec", "hificodec", "flowmac", "soundstorm")
+DEMO_CODECS = ("encodec", "hificodec", "flowmac", "soundstorm", "samplernn")
 # The network whose hash each demo's card must quote: the model the codec is named after.
-CARD_NETWORK = {"soundstorm": "soundstorm"}
+CARD_NETWORK = {"soundstorm": "soundstorm", "samplernn": "model"}
 
 
 def _declared_packages() -> set[str]:
@@ -69,6 +69,7 @@ def test_wheel_maps_codecs_to_bench_codecs_and_ships_the_corpus(tmp_path):
     for codec in DEMO_CODECS:
         assert f"bench/codecs/{codec}/checkpoints/{codec}_tiny_demo.pt" in names
         assert f"bench/codecs/{codec}/checkpoints/MODEL_CARD.md" in names
+    assert "bench/codecs/samplernn/checkpoints/samplernn_decoder_demo.pt" in names
 
 
 @pytest.mark.parametrize("codec", DEMO_CODECS)
@@ -85,3 +86,14 @@ def test_demo_checkpoint_fits_the_budget_and_carries_its_card(codec):
     card = (path.parent / "MODEL_CARD.md").read_text()
     assert checkpoint.network(CARD_NETWORK.get(codec, "codec")).hash in card
     assert "not the" in card
+
+
+def test_the_samplernn_demos_ship_together_within_the_budget():
+    """The unconditional model and the codec decoder: 5 MB at most together, both carded."""
+    from bench.codecs.checkpoint import load_checkpoint
+    from bench.codecs.samplernn.codec import DEMO_DECODER, DEMO_UNCONDITIONAL
+
+    assert DEMO_UNCONDITIONAL.stat().st_size + DEMO_DECODER.stat().st_size <= 5_000_000
+    card = (DEMO_DECODER.parent / "MODEL_CARD.md").read_text()
+    for path in (DEMO_UNCONDITIONAL, DEMO_DECODER):
+        assert load_checkpoint(path, "samplernn").network("model").hash in card

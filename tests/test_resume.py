@@ -23,16 +23,24 @@ METRICS = "mel_distance,si_sdr,kbps_actual"
 
 
 def _bench(arguments: list[str], env: dict, **kwargs) -> subprocess.Popen:
+    """`bench` as a terminal's foreground job: in its own process group, with SIGINT at its
+    default whatever this process has. A shell starts a background job (``pytest ... &``)
+    with SIGINT ignored, a child inherits that, and `bench` rightly keeps ignoring it."""
     command = [sys.executable, "-m", "bench.cli", *arguments]
-    return subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        **kwargs,
-    )
+    # A caught signal is reset to its default in an exec'd child; an ignored one is not.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            **kwargs,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _row_count(path: Path) -> int:

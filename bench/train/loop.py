@@ -130,9 +130,11 @@ class StopRequest:
     once the step in progress has finished, so the saved state lies on a step boundary and
     ``--resume`` continues exactly; a second signal stops at once, inside a step
     (``in_step``), but waits while a finished step is being counted and logged: cut there,
-    the saved state was a step ahead of the log. The handlers are installed
-    for the loop alone, also where the process was started in the background, which makes a
-    shell ignore SIGINT for it."""
+    the saved state was a step ahead of the log. The handlers are installed for the loop alone.
+    A signal the process was started ignoring stays ignored: a shell starts a background job
+    with SIGINT ignored, and a SIGINT reaching it (a terminal's Ctrl-C, meant for the
+    foreground) must not count as the first of two signals, which would make the SIGTERM
+    that follows cut a step short."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -150,7 +152,11 @@ class StopRequest:
     def __enter__(self) -> StopRequest:
         # Signal handlers can only be set from the main thread (a test may train in another).
         if self.enabled and threading.current_thread() is threading.main_thread():
-            self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+            self.previous = {
+                number: signal.signal(number, self._handle)
+                for number in self.SIGNALS
+                if signal.getsignal(number) is not signal.SIG_IGN
+            }
         return self
 
     def __exit__(self, *exception: object) -> None:

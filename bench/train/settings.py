@@ -431,3 +431,67 @@ class SoundStormTrainSettings(SolverSettings):
     def resumes(self, saved: SolverSettings) -> bool:
         # Where the tokens are cached does not change them.
         return replace(saved, steps=self.steps, token_cache=self.token_cache) == self
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleRnnTrainSettings(SolverSettings):
+    """SampleRNN (Mehri et al. 2017) by truncated BPTT: each sequence (a segment of
+    ``segment_seconds``) is cut into chunks of ``tbptt_samples``, one optimiser step per chunk,
+    the tiers' hidden state carried from chunk to chunk and reset at each new sequence. Adam at
+    the paper's 1e-3, each gradient element clipped to +-``gradient_clip`` as in the paper."""
+
+    solver: ClassVar[str] = "bench.train.solvers.samplernn:SampleRnnSolver"
+
+    # The module that declares the model (`CONFIGS`, `SampleRnn`, `quantize`,
+    # `bits_per_sample`) and the one that conditions it on a codec's bitstream
+    # (`load_tokenizer`, `conditioned_config`, `encode_latent`, `samplernn_checkpoint`); the
+    # recipe of the package that owns them fixes both.
+    model: str
+    conditioning: str
+    codec_checkpoint: str | None = field(
+        default=None,
+        metadata=option(
+            "the EnCodec or FlowMAC checkpoint whose bitstream conditions the model, a codec "
+            "decoder (default: unconditional)"
+        ),
+    )
+    config: str = field(default="tiny", metadata=option("model configuration"))
+    segment_seconds: float = field(
+        default=8.0, metadata=option("sequence length, reset between (paper: 8 s)")
+    )
+    tbptt_samples: int = field(
+        default=1024,
+        metadata=option("samples per truncated-BPTT chunk (paper: 1024 2-tier, 512 3-tier)"),
+    )
+    learning_rate: float = field(default=1e-3, metadata=option("Adam (paper: 1e-3)"))
+    gradient_clip: float = field(
+        default=1.0, metadata=option("clip each gradient element to +-this (paper: 1)")
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        configs = load_target(f"{self.model}:CONFIGS")
+        _check_choices({"--config": (self.config, tuple(configs))})
+        top_frame = configs[self.config].frame_sizes[0]
+        if self.tbptt_samples % top_frame:
+            raise ValueError(
+                f"--tbptt-samples: expected a multiple of the top frame size {top_frame}, "
+                f"got {self.tbptt_samples}"
+            )
+        if self.chunks_per_sequence(configs[self.config].sample_rate) < 1:
+            raise ValueError(
+                f"--segment-seconds: expected at least one chunk of {self.tbptt_samples} "
+                f"samples, got {self.segment_seconds} s"
+            )
+
+    def chunks_per_sequence(self, sample_rate: int) -> int:
+        """TBPTT chunks (optimiser steps) per sequence; the remainder of a segment is unused."""
+        return int(round(self.segment_seconds * sample_rate)) // self.tbptt_samples
+
+    def _ranges(self) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+        at_least, positive = super()._ranges()
+        return {1: {**at_least[1], "--tbptt-samples": self.tbptt_samples}}, {
+            **positive,
+            "--learning-rate": self.learning_rate,
+            "--gradient-clip": self.gradient_clip,
+        }

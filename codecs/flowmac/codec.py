@@ -232,17 +232,24 @@ class FlowMacCodec(_FlowMacCheckpoint):
         )
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
+        codes = self.read_codes(encoded)
+        # Without an NFE, the most the codec offers: the paper's 32 steps.
+        nfe = nfe if nfe is not None else max(self.nfe_options)
+        with torch.inference_mode():
+            mel = self.refined_mel(codes, nfe, seed)
+            return self.audio_of_mel(self.model.denormalise(mel), encoded.num_samples)
+
+    def read_codes(self, encoded: Encoded) -> torch.Tensor:
+        """The codes ``(n_q, frames)`` of ``encoded``'s payload, checked against its header and
+        length (what a decoder of another family, such as SampleRNN's, reads)."""
         header, frames = self._check_header(encoded.payload)
         n_q = header.get("n_q")
         if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.config.n_q:
             raise BitstreamError(f"expected n_q in 1..{self.config.n_q}, got {n_q!r}")
         num_frames = self.model.frames_for(encoded.num_samples)
-        codes = unpack_codes(frames[0], n_q, num_frames, self.model.bits_per_code())
-        # Without an NFE, the most the codec offers: the paper's 32 steps.
-        nfe = nfe if nfe is not None else max(self.nfe_options)
-        with torch.inference_mode():
-            mel = self.refined_mel(torch.from_numpy(codes), nfe, seed)
-            return self.audio_of_mel(self.model.denormalise(mel), encoded.num_samples)
+        return torch.from_numpy(
+            unpack_codes(frames[0], n_q, num_frames, self.model.bits_per_code())
+        )
 
     def refined_mel(self, codes: torch.Tensor, nfe: int, seed: int | None) -> torch.Tensor:
         """The normalised mel the ODE integrates from the coarse mel of ``codes``, starting

@@ -7,9 +7,9 @@ demo are the codec contract's (test_contract.py)."""
 
 from __future__ import annotations
 
-import math
 import shutil
 
+import helpers
 import pytest
 import torch
 from bench.codecs.bitstream import unpack
@@ -31,11 +31,7 @@ SECONDS = 0.5
 
 
 def speech_like(seconds: float = SECONDS, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    samples = int(seconds * 24_000)
-    time = torch.arange(samples) / 24_000
-    noise = 0.05 * torch.randn(1, samples, generator=generator)
-    return (0.3 * torch.sin(2 * math.pi * 220.0 * time) * torch.sin(3 * time) + noise).float()
+    return helpers.speech_like(seconds, seed)
 
 
 def save_checkpoint(path, tokenizer=ENCODEC_DEMO):
