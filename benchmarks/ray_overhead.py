@@ -11,8 +11,10 @@ Measures, in one process and one sitting (so the figures share the machine's sta
 - the driver's cost per task: recording a result (rows appended and fsynced, listening
   audio written), measured as a warm re-run served wholly from the cache, whose per-task
   work is the driver's own plus a cache read;
+- cache I/O: the bytes a cold run writes to the cache per task;
 - scale-out on paper: from these figures, the wall time of LibriSpeech test-clean
-  (5.4 h, 2,620 utterances) x 10 conditions on 1, 8 and 64 workers, and what limits it.
+  (5.4 h, 2,620 utterances) x 10 conditions on 1, 8 and 64 workers, what limits it (the
+  workers, or the driver recording results), and the write rate the shared cache must take.
 
 Run: ``python benchmarks/ray_overhead.py [--repeats 2] [--json reports/ray_overhead.json]``.
 """
@@ -91,20 +93,33 @@ def _driver_ms_per_task(
     return 1000 * (wall - fewer_wall) / (tasks - fewer_tasks)
 
 
-def _scale_out(cpu_per_audio_second: float, driver_ms: float, ray_task_ms: float) -> dict:
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _scale_out(
+    cpu_per_audio_second: float,
+    driver_ms: float,
+    ray_task_ms: float,
+    cache_bytes_per_audio_s: float,
+) -> dict:
     """Wall time of test-clean x CONDITIONS on each worker count, from measured unit costs:
     the workers' share of the work (plus Ray's per-task overhead) or the driver's recording
-    time, whichever is longer."""
+    time, whichever is longer; and the rate at which the workers write the shared cache."""
     tasks = TEST_CLEAN_ITEMS * CONDITIONS
     cpu_seconds = cpu_per_audio_second * TEST_CLEAN_SECONDS * CONDITIONS
+    cache_bytes = cache_bytes_per_audio_s * TEST_CLEAN_SECONDS * CONDITIONS
     estimates = {}
     for workers in WORKER_COUNTS:
         work = (cpu_seconds + tasks * ray_task_ms / 1000) / workers
         driver = tasks * driver_ms / 1000
+        wall = max(work, driver)
         estimates[str(workers)] = {
-            "wall_hours": max(work, driver) / 3600,
+            "wall_hours": wall / 3600,
             "limited_by": "workers" if work >= driver else "driver",
+            "cache_write_mb_per_s": cache_bytes / wall / 1e6,
         }
+    estimates["cache_gb"] = cache_bytes / 1e9
     # Where the driver becomes the limit: the work per task over the driver's time per task.
     estimates["driver_limit_workers"] = int(
         (cpu_seconds / tasks + ray_task_ms / 1000) / (driver_ms / 1000)
@@ -117,7 +132,7 @@ def _scale_out(cpu_per_audio_second: float, driver_ms: float, ray_task_ms: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--codecs", default="encodec,opus")
-    parser.add_argument("--bitrates", default="1.5,3,6,12")
+    parser.add_argument("--bitrates", default="1.5,6")
     parser.add_argument("--metrics", help="comma-separated (default: every metric)")
     parser.add_argument("--data", default="embedded")
     parser.add_argument("--workers", type=int, default=2)
@@ -146,6 +161,7 @@ def main() -> None:
                 settings, arguments.workers, Path(scratch), Path(scratch) / "cache-process", items
             )
             audio_seconds = _audio_seconds(process.run_dir)
+            cache_bytes = _folder_bytes(Path(scratch) / "cache-process")
         rounds.append(
             {
                 "process_wall_s": walls["process"],
@@ -155,6 +171,7 @@ def main() -> None:
                 "cpu_s_per_audio_s": (process.codec_seconds + process.metric_seconds)
                 / audio_seconds,
                 "driver_ms_per_task": driver_ms,
+                "cache_bytes_per_audio_s": cache_bytes / audio_seconds,
             }
         )
         print(
@@ -168,7 +185,12 @@ def main() -> None:
     ray_task_ms = empty["ray"]
     # An item of L seconds costs cpu_s_per_audio_s * L worker-seconds per condition.
     one_percent_item_seconds = ray_task_ms / 1000 / (0.01 * medians["cpu_s_per_audio_s"])
-    scale_out = _scale_out(medians["cpu_s_per_audio_s"], medians["driver_ms_per_task"], ray_task_ms)
+    scale_out = _scale_out(
+        medians["cpu_s_per_audio_s"],
+        medians["driver_ms_per_task"],
+        ray_task_ms,
+        medians["cache_bytes_per_audio_s"],
+    )
     report = {
         "measured": time.strftime("%Y-%m-%d"),
         "settings": {**settings.to_json(), "workers": arguments.workers},
@@ -196,9 +218,10 @@ def main() -> None:
         estimate = scale_out[str(workers)]
         print(
             f"    {workers:3d} workers: {estimate['wall_hours']:.2f} h, limited by "
-            f"{estimate['limited_by']}"
+            f"{estimate['limited_by']}; cache writes {estimate['cache_write_mb_per_s']:.2f} MB/s"
         )
     print(f"    the driver limits beyond {scale_out['driver_limit_workers']} workers")
+    print(f"    the cache grows by {scale_out['cache_gb']:.1f} GB")
     if arguments.json:
         arguments.json.write_text(json.dumps(report, indent=2) + "\n")
 
