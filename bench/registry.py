@@ -273,3 +273,4 @@ def codec_info(name: str, **options: Any) -> CodecInfo:
 EXECUTORS = Registry("executor", entry_point_group=EXECUTOR_ENTRY_POINT_GROUP)
 EXECUTORS.register("inline", "bench.executors.inline:InlineExecutor")
 EXECUTORS.register("process", "bench.executors.process:ProcessExecutor")
+EXECUTORS.register("ray", "bench.executors.ray_cluster:RayExecutor")

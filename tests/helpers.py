@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 import types
@@ -61,13 +63,26 @@ class QuantizingCodec(Codec):
 class SlowQuantizingCodec(QuantizingCodec):
     """The quantising codec with a fixed 40 ms decode, so a run lasts long enough to kill.
 
-    With ``BENCH_TEST_STALL_AFTER=N`` in the environment, every decode after an instance's
-    N-th (its warm-up counts) hangs for ten minutes, as a codec on a very long item does,
-    after writing a file named by its pid into ``BENCH_TEST_STALL_DIR``.
+    Hooks for the tests that kill runs and workers, read from the environment:
+
+    - ``BENCH_TEST_STALL_AFTER=N``: every decode after an instance's N-th (its warm-up
+      counts) hangs for ten minutes, as a codec on a very long item does, after writing a
+      file named by its pid into ``BENCH_TEST_STALL_DIR``.
+    - ``BENCH_TEST_PAUSE_ONCE=PATH``, where PATH's folder exists: the first decode after an
+      instance's second, in whichever process first creates PATH, writes its pid there and
+      hangs; every other decode, a restarted worker's included, runs as usual.
+    - ``BENCH_TEST_BUILT=PATH``, where PATH's folder exists: each instance appends its pid to
+      PATH when built, to count how often workers load the codec.
     """
 
     name = "slow-quantizer"
     decodes = 0
+
+    def __init__(self) -> None:
+        built = os.environ.get("BENCH_TEST_BUILT")
+        if built and Path(built).parent.is_dir():
+            with open(built, "a") as log:
+                log.write(f"{os.getpid()}\n")
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:
         self.decodes += 1
@@ -75,8 +90,38 @@ class SlowQuantizingCodec(QuantizingCodec):
         if stall_after is not None and self.decodes > int(stall_after):
             Path(os.environ["BENCH_TEST_STALL_DIR"], str(os.getpid())).touch()
             time.sleep(600)
+        pause = os.environ.get("BENCH_TEST_PAUSE_ONCE")
+        if pause and self.decodes > 2 and Path(pause).parent.is_dir():
+            try:
+                with open(pause, "x") as claimed:
+                    claimed.write(str(os.getpid()))
+            except FileExistsError:
+                pass
+            else:
+                time.sleep(600)
         time.sleep(0.04)
         return super()._decode(encoded, nfe, seed)
+
+
+def start_bench(arguments: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """`bench ARGUMENTS` started as a terminal's foreground job: in a session and process
+    group of its own, output captured, SIGINT at its default whatever this process has. A
+    shell starts a background job (``pytest ... &``) with SIGINT ignored, a child inherits
+    that, and `bench` rightly keeps ignoring it; a Ctrl-C test would then fail."""
+    command = [sys.executable, "-m", "bench.cli", *arguments]
+    # A caught signal is reset to its default in an exec'd child; an ignored one is not.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def speech_like(seconds: float, seed: int = 0, sample_rate: int = 24_000) -> torch.Tensor:

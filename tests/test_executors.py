@@ -21,7 +21,8 @@ class ReversedExecutor:
     """A third executor, as a cluster one would be: it runs every task, then hands the
     results back in the reverse order (completion order is the executor's business)."""
 
-    def __init__(self, workers: int, setup: WorkerSetup | None = None) -> None:
+    def __init__(self, workers: int | None, setup: WorkerSetup | None = None) -> None:
+        self.workers = 1
         self.setup = setup
 
     def __enter__(self) -> ReversedExecutor:
@@ -30,6 +31,9 @@ class ReversedExecutor:
 
     def __exit__(self, *exception) -> None:
         self.setup.stop()
+
+    def execution(self) -> dict:
+        return {"workers": self.workers}
 
     def map(self, function, tasks):
         return reversed([function(task) for task in tasks])

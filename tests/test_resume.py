@@ -9,38 +9,16 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import child_pids, install_plugin, process_alive, write_tone
+from helpers import child_pids, install_plugin, process_alive, start_bench, write_tone
 
 from bench.store import RunStore
 
 ITEMS = 24
 METRICS = "mel_distance,si_sdr,kbps_actual"
-
-
-def _bench(arguments: list[str], env: dict, **kwargs) -> subprocess.Popen:
-    """`bench` as a terminal's foreground job: in its own process group, with SIGINT at its
-    default whatever this process has. A shell starts a background job (``pytest ... &``)
-    with SIGINT ignored, a child inherits that, and `bench` rightly keeps ignoring it."""
-    command = [sys.executable, "-m", "bench.cli", *arguments]
-    # A caught signal is reset to its default in an exec'd child; an ignored one is not.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            **kwargs,
-        )
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _row_count(path: Path) -> int:
@@ -66,7 +44,7 @@ def _slow_run(tmp_path: Path, items: int, env: dict) -> subprocess.Popen:
     """A real `bench run` of ``items`` tones through the slow plug-in codec, two workers."""
     arguments = [*_slow_run_arguments(tmp_path, items), "--no-report"]
     arguments += ["--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]
-    return _bench(arguments, env)
+    return start_bench(arguments, env)
 
 
 def _wait_for(condition, process: subprocess.Popen, what: str, seconds: float = 120) -> None:
@@ -122,7 +100,7 @@ def test_ctrl_c_stops_workers_mid_task_names_the_run_and_resume_completes(tmp_pa
     assert f"continue with `bench run --resume {run_dir}`" in stderr
     assert _row_count(run_dir / "results.jsonl") > 0, "rows finished before Ctrl-C were lost"
 
-    resumed = _bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
+    resumed = start_bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     keys = [(row["item"], row["metric"]) for row in RunStore(run_dir).rows()]
@@ -135,7 +113,7 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path):
     env = install_plugin(tmp_path / "plugin")
 
     runs = tmp_path / "runs"
-    process = _bench([*common, "--out", str(runs), "--cache", str(tmp_path / "cache")], env)
+    process = start_bench([*common, "--out", str(runs), "--cache", str(tmp_path / "cache")], env)
     metrics_per_item = len(METRICS.split(","))
     kill_after_rows = random.Random(os.getpid()).randint(1, ITEMS // 2) * metrics_per_item
     deadline = time.monotonic() + 120
@@ -155,7 +133,7 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path):
     ]
     assert len(rows_before) < ITEMS * metrics_per_item
 
-    resumed = _bench(["run", "--resume", str(results.parent), "--quiet"], env)
+    resumed = start_bench(["run", "--resume", str(results.parent), "--quiet"], env)
     stdout, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     metrics_seen: dict[str, int] = {}
@@ -177,7 +155,7 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path):
     }
 
     # The resumed run's values equal those of an uninterrupted run without the cache.
-    reference = _bench([*common, "--out", str(tmp_path / "reference"), "--no-cache"], env)
+    reference = start_bench([*common, "--out", str(tmp_path / "reference"), "--no-cache"], env)
     reference.communicate(timeout=300)
     assert reference.returncode == 0
     reference_rows = list(RunStore(next((tmp_path / "reference").iterdir())).rows())
@@ -189,14 +167,14 @@ def test_a_second_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path)
     env = install_plugin(tmp_path / "plugin")
     run_dir = tmp_path / "run"
     arguments = _slow_run_arguments(tmp_path, ITEMS)
-    killed = _bench([*arguments, "--no-cache", "--run-dir", str(run_dir)], env)
+    killed = start_bench([*arguments, "--no-cache", "--run-dir", str(run_dir)], env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _row_count(run_dir / "results.jsonl") < 3:
         time.sleep(0.005)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
 
-    first = _bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
+    first = start_bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
     lock = run_dir / ".lock"
     while time.monotonic() < deadline and first.poll() is None:
         if lock.read_text().strip() == str(first.pid):
@@ -206,7 +184,7 @@ def test_a_second_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path)
     os.killpg(first.pid, signal.SIGSTOP)
     try:
         assert first.poll() is None, f"the first resume ended too soon: {first.communicate()}"
-        second = _bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
+        second = start_bench(["run", "--resume", str(run_dir), "--quiet", "--no-report"], env)
         _, stderr = second.communicate(timeout=300)
     finally:
         os.killpg(first.pid, signal.SIGCONT)

@@ -124,12 +124,20 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         help="code the tokens with the codec's entropy-coding LM (EnCodec); kbps from real bytes",
     )
     run.add_argument(
-        "--workers", type=int, help="processes for coding and metrics (default: number of cores)"
+        "--workers",
+        type=int,
+        help="processes for coding and metrics (default: number of cores; with "
+        "--executor ray, the cluster's CPUs)",
     )
     run.add_argument(
         "--executor",
-        help="where tasks run: inline | process, or a registered one (default: inline for "
-        "one worker, else process); like --workers, not part of the run's identity",
+        help="where tasks run: inline | process | ray, or a registered one (default: inline "
+        "for one worker, else process); like --workers, not part of the run's identity",
+    )
+    run.add_argument(
+        "--ray-address",
+        help="with --executor ray: `auto` or HOST:PORT of a running Ray cluster whose nodes "
+        "share this filesystem (default: a new Ray instance on this machine)",
     )
     run.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
     run.add_argument("--run-dir", help="exact run directory to create (instead of under --out)")
@@ -159,12 +167,21 @@ def run_command(arguments: argparse.Namespace) -> int:
         )
     if arguments.resume and not os.path.isdir(arguments.resume):
         raise ValueError(f"--resume: expected a run directory, got {arguments.resume!r}")
+    executor_options = {}
+    if arguments.ray_address is not None:
+        if arguments.executor != "ray":
+            raise ValueError(
+                f"--ray-address: expected --executor ray with it, got --executor "
+                f"{arguments.executor or '(default)'}"
+            )
+        executor_options["address"] = arguments.ray_address
     settings = None if arguments.resume else settings_from_arguments(arguments)
     cache_dir = None if arguments.no_cache else (arguments.cache or DEFAULT_CACHE_DIR)
     summary = run_sweep(
         settings,
         workers=arguments.workers,
         executor=arguments.executor,
+        executor_options=executor_options,
         out_root=arguments.out,
         run_dir=arguments.run_dir,
         cache_dir=cache_dir,

@@ -1,5 +1,6 @@
 """Where a sweep's tasks run: one :class:`Executor` protocol, implemented inline (in the
-calling process) and as a local process pool; a cluster executor (Ray) is one more
+calling process), as a local process pool and on a Ray cluster (``ray_cluster``, an
+optional dependency imported only when used); a third-party executor is one more
 implementation registered under its name. Resume, caching and writing stay with the caller,
 so every executor inherits them."""
 

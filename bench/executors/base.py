@@ -4,8 +4,8 @@ An executor is a context manager: entering starts its workers, each of which fir
 the :class:`WorkerSetup` it was created with (loading per-worker state, such as a cache
 handle, into that process's globals); leaving waits for nothing more and stops them. A
 worker returns what it computed; only the caller writes results. Executors are found by
-name in :data:`bench.registry.EXECUTORS`, and every factory takes the same arguments:
-``(workers, setup)``.
+name in :data:`bench.registry.EXECUTORS`, and every factory takes the same arguments,
+``(workers, setup)``, plus the options of its own (the Ray executor's ``address``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class Executor(Protocol):
     completion order. An exception raised by ``function`` propagates from ``map``.
     """
 
+    workers: int | None  # how many tasks run at once; None until started picks a default
+
     def __enter__(self) -> Executor: ...
 
     def __exit__(
@@ -56,13 +58,21 @@ class Executor(Protocol):
         self, function: Callable[[Task], Result], tasks: Iterable[Task]
     ) -> Iterator[Result]: ...
 
+    def execution(self) -> dict:
+        """How the started executor runs tasks, for a run's ``config.json``: at least
+        ``{"workers": count}``."""
+        ...
 
-def create_executor(name: str, workers: int, setup: WorkerSetup | None = None) -> Executor:
-    """The executor registered as ``name`` with ``workers`` workers (not yet started).
+
+def create_executor(
+    name: str, workers: int | None, setup: WorkerSetup | None = None, **options: object
+) -> Executor:
+    """The executor registered as ``name`` with ``workers`` workers (``None``: its default,
+    such as the number of cores), not yet started; ``options`` are its own settings.
 
     Raises :class:`bench.registry.UnknownNameError` (a ``ValueError``) for an unknown name
     and ``ValueError`` for a worker count the executor cannot use.
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ValueError(f"expected --workers >= 1, got {workers}")
-    return EXECUTORS.create(name, workers=workers, setup=setup)
+    return EXECUTORS.create(name, workers=workers, setup=setup, **options)

@@ -17,12 +17,13 @@ from bench.parallel import pinned_threads
 class InlineExecutor:
     """Runs each task in this process, in order; results come as they are computed."""
 
-    def __init__(self, workers: int = 1, setup: WorkerSetup | None = None) -> None:
-        if workers != 1:
+    def __init__(self, workers: int | None = 1, setup: WorkerSetup | None = None) -> None:
+        if workers not in (None, 1):
             raise ValueError(
                 f"the inline executor runs one task at a time; expected --workers 1, got "
                 f"{workers} (use the process executor for more)"
             )
+        self.workers = 1
         self.setup = setup
 
     def __enter__(self) -> InlineExecutor:
@@ -38,6 +39,9 @@ class InlineExecutor:
     ) -> None:
         if self.setup is not None and self.setup.stop is not None:
             self.setup.stop()
+
+    def execution(self) -> dict:
+        return {"workers": self.workers}
 
     def map(self, function: Callable[[Task], Result], tasks: Iterable[Task]) -> Iterator[Result]:
         with pinned_threads():

@@ -7,6 +7,7 @@ executor before running torch work in the calling process (see :mod:`bench.paral
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
@@ -17,10 +18,11 @@ from bench.parallel import process_pool
 
 
 class ProcessExecutor:
-    """Runs tasks on ``workers`` processes; results come in completion order."""
+    """Runs tasks on ``workers`` processes (default: one per core); results come in
+    completion order."""
 
-    def __init__(self, workers: int, setup: WorkerSetup | None = None) -> None:
-        self.workers = workers
+    def __init__(self, workers: int | None = None, setup: WorkerSetup | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
         self.setup = setup
         self._stack = ExitStack()
         self._pool: ProcessPoolExecutor | None = None
@@ -39,6 +41,9 @@ class ProcessExecutor:
         self._pool = None
         # An exception (Ctrl-C included) reaches process_pool, which stops the workers now.
         self._stack.__exit__(kind, error, traceback)
+
+    def execution(self) -> dict:
+        return {"workers": self.workers}
 
     def map(self, function: Callable[[Task], Result], tasks: Iterable[Task]) -> Iterator[Result]:
         if self._pool is None:

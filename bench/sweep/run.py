@@ -83,9 +83,10 @@ def _resumable(store: RunStore) -> Iterator[None]:
         raise RunInterrupted(store.run_dir) from interrupt
 
 
-def default_executor(workers: int) -> str:
-    """The executor for ``workers`` when none is named: inline for one, else processes."""
-    return "inline" if workers == 1 else "process"
+def default_executor(workers: int | None) -> str:
+    """The executor for ``workers`` (``None``: one per core) when none is named: inline for
+    one, else processes."""
+    return "inline" if (workers or os.cpu_count()) == 1 else "process"
 
 
 def _provenance(
@@ -146,6 +147,7 @@ def run_sweep(
     *,
     workers: int | None = None,
     executor: str | None = None,
+    executor_options: Mapping[str, object] | None = None,
     out_root: str | os.PathLike = "runs",
     run_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
@@ -154,17 +156,17 @@ def run_sweep(
 ) -> RunSummary:
     """Plan, execute and record a sweep; or continue the run in ``resume``.
 
-    ``workers`` (default: the number of cores) and ``executor`` (a name registered in
-    :data:`bench.registry.EXECUTORS`; default: inline for one worker, else a process pool)
-    say how the run is executed, never what it computes: they are not part of its identity,
-    and a resumed run takes them from this call. The run goes to ``run_dir`` if given, else
+    ``workers`` (default: the executor's, one per core or per cluster CPU), ``executor`` (a
+    name registered in :data:`bench.registry.EXECUTORS`; default: inline for one worker,
+    else a process pool) and its ``executor_options`` (Ray's ``address``) say how the run is
+    executed, never what it computes: they are not part of its identity, and a resumed run
+    takes them from this call. The run goes to ``run_dir`` if given, else
     to a new folder under ``out_root``. ``cache_dir=None`` disables the cache; a resumed run
     uses the cache of the run it continues, whatever ``cache_dir`` says. Raises
     ``ValueError`` (with the valid values) for unknown codecs, metrics or executors,
     unsupported bitrates or NFEs and bad dataset specs.
     """
     started = time.perf_counter()
-    workers = workers if workers is not None else os.cpu_count() or 1
     executor = executor or default_executor(workers)
     store = None
     recorded_hashes = None
@@ -179,7 +181,8 @@ def run_sweep(
     bind_metrics(settings.metrics, settings.metric_options)
     cache_root = str(cache_dir) if cache_dir is not None else None
     setup = WorkerSetup(evaluate.start_worker, (cache_root,), evaluate.stop_worker)
-    pool = create_executor(executor, workers, setup)  # checked here, started below
+    # Checked here, started below.
+    pool = create_executor(executor, workers, setup, **(executor_options or {}))
     if cache_dir is not None:
         writable_folder(cache_dir, "--cache" if resume is None else "the run's cache_dir")
 
@@ -205,7 +208,7 @@ def run_sweep(
             store = RunStore(
                 run_dir or new_run_dir(writable_folder(out_root, "--out"), config_hash)
             )
-            execution = {"workers": workers, "executor": executor}
+            execution = {**pool.execution(), "executor": executor}
             provenance = _provenance(
                 store, config_hash, settings, execution, cache_dir, codecs, dataset, hashes
             )
@@ -328,7 +331,8 @@ def _execute(
             path = store.decoded_audio_path(
                 condition.label, condition.bitrate, condition.nfe, task.item.id
             )
-            audio = torch.from_numpy(result.listening.audio)
+            # A copy: an array a worker sent may be read-only (Ray hands out shared memory).
+            audio = torch.tensor(result.listening.audio)
             bench_audio.save_listening_copy(path, audio, result.listening.sample_rate)
         summary.failures += sum(1 for record in records if record.failure is not None)
         summary.codec_seconds += result.codec_seconds
