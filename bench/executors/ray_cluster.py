@@ -71,16 +71,23 @@ class RayExecutor:
     ``address`` is ``"local"`` (the default) for a new Ray instance on this machine, shut
     down on leaving; ``"auto"`` or ``HOST:PORT`` for a running cluster, from which the
     driver only disconnects. A Ray session the caller already started is used as it is.
+    ``use_gpus`` gives each actor one GPU where the cluster has GPUs (a training task, such
+    as a study's variant, then runs on it); without GPUs in the cluster it changes nothing.
     """
 
     def __init__(
-        self, workers: int | None = None, setup: WorkerSetup | None = None, address: str = LOCAL
+        self,
+        workers: int | None = None,
+        setup: WorkerSetup | None = None,
+        address: str = LOCAL,
+        use_gpus: bool = False,
     ) -> None:
         self.ray = import_ray()
         self.requested_workers = workers
         self.workers = workers
         self.setup = setup
         self.address = address
+        self.use_gpus = use_gpus
         self._connected_here = False
         self._actors: list = []
         self._pool = None
@@ -119,8 +126,12 @@ class RayExecutor:
                 f"expected --workers between 1 and the Ray cluster's {cpus} CPUs, got "
                 f"{self.workers}"
             )
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if self.use_gpus else 0
+        if gpus:
+            # An actor holding a GPU waits for a free one: no more actors than GPUs.
+            self.workers = min(self.workers, gpus)
         actor = ray.remote(RayWorker).options(
-            num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS
+            num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=RESTARTS, max_task_retries=RESTARTS
         )
         self._actors = [actor.remote(self.setup, os.getcwd()) for _ in range(self.workers)]
         try:  # every actor's setup, so that a failing one fails here, with its cause

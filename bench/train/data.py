@@ -21,12 +21,22 @@ class SegmentSampler:
     that one bad file among thousands neither stops training nor goes unnoticed.
     """
 
-    def __init__(self, spec: str, sample_rate: int, channels: int, seconds: float, limit=None):
+    def __init__(
+        self,
+        spec: str,
+        sample_rate: int,
+        channels: int,
+        seconds: float,
+        limit: int | None = None,
+        progress: bool = True,
+    ) -> None:
         dataset = load_dataset(spec, limit=limit)
         self.segment = int(round(seconds * sample_rate))
         self.clips: list[torch.Tensor] = []
         self.skipped = list(dataset.skipped)
-        for item in tqdm(dataset.items, desc="loading training audio", unit="item"):
+        for item in tqdm(
+            dataset.items, desc="loading training audio", unit="item", disable=not progress
+        ):
             try:
                 loaded = bench_audio.load_audio(item.path)
             except bench_audio.AudioError as error:

@@ -187,7 +187,7 @@ def train(
     solver = solver_type(settings, distributed.device)
     step = load_state(solver, saved_state(last, settings, solver.name)) if resume else 0
     solver.wrap_for_workers(distributed.rank, distributed.world_size)
-    solver.use_data(sampler)
+    solver.use_data(sampler, progress=progress and distributed.is_main)
     if distributed.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {

@@ -110,8 +110,9 @@ class Solver(ABC):
         """Join ``world_size`` workers as ``rank``: wrap what averages gradients in DDP."""
         self.rank, self.world_size = rank, world_size
 
-    def use_data(self, sampler: SegmentSampler | None = None) -> None:
-        """Draw batches from ``sampler``; by default, segments of the settings' data."""
+    def use_data(self, sampler: SegmentSampler | None = None, progress: bool = True) -> None:
+        """Draw batches from ``sampler``; by default, segments of the settings' data
+        (``progress``: with a bar while they load)."""
         settings = self.settings
         self.sampler = sampler or SegmentSampler(
             settings.data,
@@ -119,6 +120,7 @@ class Solver(ABC):
             self.channels,
             settings.segment_seconds,
             settings.data_limit,
+            progress,
         )
 
     def finish(self, out_dir: Path) -> None:  # noqa: B027 - optional hook

@@ -106,12 +106,17 @@ class SoundStormSolver(Solver):
         if world_size > 1:
             self.parallel_model = data_parallel(self.model, self.device)
 
-    def use_data(self, sampler: SegmentSampler | None = None) -> None:
+    def use_data(self, sampler: SegmentSampler | None = None, progress: bool = True) -> None:
         """Load the corpus, then its tokens: from the cache, or encoded once and cached."""
-        super().use_data(sampler)
+        super().use_data(sampler, progress)
         cache = Path(self.settings.token_cache or DEFAULT_CACHE_DIR / "soundstorm-tokens")
         segment = self.sampler.segment
-        for clip in tqdm(self.sampler.clips, desc="tokens of the training audio", unit="item"):
+        for clip in tqdm(
+            self.sampler.clips,
+            desc="tokens of the training audio",
+            unit="item",
+            disable=not progress,
+        ):
             audio = nn.functional.pad(clip, (0, max(0, segment - clip.shape[-1])))
             key = content_key(
                 {
