@@ -305,7 +305,8 @@ def _train_all(
             how = "trained" if model.trained_now else "already trained"
             bar.write(
                 f"{model.variant} seed {model.seed}: {how}, {model.steps} steps, "
-                f"{model.wall_seconds:.0f} s"
+                f"{model.wall_seconds:.0f} s",
+                file=sys.stderr,
             )
             bar.update(1)
     return {label: trained[label] for label in study.labels()}

@@ -70,7 +70,7 @@ def ablate_command(arguments: argparse.Namespace) -> int:
         workers=arguments.workers,
         executor_options=options,
         progress=not arguments.quiet,
-        command=["bench", *sys.argv[1:]] if sys.argv[0].endswith("bench") else None,
+        command=["bench", *sys.argv[1:]],
     )
     paths = write_tables(study, result.folder)
     print(paths[0].read_text(encoding="utf-8"))

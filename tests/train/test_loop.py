@@ -142,6 +142,17 @@ def test_a_registered_recipe_trains_from_the_command_line(toy, data, tmp_path):
     assert checkpoint.metadata["data"] == data
 
 
+def test_without_progress_training_draws_no_bar_not_even_while_its_data_loads(
+    toy, data, tmp_path, capfd
+):
+    """`bench ablate` trains several variants at once: their bars would interleave."""
+    train(toy_settings(data, 1), tmp_path / "quiet", progress=False)
+    quiet = capfd.readouterr()
+    assert quiet.err == "" and quiet.out == ""
+    train(toy_settings(data, 1), tmp_path / "shown", progress=True)
+    assert "loading training audio" in capfd.readouterr().err
+
+
 def test_ctrl_c_saves_exports_and_the_resumed_run_ends_as_an_uninterrupted_one(
     toy, data, tmp_path, monkeypatch
 ):
