@@ -13,7 +13,6 @@ model retrained since then sends the old evaluation to ``evaluation.stale-N``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -25,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.ablate.study import Study
+from bench.audio import file_sha256
 from bench.executors import create_executor
 from bench.provenance import backend_versions, git_state
 from bench.store import RunStore, writable_folder, write_atomically
@@ -65,14 +65,6 @@ class StudyRun:
     folder: Path
     trained: dict[str, TrainedModel]
     evaluation_dir: Path
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _settings_of(task: TrainingTask):
@@ -157,7 +149,9 @@ def _read_record(path: Path) -> dict | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: expected the study's JSON record, got invalid JSON ({error})")
+        raise ValueError(
+            f"{path}: expected the study's JSON record, got invalid JSON ({error})"
+        ) from None
     if not isinstance(record, dict) or "study" not in record:
         raise ValueError(f"{path}: expected the study's JSON record, got {str(record)[:80]!r}")
     return record
@@ -299,7 +293,12 @@ def _train_all(
         options.setdefault("use_gpus", True)  # one GPU per training task where the cluster has them
     trained = {}
     pool = create_executor(executor, workers, **options)
-    with pool, tqdm(total=len(tasks), desc=f"bench ablate {study.name}: train", disable=not progress) as bar:
+    with (
+        pool,
+        tqdm(
+            total=len(tasks), desc=f"bench ablate {study.name}: train", disable=not progress
+        ) as bar,
+    ):
         for model in pool.map(train_variant, tasks):
             trained[f"{model.variant}-s{model.seed}"] = model
             how = "trained" if model.trained_now else "already trained"

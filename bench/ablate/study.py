@@ -105,7 +105,9 @@ class Study:
     def labels(self) -> dict[str, tuple[str, int]]:
         """The evaluation sweep's condition label of each variant × seed: ``VARIANT-sSEED``."""
         return {
-            f"{variant}-s{seed}": (variant, seed) for variant in self.variants for seed in self.seeds
+            f"{variant}-s{seed}": (variant, seed)
+            for variant in self.variants
+            for seed in self.seeds
         }
 
 
@@ -133,12 +135,16 @@ def _parse(path: Path, data: dict) -> Study:
     _refuse_unknown(data, STUDY_KEYS, "key")
     recipe = data.get("recipe")
     if recipe not in SOLVERS.names():
-        raise ValueError(f"recipe: {did_you_mean('bench train recipe', str(recipe), SOLVERS.names())}")
+        raise ValueError(
+            f"recipe: {did_you_mean('bench train recipe', str(recipe), SOLVERS.names())}"
+        )
     options = _recipe_options(recipe)
     base = _table(data, "base")
     for name in base:
         if name in COMMAND_LINE_OPTIONS:
-            raise ValueError(f"[base] sets {name!r}, which `bench ablate` takes from its command line")
+            raise ValueError(
+                f"[base] sets {name!r}, which `bench ablate` takes from its command line"
+            )
     _refuse_unknown(base, options, "option in [base]")
     variants = _table(data, "variants")
     if not variants:

@@ -51,7 +51,9 @@ def study_frame(study: Study, evaluation_dir: str | Path) -> pd.DataFrame:
 def _seed_interval(seed_means: np.ndarray) -> tuple[float, float]:
     if seed_means.size < 2:
         return np.nan, np.nan
-    half = scipy_stats.t.ppf((1 + CONFIDENCE) / 2, seed_means.size - 1) * scipy_stats.sem(seed_means)
+    half = scipy_stats.t.ppf((1 + CONFIDENCE) / 2, seed_means.size - 1) * scipy_stats.sem(
+        seed_means
+    )
     return float(seed_means.mean() - half), float(seed_means.mean() + half)
 
 
@@ -69,7 +71,10 @@ def study_statistics(study: Study, evaluation_dir: str | Path) -> pd.DataFrame:
     for bitrate in sorted(summary["bitrate"].unique()):
         comparisons = {
             variant: paired_comparison(
-                frame, ConditionKey(study.baseline, bitrate), ConditionKey(variant, bitrate), directions
+                frame,
+                ConditionKey(study.baseline, bitrate),
+                ConditionKey(variant, bitrate),
+                directions,
             ).set_index("metric")
             for variant in study.variants
             if variant != study.baseline
@@ -96,7 +101,13 @@ def study_statistics(study: Study, evaluation_dir: str | Path) -> pd.DataFrame:
                 "items": row["n"],
                 "failed": row["failed"],
                 "seed_means": json.dumps(
-                    dict(zip(seeds["training_seed"].astype(int).astype(str), seed_means.round(6)))
+                    dict(
+                        zip(
+                            seeds["training_seed"].astype(int).astype(str),
+                            seed_means.round(6),
+                            strict=True,
+                        )
+                    )
                 ),
                 "seed_ci_low": low,
                 "seed_ci_high": high,
@@ -172,9 +183,14 @@ def display_tables(statistics: pd.DataFrame, baseline: str) -> dict[float, pd.Da
                 if statistics["published"].notna().any():
                     row[f"{metric} published"] = _number(cell["published"], 2)
                 if variant != baseline:
+                    difference = _with_interval(
+                        cell["difference"],
+                        cell["difference_ci_low"],
+                        cell["difference_ci_high"],
+                        decimals,
+                    )
                     row[f"{metric} Δ vs baseline"] = (
-                        f"{_with_interval(cell['difference'], cell['difference_ci_low'], cell['difference_ci_high'], decimals)}"
-                        f", p = {_number(cell['p_value'], 3)}"
+                        f"{difference}, p = {_number(cell['p_value'], 3)}"
                     )
                 else:
                     row[f"{metric} Δ vs baseline"] = ""
@@ -210,7 +226,9 @@ def significance_text(statistics: pd.DataFrame, baseline: str) -> str:
     return "\n".join(lines)
 
 
-def write_tables(study: Study, study_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+def write_tables(
+    study: Study, study_dir: str | Path, out_dir: str | Path | None = None
+) -> list[Path]:
     """Write ``ablation.md``, ``.csv`` and ``.tex`` for the study run in ``study_dir`` (into
     ``out_dir``, default the study folder)."""
     study_dir = Path(study_dir)
@@ -299,7 +317,11 @@ def _latex(study: Study, tables: dict) -> str:
     for bitrate, table in tables.items():
         escaped = table.map(_latex_escape).rename(columns=_latex_escape)
         escaped = escaped.rename(
-            columns=lambda name: name.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("Δ", r"$\Delta$")
+            columns=lambda name: (
+                name.replace("↑", r"$\uparrow$")
+                .replace("↓", r"$\downarrow$")
+                .replace("Δ", r"$\Delta$")
+            )
         )
         styler = escaped.style.hide(axis="index")
         parts.append(

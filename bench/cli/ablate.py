@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli.common import EXIT_OK, add_subcommand, names
+from bench.cli.common import EXIT_OK, add_subcommand
 
 HELP = (
     "ablation study: train every variant x seed of a study (discriminator, balancer, "
@@ -18,12 +18,16 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     ablate = add_subcommand(subcommands, "ablate", ablate_command, HELP)
     ablate.set_defaults(continue_with=_continue_with)
     ablate.add_argument(
-        "study", metavar="STUDY", help="a shipped study (discriminator, balancer, quantizer) or a TOML file"
+        "study",
+        metavar="STUDY",
+        help="a shipped study (discriminator, balancer, quantizer) or a TOML file",
     )
     ablate.add_argument(
         "--data", required=True, help="training data: a dataset spec, e.g. manifest:PATH"
     )
-    ablate.add_argument("--steps", type=int, help="training steps per variant (default: the study's)")
+    ablate.add_argument(
+        "--steps", type=int, help="training steps per variant (default: the study's)"
+    )
     ablate.add_argument("--seeds", help="training seeds, comma-separated (default: the study's)")
     ablate.add_argument(
         "--executor",
@@ -59,7 +63,8 @@ def ablate_command(arguments: argparse.Namespace) -> int:
     if arguments.ray_address is not None:
         if arguments.executor != "ray":
             raise ValueError(
-                f"--ray-address: expected --executor ray with it, got --executor {arguments.executor}"
+                "--ray-address: expected --executor ray with it, got --executor "
+                f"{arguments.executor}"
             )
         options["address"] = arguments.ray_address
     result = run_study(

@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 import soundfile
 import torch
+from bench.codecs.checkpoint import Checkpoint, load_checkpoint
+from helpers import speech_like, start_bench
+
 from bench.ablate.run import STUDY_FILE, run_study
 from bench.ablate.study import load_study
 from bench.ablate.tables import study_statistics, write_tables
-from bench.codecs.checkpoint import Checkpoint, load_checkpoint
 from bench.data import load_dataset
-from helpers import speech_like, start_bench
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -158,12 +159,16 @@ def test_a_killed_study_resumes_without_retraining_and_ends_with_the_uninterrupt
     assert resumed.returncode == 0, errors
     assert "a seed 0: already trained" in errors and "same seed 0: trained" in errors
     assert finished.stat().st_mtime_ns == finished_at
-    log = [json.loads(line) for line in (out / "train" / "same" / "seed-0" / "train_log.jsonl").open()]
+    log = [
+        json.loads(line) for line in (out / "train" / "same" / "seed-0" / "train_log.jsonl").open()
+    ]
     assert [entry["step"] for entry in log] == list(range(1, 9)), "each step trained once"
     for variant in ("a", "same"):
         for name, tensor in model_state(out, variant).items():
             assert torch.equal(tensor, model_state(tmp_path / "straight", variant)[name])
-    assert (out / "ablation.csv").read_text() == (tmp_path / "straight" / "ablation.csv").read_text()
+    assert (out / "ablation.csv").read_text() == (
+        tmp_path / "straight" / "ablation.csv"
+    ).read_text()
     runs = json.loads((out / STUDY_FILE).read_text())["runs"]
     assert len(runs) == 2 and all(run["command"].startswith("bench ablate") for run in runs)
 

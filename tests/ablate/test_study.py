@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+
 from bench.ablate.study import SHARED_OPTIONS, load_study, study_names
 
 STUDY = """
@@ -29,7 +30,9 @@ data = "embedded"
 """
 
 
-def write_study(folder: Path, *, recipe="encodec", config="tiny", base="", variant="", evaluation=""):
+def write_study(
+    folder: Path, *, recipe="encodec", config="tiny", base="", variant="", evaluation=""
+):
     path = folder / "study.toml"
     path.write_text(
         STUDY.format(
@@ -72,7 +75,7 @@ def test_the_discriminator_study_covers_the_issue_and_pairs_the_published_rows()
     [
         ({"variant": 'discrimnators = "mpd"'}, "discrimnators"),
         ({"variant": 'discriminators = "mpd,wavenet"'}, "wavenet"),
-        ({"base": 'lerning_rate = 1e-3'}, "lerning_rate"),
+        ({"base": "lerning_rate = 1e-3"}, "lerning_rate"),
         ({"config": "huge"}, "'huge'"),
         ({"recipe": "encodek"}, "'encodek'"),
         ({"variant": "steps = 10"}, "steps"),
@@ -93,14 +96,25 @@ def test_an_unknown_baseline_or_study_is_refused(tmp_path):
     path.write_text(path.read_text().replace('baseline = "a"', 'baseline = "c"'))
     with pytest.raises(ValueError, match="unknown variant 'c'"):
         load_study(str(path))
-    with pytest.raises(ValueError, match="unknown study 'discriminators'; did you mean 'discriminator'"):
+    with pytest.raises(
+        ValueError, match="unknown study 'discriminators'; did you mean 'discriminator'"
+    ):
         load_study("discriminators")
 
 
 def test_the_command_refuses_an_unknown_study_with_exit_2(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "ablate", "quantiser", "--data", "embedded",
-         "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "ablate",
+            "quantiser",
+            "--data",
+            "embedded",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )
