@@ -124,16 +124,22 @@ def train_variant(task: TrainingTask) -> TrainedModel:
     )
 
 
+# What decides a study's numbers, and so must not change between the runs of one study
+# folder. The budget (steps and seeds) is not part of it: a rerun with more steps continues
+# each model from its last state, one with more seeds trains the new seeds alone, and each
+# run's budget is kept in the record's ``runs``. The presentation (baseline, comparisons,
+# published rows) may change: the tables are rebuilt from the same models and rows.
+IDENTITY_KEYS = ("recipe", "base", "variants", "evaluation", "training_data")
+
+
 def study_record(study: Study, data: str) -> dict:
-    """What identifies a study run: the study and its training data. The budget (steps and
-    seeds) is not part of it: a rerun with more steps continues each model from its last
-    state, one with more seeds trains the new seeds alone, and each run's budget is kept in
-    the record's ``runs``."""
+    """The study as run, with its training data (``IDENTITY_KEYS`` identify it)."""
     return {
         "name": study.name,
         "source": study.source,
         "recipe": study.recipe,
         "baseline": study.baseline,
+        "comparisons": [list(pair) for pair in study.comparisons],
         "base": {name: value for name, value in study.base.items() if name != "steps"},
         "variants": study.variants,
         "evaluation": study.evaluation,
@@ -235,15 +241,19 @@ def run_study(
     out_dir = writable_folder(out_dir, "--out")
     record_path = out_dir / STUDY_FILE
     with RunStore(out_dir).locked():
-        identity = study_record(study, data)
+        current = _as_json(study_record(study, data))
         record = _read_record(record_path)
-        if record is not None and record["study"] != json.loads(json.dumps(identity)):
-            raise ValueError(
-                f"{out_dir} holds a run of another study or other settings "
-                f"({record['study'].get('name')}); give another --out to start a new one"
-            )
+        if record is not None:
+            changed = [key for key in IDENTITY_KEYS if record["study"].get(key) != current[key]]
+            if changed:
+                raise ValueError(
+                    f"{out_dir} holds a run of another study or other settings "
+                    f"({record['study'].get('name')}: {', '.join(changed)} differ); give another "
+                    "--out to start a new one"
+                )
         check_held_out(study, data)
-        record = record or {"study": identity, "runs": [], "trained": {}}
+        record = record or {"runs": [], "trained": {}}
+        record["study"] = current
         record["runs"].append(
             {
                 "command": shlex.join(command or sys.argv),

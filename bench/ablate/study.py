@@ -53,6 +53,7 @@ STUDY_KEYS = (
     "variants",
     "evaluation",
     "published_models",
+    "comparisons",
 )
 
 
@@ -67,7 +68,8 @@ class Study:
     ``base`` its options; ``variants`` each variant's overrides, in the file's order;
     ``evaluation`` the sweep's settings (:class:`bench.sweep.SweepSettings` fields);
     ``published_models`` maps a variant to its row's ``model`` in ``published_table`` of
-    ``reports/published``."""
+    ``reports/published``; ``comparisons`` are the pairs of variants (candidate, reference)
+    the tables also test against each other, besides every variant against the baseline."""
 
     name: str
     recipe: str
@@ -80,6 +82,8 @@ class Study:
     description: str = ""
     published_table: str | None = None
     published_models: dict[str, str] = field(default_factory=dict)
+    # Pairs (candidate, reference) tested besides each variant against the baseline.
+    comparisons: tuple[tuple[str, str], ...] = ()
 
     def settings(self, variant: str, seed: int, data: str) -> Any:
         """The training settings of ``variant`` at ``seed`` on ``data``: the recipe's
@@ -172,6 +176,18 @@ def _parse(path: Path, data: dict) -> Study:
         raise ValueError("[evaluation]: expected `data`, the held-out dataset spec")
     published_models = _table(data, "published_models")
     _refuse_unknown(published_models, list(variants), "variant in [published_models]")
+    comparisons = data.get("comparisons", [])
+    if not isinstance(comparisons, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 for pair in comparisons
+    ):
+        raise ValueError(
+            f"comparisons: expected a list of [candidate, reference] pairs, got {comparisons!r}"
+        )
+    for variant in (name for pair in comparisons for name in pair):
+        if variant not in variants:
+            raise ValueError(
+                f"comparisons: {did_you_mean('variant', str(variant), list(variants))}"
+            )
     study = Study(
         name=path.stem,
         recipe=recipe,
@@ -184,6 +200,7 @@ def _parse(path: Path, data: dict) -> Study:
         description=str(data.get("description", "")),
         published_table=data.get("published_table"),
         published_models=published_models,
+        comparisons=tuple(tuple(pair) for pair in comparisons),
     )
     for variant in variants:  # every value checked by the recipe's own settings
         try:

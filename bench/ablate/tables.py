@@ -57,27 +57,41 @@ def _seed_interval(seed_means: np.ndarray) -> tuple[float, float]:
     return float(seed_means.mean() - half), float(seed_means.mean() + half)
 
 
+def study_pairs(study: Study, evaluation_dir: str | Path) -> pd.DataFrame:
+    """The paired tests of a study, one row per bitrate × pair × metric: every variant
+    against the baseline, then the study's ``comparisons`` (:func:`paired_comparison`'s
+    columns, with ``bitrate``, ``candidate_variant`` and ``reference_variant``)."""
+    frame = study_frame(study, evaluation_dir)
+    directions = metric_directions(evaluation_dir)
+    pairs = [(variant, study.baseline) for variant in study.variants if variant != study.baseline]
+    pairs += [pair for pair in study.comparisons if pair not in pairs]
+    tables = [
+        paired_comparison(
+            frame, ConditionKey(reference, bitrate), ConditionKey(candidate, bitrate), directions
+        ).assign(bitrate=bitrate, candidate_variant=candidate, reference_variant=reference)
+        for bitrate in sorted(frame["bitrate"].unique())
+        for candidate, reference in pairs
+    ]
+    return pd.concat(tables, ignore_index=True)
+
+
 def study_statistics(study: Study, evaluation_dir: str | Path) -> pd.DataFrame:
     """One row per variant × bitrate × metric: mean and interval over items, per-seed means
     and their interval, the published figure, and the paired test against the baseline."""
     frame = study_frame(study, evaluation_dir)
-    directions = metric_directions(evaluation_dir)
-    summary = summary_stats(frame, directions)
+    summary = summary_stats(frame, metric_directions(evaluation_dir))
     published = _published(study)
     per_seed = (
         frame.groupby(["label", "bitrate", "metric", "training_seed"])["value"].mean().reset_index()
     )
+    against_baseline = study_pairs(study, evaluation_dir)
+    against_baseline = against_baseline[against_baseline["reference_variant"] == study.baseline]
     rows = []
     for bitrate in sorted(summary["bitrate"].unique()):
+        at_bitrate = against_baseline[np.isclose(against_baseline["bitrate"], bitrate)]
         comparisons = {
-            variant: paired_comparison(
-                frame,
-                ConditionKey(study.baseline, bitrate),
-                ConditionKey(variant, bitrate),
-                directions,
-            ).set_index("metric")
-            for variant in study.variants
-            if variant != study.baseline
+            variant: tests.set_index("metric")
+            for variant, tests in at_bitrate.groupby("candidate_variant", sort=False)
         }
         for _, row in summary[np.isclose(summary["bitrate"], bitrate)].iterrows():
             variant, metric = row["label"], row["metric"]
@@ -199,52 +213,64 @@ def display_tables(statistics: pd.DataFrame, baseline: str) -> dict[float, pd.Da
     return tables
 
 
-def significance_text(statistics: pd.DataFrame, baseline: str) -> str:
-    """In words: which variants differ significantly from the baseline, on what, and which
-    do not (Wilcoxon, two-sided, 5 %)."""
+VERDICT_WORDS = {
+    "candidate better": "significantly better",
+    "candidate worse": "significantly worse",
+    "no significant difference": "not significantly different",
+}
+
+
+def significance_text(pairs: pd.DataFrame) -> str:
+    """In words: for each pair, on which metrics the candidate is significantly better or
+    worse than its reference and on which not (Wilcoxon, two-sided, 5 %)."""
     lines = []
-    for bitrate, group in statistics.groupby("bitrate", sort=True):
-        for variant, cells in group[group["variant"] != baseline].groupby("variant", sort=False):
-            said = []
-            for verdict in ("candidate better", "candidate worse", "no significant difference"):
-                metrics = cells[cells["verdict"] == verdict]
-                if metrics.empty:
-                    continue
-                details = ", ".join(
-                    f"{row['metric']} (Δ {row['difference']:+.3g}, p = {row['p_value']:.3g})"
-                    if not pd.isna(row["p_value"])
-                    else f"{row['metric']} (all differences zero)"
-                    for _, row in metrics.iterrows()
-                )
-                words = {
-                    "candidate better": "significantly better than",
-                    "candidate worse": "significantly worse than",
-                    "no significant difference": "not significantly different from",
-                }[verdict]
-                said.append(f"{words} {baseline} on {details}")
-            lines.append(f"- At {bitrate:g} kbps, **{variant}** is " + "; ".join(said) + ".")
+    for (bitrate, candidate, reference), tests in pairs.groupby(
+        ["bitrate", "candidate_variant", "reference_variant"], sort=False
+    ):
+        said = []
+        for verdict, words in VERDICT_WORDS.items():
+            metrics = tests[tests["verdict"] == verdict]
+            if metrics.empty:
+                continue
+            details = ", ".join(
+                f"{row['metric']} (Δ {row['mean_difference']:+.3g}, p = {row['p_value']:.3g})"
+                if not pd.isna(row["p_value"])
+                else f"{row['metric']} (all differences zero)"
+                for _, row in metrics.iterrows()
+            )
+            said.append(f"{words} on {details}")
+        lines.append(
+            f"- At {bitrate:g} kbps, **{candidate}** against {reference}: " + "; ".join(said) + "."
+        )
     return "\n".join(lines)
 
 
 def write_tables(
     study: Study, study_dir: str | Path, out_dir: str | Path | None = None
 ) -> list[Path]:
-    """Write ``ablation.md``, ``.csv`` and ``.tex`` for the study run in ``study_dir`` (into
-    ``out_dir``, default the study folder)."""
+    """Write ``ablation.md``, ``.csv`` and ``.tex``, and every paired test in
+    ``ablation_pairs.csv``, for the study run in ``study_dir`` (into ``out_dir``, default the
+    study folder)."""
     study_dir = Path(study_dir)
     out_dir = Path(out_dir or study_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = json.loads((study_dir / STUDY_FILE).read_text(encoding="utf-8"))
     statistics = study_statistics(study, study_dir / EVALUATION_DIR)
+    pairs = study_pairs(study, study_dir / EVALUATION_DIR)
     tables = display_tables(statistics, study.baseline)
-    paths = [out_dir / f"{TABLE_STEM}.{extension}" for extension in ("md", "csv", "tex")]
-    paths[0].write_text(_markdown(study, record, statistics, tables), encoding="utf-8")
+    paths = [out_dir / f"{TABLE_STEM}.{extension}" for extension in ("md", "csv", "tex")] + [
+        out_dir / f"{TABLE_STEM}_pairs.csv"
+    ]
+    paths[0].write_text(_markdown(study, record, statistics, pairs, tables), encoding="utf-8")
     statistics.to_csv(paths[1], index=False)
     paths[2].write_text(_latex(study, tables), encoding="utf-8")
+    pairs.to_csv(paths[3], index=False)
     return paths
 
 
-def _markdown(study: Study, record: dict, statistics: pd.DataFrame, tables: dict) -> str:
+def _markdown(
+    study: Study, record: dict, statistics: pd.DataFrame, pairs: pd.DataFrame, tables: dict
+) -> str:
     items = int(statistics["items"].max()) if not statistics.empty else 0
     seeds = ", ".join(map(str, study.seeds))
     parts = [
@@ -266,7 +292,7 @@ def _markdown(study: Study, record: dict, statistics: pd.DataFrame, tables: dict
         parts.append(f"## {bitrate:g} kbps\n")
         parts.append(table.to_markdown(index=False, disable_numparse=True) + "\n")
     parts.append("## Which differences are significant\n")
-    parts.append(significance_text(statistics, study.baseline) + "\n")
+    parts.append(significance_text(pairs) + "\n")
     parts.append(_provenance(record))
     return "\n".join(parts)
 

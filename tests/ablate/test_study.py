@@ -91,6 +91,16 @@ def test_a_bad_study_is_refused_naming_the_fault(tmp_path, fields, named):
     assert named in str(error.value)
 
 
+def test_a_comparison_of_an_unknown_variant_is_refused(tmp_path):
+    path = write_study(tmp_path)
+    path.write_text(path.read_text().replace("seeds = [0]", 'comparisons = [["b", "z"]]'))
+    with pytest.raises(ValueError, match="comparisons: unknown variant 'z'"):
+        load_study(str(path))
+    path.write_text(path.read_text().replace('[["b", "z"]]', '["b", "a"]'))
+    with pytest.raises(ValueError, match="expected a list of \\[candidate, reference\\] pairs"):
+        load_study(str(path))
+
+
 def test_an_unknown_baseline_or_study_is_refused(tmp_path):
     path = write_study(tmp_path)
     path.write_text(path.read_text().replace('baseline = "a"', 'baseline = "c"'))
