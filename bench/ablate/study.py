@@ -119,9 +119,11 @@ def load_study(name_or_path: str) -> Study:
     """The study shipped as ``name`` (``discriminator``, ``balancer``, ``quantizer``) or in the
     TOML file at ``name_or_path``. Raises ``ValueError`` naming the file and its fault."""
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = STUDIES_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
+    # A shipped study's name wins over a folder of that name (its study folder, say).
+    if not path.is_file():
+        if name_or_path in study_names():
+            path = STUDIES_DIR / f"{name_or_path}.toml"
+        elif not path.suffix:
             raise ValueError(did_you_mean("study", name_or_path, study_names()))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

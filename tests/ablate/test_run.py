@@ -16,6 +16,7 @@ import pytest
 import soundfile
 import torch
 from bench.codecs.checkpoint import Checkpoint, load_checkpoint
+from bench.codecs.encodec.codec import EncodecCodec
 from helpers import speech_like, start_bench
 
 from bench.ablate.run import STUDY_FILE, run_study
@@ -51,15 +52,19 @@ discriminators = "msstft"
 data = "embedded"
 tags = ["speech"]
 exclude_tags = ["synthetic", "noisy"]
-limit = 8
+limit = {limit}
 bitrates = [6]
 metrics = ["mel_distance", "si_sdr"]
 """
 
 
-def write_study(folder: Path, steps: int = 3, extra: str = "", top: str = "") -> Path:
+def write_study(
+    folder: Path, steps: int = 3, extra: str = "", top: str = "", items: int = 2
+) -> Path:
+    """A tiny study; ``items``: held-out items scored (a paired test needs 6 to be
+    significant at 5 %)."""
     path = folder / "study.toml"
-    path.write_text(STUDY.format(steps=steps, extra=extra, top=top))
+    path.write_text(STUDY.format(steps=steps, extra=extra, top=top, limit=items))
     return path
 
 
@@ -78,16 +83,16 @@ def model_state(study_dir: Path, variant: str, seed: int = 0) -> dict:
     return checkpoint.network("codec").state_dict
 
 
-def degrade_decoder(model_path: Path) -> None:
-    """Noise on the weights of the decoder's output convolution: a model made worse on
-    purpose, saved (and hashed) as a checkpoint like any other."""
+def perturb_decoder(model_path: Path) -> None:
+    """Noise on the weights of the decoder's output convolution, saved (and hashed) as a
+    checkpoint like any other: the model file changes."""
     checkpoint = load_checkpoint(model_path)
     network = checkpoint.network("codec")
     state = dict(network.state_dict)
     last = [key for key in state if key.startswith("decoder") and "weight" in key][-1]
     generator = torch.Generator().manual_seed(0)
     weight = state[last].float()
-    state[last] = weight + 0.5 * weight.std() * torch.randn(weight.shape, generator=generator)
+    state[last] = weight + 0.1 * weight.std() * torch.randn(weight.shape, generator=generator)
     Checkpoint(
         codec=checkpoint.codec,
         networks={"codec": type(network)(network.config, state)},
@@ -96,13 +101,30 @@ def degrade_decoder(model_path: Path) -> None:
     ).save(model_path)
 
 
+def add_noise_to_the_output_of(variant: str, monkeypatch) -> None:
+    """White noise at -20 dBFS on the decoded audio of ``variant``'s models alone: a variant
+    made worse on purpose."""
+    decode = EncodecCodec._decode
+
+    def noisy(self, encoded, nfe, seed):
+        decoded = decode(self, encoded, nfe, seed)
+        if Path(self.checkpoint_path).parts[-3] != variant:
+            return decoded
+        generator = torch.Generator().manual_seed(0)
+        return decoded + 0.1 * torch.randn(decoded.shape, generator=generator)
+
+    monkeypatch.setattr(EncodecCodec, "_decode", noisy)
+
+
 def test_no_op_variants_train_identical_models_and_a_degraded_one_is_flagged(
-    tmp_path, training_data
+    tmp_path, training_data, monkeypatch
 ):
-    path = write_study(tmp_path, extra="[variants.worse]", top='comparisons = [["worse", "same"]]')
+    path = write_study(
+        tmp_path, extra="[variants.worse]", top='comparisons = [["worse", "same"]]', items=8
+    )
     study = load_study(str(path))
     out = tmp_path / "study"
-    first = run_study(study, training_data, out, executor="process", workers=2, progress=False)
+    first = run_study(study, training_data, out, executor="inline", progress=False)
     for variant in ("same", "worse"):
         other = model_state(out, variant)
         for name, tensor in model_state(out, "a").items():
@@ -110,8 +132,10 @@ def test_no_op_variants_train_identical_models_and_a_degraded_one_is_flagged(
     statistics = study_statistics(study, first.evaluation_dir)
     assert set(statistics["verdict"].dropna()) == {"no significant difference"}
 
-    degrade_decoder(out / "train" / "worse" / "seed-0" / "model.pt")
-    again = run_study(study, training_data, out, executor="process", workers=2, progress=False)
+    # The model of `worse` changes and its decoder output gets noise (run in this process).
+    perturb_decoder(out / "train" / "worse" / "seed-0" / "model.pt")
+    add_noise_to_the_output_of("worse", monkeypatch)
+    again = run_study(study, training_data, out, executor="inline", progress=False)
     assert not any(model.trained_now for model in again.trained.values())
     # The evaluation scored the old model: kept aside, and the new one scores the new model.
     assert (out / "evaluation.stale-1" / "config.json").exists()
@@ -142,7 +166,7 @@ def _wait_for(condition, seconds: float, what: str) -> None:
 def test_a_killed_study_resumes_without_retraining_and_ends_with_the_uninterrupted_table(
     tmp_path, training_data
 ):
-    path = write_study(tmp_path, steps=8)
+    path = write_study(tmp_path, steps=16)
     arguments = ["ablate", str(path), "--data", training_data, "--workers", "1", "--quiet"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = start_bench([*arguments, "--out", str(tmp_path / "straight")], environment)
@@ -167,7 +191,7 @@ def test_a_killed_study_resumes_without_retraining_and_ends_with_the_uninterrupt
     log = [
         json.loads(line) for line in (out / "train" / "same" / "seed-0" / "train_log.jsonl").open()
     ]
-    assert [entry["step"] for entry in log] == list(range(1, 9)), "each step trained once"
+    assert [entry["step"] for entry in log] == list(range(1, 17)), "each step trained once"
     for variant in ("a", "same"):
         for name, tensor in model_state(out, variant).items():
             assert torch.equal(tensor, model_state(tmp_path / "straight", variant)[name])
@@ -182,10 +206,12 @@ def test_evaluation_data_that_was_trained_on_is_refused(tmp_path, training_data)
     folder = Path(training_data.removeprefix("folder:"))
     leaked = tmp_path / "training"
     shutil.copytree(folder, leaked)
-    item = load_dataset("embedded", item_ids=["cards_003"]).items[0]
+    item = load_dataset("embedded", item_ids=["librivox_0870"]).items[0]
     shutil.copy(item.path, leaked / f"renamed{item.path.suffix}")
     study = load_study(str(write_study(tmp_path)))
-    with pytest.raises(ValueError, match=r"not held out: 1 of its items .*cards_003 \(= renamed"):
+    with pytest.raises(
+        ValueError, match=r"not held out: 1 of its items .*librivox_0870 \(= renamed"
+    ):
         run_study(study, f"folder:{leaked}", tmp_path / "out", executor="inline", progress=False)
     assert not (tmp_path / "out" / "train").exists()
 

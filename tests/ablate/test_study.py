@@ -112,6 +112,12 @@ def test_an_unknown_baseline_or_study_is_refused(tmp_path):
         load_study("discriminators")
 
 
+def test_a_shipped_study_is_found_by_name_beside_its_own_study_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "balancer").mkdir()  # `bench ablate balancer --out balancer`, run again
+    assert load_study("balancer").recipe == "encodec"
+
+
 def test_the_command_refuses_an_unknown_study_with_exit_2(tmp_path):
     done = subprocess.run(
         [
