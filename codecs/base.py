@@ -27,7 +27,9 @@ class Encoded:
     to trim the decoder's padding, travels beside it as ``num_samples``, as a container
     format's length field would. ``codes`` is an optional view of the
     discrete tokens, ``(num_codebooks, frames)``, for token models and analysis; it is
-    never needed to decode.
+    never needed to decode. ``codebook_size`` is how many codes each level of ``codes``
+    draws from (``None``: not stated), for token statistics such as codebook usage; like
+    ``codes`` it describes the payload and is no part of it.
     """
 
     payload: bytes
@@ -35,6 +37,7 @@ class Encoded:
     sample_rate: int
     nominal_kbps: float
     codes: torch.Tensor | None = field(default=None, repr=False)
+    codebook_size: int | None = None
 
     @property
     def duration_seconds(self) -> float:

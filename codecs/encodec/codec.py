@@ -226,6 +226,7 @@ class EncodecCodec(NeuralCodec):
             sample_rate=self.sample_rate,
             nominal_kbps=bandwidth,
             codes=torch.cat([segment.codes[0] for segment in segments], dim=-1),
+            codebook_size=self.codebook_size,
         )
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:

@@ -229,6 +229,7 @@ class FlowMacCodec(_FlowMacCheckpoint):
             sample_rate=self.sample_rate,
             nominal_kbps=bitrate,
             codes=codes,
+            codebook_size=self.codebook_size,
         )
 
     def _decode(self, encoded: Encoded, nfe: int | None, seed: int | None) -> torch.Tensor:

@@ -88,7 +88,8 @@ def check_round_trip(make_codec: MakeCodec) -> None:
 
 def check_encoded_fields(make_codec: MakeCodec) -> None:
     """Encoded carries the payload, the exact length, the rate, the listed nominal bitrate
-    and, if any, integer codes within the codebooks; it is frozen."""
+    and, if any, integer codes within the codebooks, whose size it states as the codec's
+    (or not at all); it is frozen."""
     codec = make_codec()
     audio = contract_signal(codec, 4_001)
     for bitrate in codec.bitrates:
@@ -109,6 +110,9 @@ def check_encoded_fields(make_codec: MakeCodec) -> None:
                     f"codes {int(codes.min())}..{int(codes.max())} outside the "
                     f"codebook of {codec.codebook_size}"
                 )
+            # Token statistics (codebook usage) read the size from the bitstream's view.
+            if encoded.codebook_size is not None:
+                assert encoded.codebook_size == codec.codebook_size, encoded.codebook_size
         with pytest.raises(dataclasses.FrozenInstanceError):
             encoded.payload = b""  # type: ignore[misc]
 
