@@ -170,3 +170,37 @@ def check_page(
         broken_audio=tuple(broken_audio),
         screenshot=screenshot,
     )
+
+
+VIEWPORT = {"width": 1280, "height": 900}
+
+_BOXES = """selectors => selectors.map(selector => {
+    const element = document.querySelector(selector);
+    if (element === null) return null;
+    const box = element.getBoundingClientRect();
+    return {top: box.top, bottom: box.bottom, left: box.left, right: box.right,
+            loaded: element.tagName !== 'IMG' || (element.complete && element.naturalWidth > 0)};
+})"""
+
+
+def first_screen(
+    html: Path, selectors: list[str], screenshot: Path, *, executable: str | None = None
+) -> dict[str, dict | None]:
+    """Open ``html`` at :data:`VIEWPORT`, unscrolled, save a screenshot of what a reader
+    sees first (the viewport only), and return each selector's box in viewport pixels
+    (``None`` where nothing matches), with ``loaded`` false for an image that did not load."""
+    from playwright.sync_api import sync_playwright
+
+    executable = executable or require_chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox"], headless=True
+        )
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(html.resolve().as_uri(), wait_until="load")
+            boxes = page.evaluate(_BOXES, selectors)
+            page.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+    return dict(zip(selectors, boxes, strict=True))

@@ -7,6 +7,7 @@ executed (``--workers``, ``--executor``) defaults in :func:`bench.sweep.run_swee
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 from pathlib import Path
@@ -21,6 +22,7 @@ from bench.cli.common import (
     metric_options,
     shown,
 )
+from bench.cli.report import add_report_options
 from bench.sweep.settings import SweepSettings, parse_list, refuse_duplicates
 
 if TYPE_CHECKING:
@@ -142,6 +144,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     run.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
     run.add_argument("--run-dir", help="exact run directory to create (instead of under --out)")
     run.add_argument("--no-report", action="store_true", help="skip writing RUN_DIR/report")
+    add_report_options(run)
     run.add_argument("--cache", help="cache folder (default: $BENCH_CACHE or ~/.cache/codec-bench)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run")
@@ -176,6 +179,7 @@ def run_command(arguments: argparse.Namespace) -> int:
             )
         executor_options["address"] = arguments.ray_address
     settings = None if arguments.resume else settings_from_arguments(arguments)
+    _check_anchor(arguments.anchor, settings, arguments.resume)
     cache_dir = None if arguments.no_cache else (arguments.cache or DEFAULT_CACHE_DIR)
     summary = run_sweep(
         settings,
@@ -188,13 +192,28 @@ def run_command(arguments: argparse.Namespace) -> int:
         resume=arguments.resume,
         progress=not arguments.quiet,
     )
+    overall = None
     if not arguments.no_report:
-        from bench.report.build import build_report
+        from bench.report.build import build_report, derived_tables
 
-        build_report(summary.run_dir)
-    print(format_summary(summary.run_dir))
+        report_dir = build_report(summary.run_dir, anchor=arguments.anchor, vector=arguments.svg)
+        overall = derived_tables(summary.run_dir, arguments.anchor, report_dir).summaries.get("")
+    print(format_summary(summary.run_dir, overall))
     _print_notes(summary)
     return EXIT_FAILURES if summary.failures else EXIT_OK
+
+
+def _check_anchor(anchor: str | None, settings: SweepSettings | None, resume: str | None) -> None:
+    """Refuse a BD-rate anchor that is not a codec label of the run, before it runs."""
+    if anchor is None:
+        return
+    if settings is not None:
+        labels = list(settings.codecs)
+    else:
+        config = json.loads(Path(resume, "config.json").read_text())
+        labels = list(config.get("settings", {}).get("codecs", []))
+    if anchor not in labels:
+        raise ValueError(f"--anchor: expected one of the run's codecs {labels}, got {anchor!r}")
 
 
 def _print_notes(summary: RunSummary) -> None:

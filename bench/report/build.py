@@ -2,20 +2,36 @@
 
 Reads ``config.json``, ``results.jsonl`` and the ``listening/`` audio the run kept, and
 writes ``RUN_DIR/report/``: tables (Markdown, CSV, LaTeX; overall and per content tag),
-``summary.json`` (what ``bench compare`` reads), our numbers beside the papers' published
-ones, plots (PNG and SVG), and ``index.html`` with a listening section. The folder is
-built under a temporary name and swapped in whole, so a report is never half old, half new.
+the BD-rate of every codec against an anchor (``bench.report.bdrate``), token statistics,
+the worst items of every condition, ``summary.json`` (what ``bench compare`` reads), our
+numbers beside the papers' published ones, plots (PNG; SVG on request), and
+``index.html``.
+
+The page opens on the headline (the summary table, the rate–quality curves of every metric
+as small multiples, the BD-rate table), then token statistics and the worst items, then
+the per-tag tables, the single-metric figures, the listening section and, last and folded,
+the provenance. The folder is built under a temporary name and swapped in whole, so a
+report is never half old, half new. What did not change since the folder's previous
+report is taken from it after a check (``bench.report.render`` for figures,
+:func:`derived_tables` for the statistics), so a rebuild redraws only what changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import scipy
 
+from bench import __version__ as bench_version
+from bench.report.bdrate import BD_RATE_NOTE, bd_rate_html, bd_rate_table, write_bd_rate_tables
 from bench.report.compare import SUMMARY_FILE, run_summary, write_summary
 from bench.report.html import (
     Figure,
@@ -25,28 +41,53 @@ from bench.report.html import (
     write_html_report,
 )
 from bench.report.plots import (
-    plot_quality_vs_nfe,
-    plot_rate_quality,
-    plot_spectrogram_comparison,
+    draw_quality_vs_nfe,
+    draw_rate_quality,
+    draw_rate_quality_grid,
+    draw_spectrogram_comparison,
+    draw_spectrogram_strip,
+    file_safe,
+    quality_metrics_with_nfe,
+    rate_quality_metrics,
 )
 from bench.report.published import published_beside
+from bench.report.render import FigureJob, render_figures
 from bench.report.stats import ConditionKey, metric_directions, results_frame
 from bench.report.table import aggregation_note, html_table, tag_summaries, write_tables
-from bench.store import LISTENING_DIR, RunStore, condition_slug
+from bench.report.worst import WORST_KEPT, condition_of, headline_metrics, worst_items
+from bench.store import CONFIG_FILE, LISTENING_DIR, RESULTS_FILE, RunStore, condition_slug
+from bench.sweep.plan import listening_selection
 
 REPORT_DIR = "report"
 # Spectrogram overviews show each codec at its lowest bitrate, where artefacts are audible.
 OVERVIEW_CONDITIONS = 6
+# The statistics of the previous build, reused while the run's rows are unchanged.
+DERIVED_FILE = "derived.json"
+DERIVED_VERSION = 1
 
 
-def build_report(run_dir: str | os.PathLike, report_dir: str | os.PathLike | None = None) -> Path:
-    """Write the report of ``run_dir`` into ``report_dir`` (default ``RUN_DIR/report``)."""
+def build_report(
+    run_dir: str | os.PathLike,
+    report_dir: str | os.PathLike | None = None,
+    *,
+    anchor: str | None = None,
+    vector: bool = False,
+    workers: int | None = None,
+) -> Path:
+    """Write the report of ``run_dir`` into ``report_dir`` (default ``RUN_DIR/report``).
+
+    ``anchor`` is the label the BD-rate table compares against (default: opus where the
+    run has it, else its first label); ``vector`` adds an SVG of every plot; ``workers``
+    is the number of processes that draw figures (default: one per core). Raises
+    ``ValueError`` for an anchor that is not a label of the run.
+    """
     run_dir = Path(run_dir)
     target = Path(report_dir) if report_dir is not None else run_dir / REPORT_DIR
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _write_report(run_dir, staging)
+        previous = target if target.is_dir() else None
+        _write_report(run_dir, staging, previous, anchor, vector, workers)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -66,36 +107,158 @@ def _swap_in(staging: Path, target: Path) -> None:
     target.chmod(0o755)  # mkdtemp makes the folder private; a report is for sharing
 
 
-def _write_report(run_dir: Path, out: Path) -> None:
+@dataclass
+class DerivedTables:
+    """The statistics a report shows: summaries by tag (``""``: all items) and BD-rates."""
+
+    summaries: dict[str, pd.DataFrame]
+    bd_rate: pd.DataFrame | None
+
+
+def derived_tables(
+    run_dir: Path,
+    anchor: str | None = None,
+    previous: Path | None = None,
+    frame: pd.DataFrame | None = None,
+) -> DerivedTables:
+    """The summaries (with their bootstrap intervals) and BD-rate table of a run.
+
+    Taken from ``previous/derived.json`` when it was computed from the same
+    ``results.jsonl`` and ``config.json`` bytes, anchor and versions (its key says so),
+    else computed from ``frame`` (:func:`bench.report.stats.results_frame`, read when not
+    given). The bootstraps behind them are most of a report's arithmetic.
+    """
+    run_dir = Path(run_dir)
+    key = _derived_key(run_dir, anchor)
+    cached = _read_derived(Path(previous), key) if previous is not None else None
+    if cached is not None:
+        return cached
+    frame = results_frame(run_dir) if frame is None else frame
+    if frame.empty:
+        return DerivedTables({}, None)
+    directions = metric_directions(run_dir)
+    return DerivedTables(tag_summaries(frame, directions), bd_rate_table(frame, directions, anchor))
+
+
+def _derived_key(run_dir: Path, anchor: str | None) -> str:
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, RESULTS_FILE):
+        digest.update(hashlib.sha256((run_dir / name).read_bytes()).digest())
+    digest.update(
+        repr((DERIVED_VERSION, bench_version, pd.__version__, scipy.__version__, anchor)).encode()
+    )
+    return digest.hexdigest()
+
+
+def _read_derived(previous: Path, key: str) -> DerivedTables | None:
+    """The tables of ``previous/derived.json`` if its key is ``key`` and its tables still
+    hash to the digest recorded beside them; ``None`` otherwise."""
+    try:
+        document = json.loads((previous / DERIVED_FILE).read_text())
+        tables = document["tables"]
+        if document["key"] != key or document["sha256"] != _tables_digest(tables):
+            return None
+        summaries = {
+            tag: pd.read_json(io.StringIO(text), orient="table")
+            for tag, text in tables["summaries"].items()
+        }
+        bd_rate = tables["bd_rate"]
+        return DerivedTables(
+            summaries,
+            None if bd_rate is None else pd.read_json(io.StringIO(bd_rate), orient="table"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, damaged or of another version: computed again
+
+
+def _write_derived(derived: DerivedTables, key: str, out: Path) -> None:
+    tables = {
+        "summaries": {
+            tag: summary.to_json(orient="table", index=False)
+            for tag, summary in derived.summaries.items()
+        },
+        "bd_rate": None
+        if derived.bd_rate is None
+        else derived.bd_rate.to_json(orient="table", index=False),
+    }
+    document = {"key": key, "sha256": _tables_digest(tables), "tables": tables}
+    (out / DERIVED_FILE).write_text(json.dumps(document) + "\n")
+
+
+def _tables_digest(tables: dict) -> str:
+    return hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class _Page:
+    """What the page shows, gathered section by section; figures are drawn at the end."""
+
+    out: Path
+    formats: tuple[str, ...]
+    jobs: list[FigureJob]
+
+    def figure(self, job: FigureJob, caption: str) -> Figure:
+        self.jobs.append(job)
+        paths = {path.suffix: path.relative_to(self.out).as_posix() for path in job.paths(self.out)}
+        return Figure(caption=caption, image=paths[".png"], vector=paths.get(".svg"))
+
+
+def _write_report(
+    run_dir: Path,
+    out: Path,
+    previous: Path | None,
+    anchor: str | None,
+    vector: bool,
+    workers: int | None,
+) -> None:
     config = RunStore(run_dir).read_config()
     frame = results_frame(run_dir)
-    notes = []
-    if frame.empty:
-        notes.append("No results recorded yet: the run has not finished any task.")
-        summaries: dict[str, pd.DataFrame] = {}
-    else:
-        summaries = tag_summaries(frame, metric_directions(run_dir))
-        notes += _failure_notes(frame)
-    overall = summaries.get("")
+    page = _Page(out, ("png", "svg") if vector else ("png",), [])
+    derived = derived_tables(run_dir, anchor, previous, frame)
+    _write_derived(derived, _derived_key(run_dir, anchor), out)
+    notes = (
+        _failure_notes(frame)
+        if not frame.empty
+        else ["No results recorded yet: the run has not finished any task."]
+    )
+    overall = derived.summaries.get("")
     write_summary(run_summary(run_dir, overall), out / SUMMARY_FILE)
-    tables = _tables(summaries, out)
+    headline: list[ReportTable | Figure] = []
+    tables: list[ReportTable] = []
     figures: list[Figure] = []
     if overall is not None:
-        tables += _published_table(overall, out)
-        figures += _plots(overall, out)
-    listening, overviews = _listening(run_dir, out, config, _conditions(overall))
+        summary_tables = _summary_tables(derived.summaries, out)
+        headline.append(summary_tables.pop(0))
+        if rate_quality_metrics(overall):
+            headline.append(
+                page.figure(
+                    FigureJob(
+                        "figures/rate_quality", draw_rate_quality_grid, (overall,), page.formats
+                    ),
+                    "Every metric against actual bitrate: one panel per metric, one line per "
+                    "codec (per codec and NFE for iterative decoders), 95% CI bands",
+                )
+            )
+        headline += _bd_rate_section(derived.bd_rate, out)
+        tables += summary_tables + _published_table(overall, out)
+        figures += _metric_figures(overall, page)
+    worst, worst_examples = _worst_section(run_dir, frame, out, page)
+    listening, overviews = _listening(run_dir, out, config, _conditions(overall), page)
+    render_figures(page.jobs, out, previous, workers)
     content = ReportContent(
         title=f"Codec benchmark report: {config.get('run_id', run_dir.name)}",
         provenance=config,
-        tables=tuple(tables),
+        headline=tuple(headline),
+        tables=tuple(worst + tables),
         figures=tuple(figures + overviews),
+        worst=tuple(worst_examples),
         listening=tuple(listening),
         notes=tuple(notes),
     )
     write_html_report(content, out)
 
 
-def _tables(summaries: dict[str, pd.DataFrame], out: Path) -> list[ReportTable]:
+def _summary_tables(summaries: dict[str, pd.DataFrame], out: Path) -> list[ReportTable]:
     tables = []
     for tag, summary in summaries.items():
         stem = f"summary_{tag}" if tag else "summary"
@@ -106,12 +269,28 @@ def _tables(summaries: dict[str, pd.DataFrame], out: Path) -> list[ReportTable]:
                 caption=f"Summary over {what}: {aggregation_note(summary)}; "
                 "best per bitrate in bold; ↑ higher is better, ↓ lower is better",
                 html=html_table(summary),
-                downloads=tuple(
-                    (path.suffix[1:].upper(), path.relative_to(out).as_posix()) for path in paths
-                ),
+                downloads=_downloads(paths, out),
             )
         )
     return tables
+
+
+def _downloads(paths: list[Path], out: Path) -> tuple[tuple[str, str], ...]:
+    return tuple((path.suffix[1:].upper(), path.relative_to(out).as_posix()) for path in paths)
+
+
+def _bd_rate_section(table: pd.DataFrame | None, out: Path) -> list[ReportTable]:
+    if table is None or table.empty:
+        return []
+    paths = write_bd_rate_tables(table, out / "tables")
+    anchor = table["anchor"].iloc[0]
+    return [
+        ReportTable(
+            caption=f"BD-rate against {anchor}. {BD_RATE_NOTE}",
+            html=bd_rate_html(table),
+            downloads=_downloads(paths, out),
+        )
+    ]
 
 
 def _published_table(summary: pd.DataFrame, out: Path) -> list[ReportTable]:
@@ -136,66 +315,149 @@ def _published_table(summary: pd.DataFrame, out: Path) -> list[ReportTable]:
     ]
 
 
-def _plots(summary: pd.DataFrame, out: Path) -> list[Figure]:
-    figures_dir = out / "figures"
-    written = plot_rate_quality(summary, figures_dir) + plot_quality_vs_nfe(summary, figures_dir)
-    figures = []
-    for png in (path for path in written if path.suffix == ".png"):
-        svg = png.with_suffix(".svg")
-        kind, metric = png.stem.split("_", 1) if png.stem.startswith("nfe_") else ("", png.stem)
-        caption = (
-            f"{metric.removeprefix('rate_quality_')} against actual bitrate, one line per "
-            "codec, 95% CI bands"
-            if not kind
-            else f"{metric}: quality against NFE and against decode RTF"
+def _metric_figures(summary: pd.DataFrame, page: _Page) -> list[Figure]:
+    """One rate–quality figure per metric, then quality against NFE for iterative codecs."""
+    figures = [
+        page.figure(
+            FigureJob(
+                f"figures/rate_quality_{file_safe(metric)}",
+                draw_rate_quality,
+                (summary, metric),
+                page.formats,
+            ),
+            f"{metric} against actual bitrate, one line per codec, 95% CI bands",
         )
-        figures.append(
-            Figure(
-                caption=caption,
-                image=png.relative_to(out).as_posix(),
-                vector=svg.relative_to(out).as_posix() if svg in written else None,
-            )
+        for metric in rate_quality_metrics(summary)
+    ]
+    figures += [
+        page.figure(
+            FigureJob(
+                f"figures/nfe_{file_safe(metric)}",
+                draw_quality_vs_nfe,
+                (summary, metric),
+                page.formats,
+            ),
+            f"{metric}: quality against NFE and against decode RTF",
         )
+        for metric in quality_metrics_with_nfe(summary)
+    ]
     return figures
 
 
-def _listening(
-    run_dir: Path, out: Path, config: dict, conditions: dict[str, tuple[str, float, int | None]]
-) -> tuple[list[ListeningExample], list[Figure]]:
-    """Copy the kept audio into the report and draw its spectrograms."""
+def _worst_section(
+    run_dir: Path, frame: pd.DataFrame, out: Path, page: _Page
+) -> tuple[list[ReportTable], list[ListeningExample]]:
+    """The worst items of every condition as a table, and players with spectrograms for
+    those whose audio the run kept (the :data:`WORST_KEPT` worst of each)."""
+    if frame.empty:
+        return [], []
+    table = worst_items(frame, metric_directions(run_dir))
+    if table.empty:
+        return [], []
+    metrics = headline_metrics(frame)
+    path = out / "tables" / "worst_items.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    shown = table.assign(condition=[condition_of(row).title() for _, row in table.iterrows()])
+    shown = shown[["condition", "rank", "item", *metrics, "badness"]]
+    section = ReportTable(
+        caption="Worst items of each condition, worst first, on the headline metrics "
+        f"({', '.join(metrics)}): badness is the mean over those metrics of an item's place "
+        "among the condition's items, 1 for the worst, 1/n for the best of n. Listen to "
+        "them below.",
+        html=shown.to_html(
+            index=False, classes="worst", border=0, na_rep="–", float_format=lambda v: f"{v:.3g}"
+        ),
+        downloads=(("CSV", path.relative_to(out).as_posix()),),
+    )
     store = RunStore(run_dir)
+    examples = []
+    for _, row in table[table["rank"] <= WORST_KEPT].iterrows():
+        condition = condition_of(row)
+        reference = store.reference_audio_path(row["item"])
+        decoded = store.decoded_audio_path(
+            condition.label, condition.bitrate, condition.nfe, row["item"]
+        )
+        if reference.exists() and decoded.exists():
+            examples.append(
+                _example(run_dir, out, page, row["item"], condition, reference, decoded, "worst")
+            )
+    return [section], examples
+
+
+def _example(
+    run_dir: Path,
+    out: Path,
+    page: _Page,
+    item: str,
+    condition: ConditionKey,
+    reference: Path,
+    decoded: Path,
+    folder: str,
+) -> ListeningExample:
+    slug = condition_slug(condition.label, condition.bitrate, condition.nfe)
+    job = FigureJob(
+        f"{folder}/{slug}__{decoded.stem}",
+        draw_spectrogram_strip,
+        (reference, decoded),
+        ("png",),
+    )
+    page.jobs.append(job)
+    return ListeningExample(
+        item=item,
+        condition=condition.title(),
+        reference_audio=_copy(reference, run_dir, out),
+        decoded_audio=_copy(decoded, run_dir, out),
+        spectrogram=job.paths(out)[0].relative_to(out).as_posix(),
+    )
+
+
+@dataclass(frozen=True)
+class _ListedItem:
+    """An item as the run's config records it: what :func:`listening_selection` reads."""
+
+    id: str
+    tags: frozenset[str]
+
+
+def _listening(
+    run_dir: Path,
+    out: Path,
+    config: dict,
+    conditions: dict[str, ConditionKey],
+    page: _Page,
+) -> tuple[list[ListeningExample], list[Figure]]:
+    """The listening items' audio in the report, with spectrograms: a strip per example
+    and an overview per item. Worst items the run kept besides are in their own section."""
+    store = RunStore(run_dir)
+    recorded = [
+        _ListedItem(str(item["id"]), frozenset(item.get("tags") or ()))
+        for item in config.get("dataset", {}).get("items", [])
+    ]
+    count = config.get("settings", {}).get("listening_items", len(recorded))
     examples, overviews = [], []
-    for item in config.get("dataset", {}).get("items", []):
-        reference = store.reference_audio_path(item["id"])
+    for item in listening_selection(recorded, count):
+        reference = store.reference_audio_path(item.id)
         if not reference.exists():
             continue
-        reference_copy = _copy(reference, run_dir, out)
         decoded = []
-        for title, (label, bitrate, nfe) in conditions.items():
-            path = store.decoded_audio_path(label, bitrate, nfe, item["id"])
-            if not path.exists():
-                continue
-            decoded.append((title, path))
-            stem = out / "spectrograms" / f"{condition_slug(label, bitrate, nfe)}__{path.stem}"
-            (spectrogram,) = plot_spectrogram_comparison(
-                reference, [(title, path)], stem, title=f"{item['id']}: {title}", formats=("png",)
+        for title, condition in conditions.items():
+            path = store.decoded_audio_path(
+                condition.label, condition.bitrate, condition.nfe, item.id
             )
-            examples.append(
-                ListeningExample(
-                    item=item["id"],
-                    condition=title,
-                    reference_audio=reference_copy,
-                    decoded_audio=_copy(path, run_dir, out),
-                    # The written path: a stem such as "encodec_1.5__x" holds a dot.
-                    spectrogram=spectrogram.relative_to(out).as_posix(),
+            if path.exists():
+                decoded.append((title, path))
+                examples.append(
+                    _example(
+                        run_dir, out, page, item.id, condition, reference, path, "spectrograms"
+                    )
                 )
-            )
         if decoded:
-            overviews.append(_overview(item["id"], reference, decoded, out))
+            overviews.append(_overview(item.id, reference, decoded, page))
     return examples, overviews
 
 
-def _conditions(summary: pd.DataFrame | None) -> dict[str, tuple[str, float, int | None]]:
+def _conditions(summary: pd.DataFrame | None) -> dict[str, ConditionKey]:
     """Every condition the run recorded, by title ("opus 6 kbps"), in the summary's order."""
     if summary is None:
         return {}
@@ -204,23 +466,23 @@ def _conditions(summary: pd.DataFrame | None) -> dict[str, tuple[str, float, int
         summary[["label", "bitrate", "nfe"]].drop_duplicates().itertuples(index=False)
     ):
         key = ConditionKey(label, float(bitrate), None if pd.isna(nfe) else int(nfe))
-        conditions[key.title()] = (key.label, key.bitrate, key.nfe)
+        conditions[key.title()] = key
     return conditions
 
 
-def _overview(item: str, reference: Path, decoded: list[tuple[str, Path]], out: Path) -> Figure:
+def _overview(item: str, reference: Path, decoded: list[tuple[str, Path]], page: _Page) -> Figure:
     lowest: dict[str, tuple[str, Path]] = {}
     for label, path in decoded:  # conditions come in ascending bitrate per codec
         lowest.setdefault(label.split(" ", 1)[0], (label, path))
-    chosen = list(lowest.values())[:OVERVIEW_CONDITIONS]
-    stem = out / "figures" / f"spectrograms_{Path(reference).stem}"
-    png, svg = plot_spectrogram_comparison(
-        reference, chosen, stem, title=f"{item}: reference and decoded", formats=("png", "svg")
+    chosen = tuple(lowest.values())[:OVERVIEW_CONDITIONS]
+    job = FigureJob(
+        f"figures/spectrograms_{Path(reference).stem}",
+        draw_spectrogram_comparison,
+        (reference, chosen, f"{item}: reference and decoded"),
+        page.formats,
     )
-    return Figure(
-        caption=f"Spectrograms of {item}: reference, then each codec at its lowest bitrate",
-        image=png.relative_to(out).as_posix(),
-        vector=svg.relative_to(out).as_posix(),
+    return page.figure(
+        job, f"Spectrograms of {item}: reference, then each codec at its lowest bitrate"
     )
 
 

@@ -1,6 +1,7 @@
 """The HTML report: one self-contained page per run, readable offline from ``file://``.
 
-The page holds the run's provenance, its tables and figures, and listening examples.
+The page opens on the headline tables and figures, then holds the other tables and
+figures, the worst items and the listening examples, and the run's provenance, last.
 Every asset is a file inside the report folder, referenced by a relative path that is
 checked before the page is written: a report never ships a broken link, and it never
 loads anything from the network (no CDN, no web fonts, no scripts).
@@ -21,6 +22,12 @@ from markupsafe import Markup
 from bench import __version__
 
 UNKNOWN = "unknown"
+# How to read the spectrogram strips of bench.report.plots.spectrogram_strip.
+SPECTROGRAM_NOTE = (
+    "Spectrograms: reference above, decoded below; mel frequency from 0 Hz (bottom) to the "
+    "higher Nyquist frequency of the two, time left to right, level from -80 dB (dark) to "
+    "0 dB (bright) re. the reference's loudest bin."
+)
 
 # The MIME type of each audio file extension, for the <source type> attribute.
 AUDIO_TYPES = {
@@ -73,7 +80,10 @@ class ReportTable:
 
 @dataclass(frozen=True)
 class ReportContent:
-    """Everything the page shows. ``provenance`` is the run's ``config.json``."""
+    """Everything the page shows, in the order it shows it: the ``headline`` tables and
+    figures on the first screen, then the other tables, the figures, the ``worst`` items'
+    examples, the listening examples, the notes, and the provenance (the run's
+    ``config.json``) last, folded."""
 
     title: str
     provenance: dict
@@ -81,6 +91,8 @@ class ReportContent:
     figures: tuple[Figure, ...]
     listening: tuple[ListeningExample, ...]
     notes: tuple[str, ...] = ()
+    headline: tuple[ReportTable | Figure, ...] = ()
+    worst: tuple[ListeningExample, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,14 +123,15 @@ def write_html_report(content: ReportContent, report_dir: Path) -> Path:
 
 def _referenced_files(content: ReportContent) -> Iterable[tuple[str, str]]:
     """``(what, relative path)`` for every file the page links to or embeds."""
-    for table in content.tables:
+    blocks = (*content.headline, *content.tables, *content.figures)
+    for table in (block for block in blocks if isinstance(block, ReportTable)):
         for label, path in table.downloads:
             yield f"download {label!r} of table {table.caption!r}", path
-    for figure in content.figures:
+    for figure in (block for block in blocks if isinstance(block, Figure)):
         yield f"image of figure {figure.caption!r}", figure.image
         if figure.vector is not None:
             yield f"SVG of figure {figure.caption!r}", figure.vector
-    for example in content.listening:
+    for example in (*content.worst, *content.listening):
         where = f"of {example.item!r} ({example.condition})"
         yield f"reference audio {where}", example.reference_audio
         yield f"decoded audio {where}", example.decoded_audio
@@ -185,10 +198,16 @@ def _render(content: ReportContent) -> str:
             created=_created(provenance.get("created")),
             config_hash=_text(provenance.get("config_hash")),
             provenance=_provenance_view(provenance),
+            headline=[
+                (block, Markup(block.html) if isinstance(block, ReportTable) else None)
+                for block in content.headline
+            ],
             tables=[(table, Markup(table.html)) for table in content.tables],
             figures=content.figures,
+            worst=_listening_groups(content.worst),
             listening=_listening_groups(content.listening),
             notes=content.notes,
+            spectrogram_note=SPECTROGRAM_NOTE,
             generator=f"codec-bench {__version__}",
         )
     )

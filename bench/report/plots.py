@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib import colormaps
+from matplotlib import image as mpl_image
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -71,6 +72,9 @@ LOG_BITRATE_MIN_SPAN = 8.0
 MAX_LOG_TICKS = 8
 
 CI_ALPHA = 0.2
+# Small multiples: panels per row and each panel's size in inches (width, height).
+GRID_COLUMNS = 4
+GRID_PANEL_SIZE = (3.1, 2.3)
 
 # Spectrograms: 32 ms Hann windows with an 8 ms hop at every sample rate, and mel bands half a
 # Slaney mel apart (about 33 Hz below 1 kHz, 3.5 % above), so that files at different rates
@@ -80,6 +84,12 @@ SPECTROGRAM_MEL_SPACING = 0.5
 SPECTROGRAM_FLOOR_DB = -80.0
 SPECTROGRAM_COLORMAP = "magma"  # perceptually uniform and readable without colour vision
 FREQUENCY_TICKS_HZ = (0, 500, 1000, 2000, 4000, 8000, 16000, 32000)
+# Spectrogram strips (spectrogram_strip): pixels per second of audio, at most this wide,
+# mel rows per spectrogram, and the white rows between reference and decoded.
+STRIP_PIXELS_PER_SECOND = 100
+STRIP_MAX_WIDTH = 1000
+STRIP_ROWS = 120
+STRIP_SEPARATOR_ROWS = 3
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,59 @@ def plot_rate_quality(
     return _save_each(summary, metrics, rate_quality_figure, Path(out_dir), prefix)
 
 
+def rate_quality_metrics(summary: pd.DataFrame) -> list[str]:
+    """The quality metrics a rate–quality figure can draw: those with a condition that has a
+    mean and an actual bitrate."""
+    _require_columns(summary, RATE_QUALITY_COLUMNS, "rate_quality_metrics")
+    return _quality_metrics(summary.dropna(subset=["kbps_actual"]))
+
+
+def quality_metrics_with_nfe(summary: pd.DataFrame) -> list[str]:
+    """The quality metrics scored on an iterative decoder's conditions (with an NFE)."""
+    _require_columns(summary, QUALITY_VS_NFE_COLUMNS, "quality_metrics_with_nfe")
+    return _quality_metrics(summary.dropna(subset=["nfe"]))
+
+
+# Drawing functions of bench.report.render: (inputs..., stem=, formats=) -> written paths.
+
+
+def draw_rate_quality_grid(
+    summary: pd.DataFrame, *, stem: Path, formats: Sequence[str] = FIGURE_FORMATS
+) -> list[Path]:
+    return save_figure(rate_quality_grid_figure(summary), stem, formats)
+
+
+def draw_rate_quality(
+    summary: pd.DataFrame, metric: str, *, stem: Path, formats: Sequence[str] = FIGURE_FORMATS
+) -> list[Path]:
+    return save_figure(rate_quality_figure(summary, metric), stem, formats)
+
+
+def draw_quality_vs_nfe(
+    summary: pd.DataFrame, metric: str, *, stem: Path, formats: Sequence[str] = FIGURE_FORMATS
+) -> list[Path]:
+    return save_figure(quality_vs_nfe_figure(summary, metric), stem, formats)
+
+
+def draw_spectrogram_comparison(
+    reference: Path,
+    decoded: Sequence[tuple[str, Path]],
+    title: str,
+    *,
+    stem: Path,
+    formats: Sequence[str] = FIGURE_FORMATS,
+) -> list[Path]:
+    return plot_spectrogram_comparison(reference, decoded, stem, title=title, formats=formats)
+
+
+def draw_spectrogram_strip(
+    reference: Path, decoded: Path, *, stem: Path, formats: Sequence[str] = ("png",)
+) -> list[Path]:
+    if tuple(formats) != ("png",):
+        raise ValueError(f"a spectrogram strip is a PNG image; expected ('png',), got {formats}")
+    return [spectrogram_strip(reference, decoded, Path(f"{stem}.png"))]
+
+
 def plot_quality_vs_nfe(summary: pd.DataFrame, out_dir: Path, *, prefix: str = "nfe") -> list[Path]:
     """Per quality metric, quality against NFE and against decode speed for iterative codecs.
 
@@ -122,7 +185,7 @@ def _save_each(
 ) -> list[Path]:
     written: list[Path] = []
     for metric in metrics:
-        written += save_figure(build(summary, metric), out_dir / f"{prefix}_{_file_safe(metric)}")
+        written += save_figure(build(summary, metric), out_dir / f"{prefix}_{file_safe(metric)}")
     return written
 
 
@@ -170,6 +233,74 @@ def rate_quality_figure(summary: pd.DataFrame, metric: str) -> Figure:
     axes.set_title(f"{metric} vs actual bitrate")
     axes.grid(True, alpha=0.3)
     _add_legend(figure, axes, title="shaded: 95 % CI")
+    return figure
+
+
+def rate_quality_grid_figure(summary: pd.DataFrame, metrics: Sequence[str] | None = None) -> Figure:
+    """Small multiples: one rate–quality panel per metric on one page, a shared legend.
+
+    The headline figure of a report: every metric at a glance, each panel drawn as
+    :func:`rate_quality_figure` draws its metric (lines per codec, or per codec and NFE, 95 %
+    CI bands), with a line's style the same in every panel. ``metrics`` defaults to every
+    quality metric with a scored condition; metrics without one get no panel.
+    """
+    _require_columns(summary, RATE_QUALITY_COLUMNS, "rate_quality_grid_figure")
+    drawable = _quality_metrics(summary.dropna(subset=["kbps_actual"]))
+    chosen = [metric for metric in (metrics or drawable) if metric in drawable]
+    if not chosen:
+        raise ValueError("no quality metric has a condition with a mean and an actual bitrate")
+    columns = min(GRID_COLUMNS, len(chosen))
+    rows = math.ceil(len(chosen) / columns)
+    styles = _line_styles(summary, "nfe")
+    legend_columns = 6
+    legend_rows = math.ceil(len(styles) / legend_columns)
+    legend_inches = 0.3 + 0.2 * legend_rows
+    figure = Figure(
+        figsize=(GRID_PANEL_SIZE[0] * columns, GRID_PANEL_SIZE[1] * rows + legend_inches + 0.5)
+    )
+    FigureCanvasAgg(figure)
+    # Fixed margins rather than constrained layout, which costs more than the drawing.
+    figure.subplots_adjust(
+        left=0.55 / (GRID_PANEL_SIZE[0] * columns),
+        right=1 - 0.1 / (GRID_PANEL_SIZE[0] * columns),
+        top=1 - 0.35 / figure.get_figheight(),
+        bottom=(legend_inches + 0.4) / figure.get_figheight(),
+        wspace=0.32,
+        hspace=0.5,
+    )
+    grid = figure.subplots(rows, columns, squeeze=False)
+    handles: dict[str, object] = {}
+    for axes, metric in zip(grid.flat, chosen, strict=False):
+        metric_rows = _metric_rows(summary, metric)
+        scored = metric_rows.dropna(subset=["mean", "kbps_actual"])
+        for (codec, nfe), line_rows in _lines(scored, "nfe"):
+            line_rows = line_rows.sort_values("kbps_actual")
+            label = codec if nfe is None else f"{codec} (NFE {nfe:g})"
+            x = line_rows["kbps_actual"].to_numpy(float)
+            style = styles[(codec, nfe)]
+            _draw_line(axes, x, line_rows, label, style, markersize=4)
+            _draw_ci_band(axes, x, line_rows, style)
+        _set_bitrate_axis(axes, scored["kbps_actual"], summary["bitrate"])
+        axes.set_title(_quality_label(metric_rows), fontsize="small")
+        axes.tick_params(labelsize="x-small")
+        axes.grid(True, alpha=0.3)
+        for handle, label in zip(*axes.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    for axes in grid.flat[len(chosen) :]:
+        axes.set_visible(False)
+    figure.supxlabel(
+        "actual bitrate (kbps)", fontsize="small", y=(legend_inches + 0.05) / figure.get_figheight()
+    )
+    figure.legend(
+        list(handles.values()),
+        list(handles),
+        loc="lower center",
+        ncols=min(len(handles), legend_columns),
+        fontsize="small",
+        title="shaded: 95 % CI",
+        title_fontsize="small",
+        frameon=False,
+    )
     return figure
 
 
@@ -269,6 +400,60 @@ def spectrogram_comparison_figure(
     return figure
 
 
+def spectrogram_strip(reference: Path, decoded: Path, out_png: Path) -> Path:
+    """The log-mel spectrograms of ``reference`` (top) and ``decoded`` (below) as one bare
+    PNG image at ``out_png``: no axes, a white line between the two.
+
+    The listening section shows one per example (dozens in a run); drawn as figures with
+    axes they cost a third of a second each, as an image a few milliseconds. The scale is
+    that of :func:`spectrogram_comparison_figure`, whose axes the page's caption names:
+    mel frequency from 0 Hz at the bottom to the higher Nyquist frequency of the two files
+    at the top (the lower-rate file is dark above its own), time left to right, level in
+    dB re. the reference's loudest bin from -80 dB (dark) to 0 dB (bright).
+    """
+    spectrograms = [_mel_spectrogram_of(Path(path)) for path in (reference, decoded)]
+    reference_peak = float(spectrograms[0].magnitude.max())
+    if reference_peak <= 0:
+        raise ValueError(f"the reference {reference} is silent; expected audible audio")
+    top_mel = max(float(_hz_to_mel_array(np.array(s.sample_rate / 2))) for s in spectrograms)
+    duration = max(spectrogram.duration for spectrogram in spectrograms)
+    width = int(np.clip(round(duration * STRIP_PIXELS_PER_SECOND), 1, STRIP_MAX_WIDTH))
+    grid_mel = (np.arange(STRIP_ROWS) + 0.5) * top_mel / STRIP_ROWS
+    grid_seconds = (np.arange(width) + 0.5) * duration / width
+    panels = [
+        _on_grid(spectrogram, reference_peak, grid_mel, grid_seconds)
+        for spectrogram in spectrograms
+    ]
+    levels = np.vstack([panels[0], np.full((STRIP_SEPARATOR_ROWS, width), np.nan), panels[1]])
+    colours = colormaps[SPECTROGRAM_COLORMAP](
+        (levels - SPECTROGRAM_FLOOR_DB) / -SPECTROGRAM_FLOOR_DB
+    )
+    colours[np.isnan(levels)] = 1.0  # the separator
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    mpl_image.imsave(out_png, colours)
+    return out_png
+
+
+def _on_grid(
+    spectrogram: _MelSpectrogram, peak: float, grid_mel: np.ndarray, grid_seconds: np.ndarray
+) -> np.ndarray:
+    """``spectrogram``'s level in dB re. ``peak``, clipped to the floor, sampled at the
+    nearest band and frame of each grid point; rows from the top frequency down."""
+    level_db = 20 * np.log10(np.maximum(spectrogram.magnitude / peak, 1e-12))
+    level_db = np.clip(level_db, SPECTROGRAM_FLOOR_DB, 0.0)
+    band_mel = _hz_to_mel_array(spectrogram.frequency_edges)
+    band_centres = (band_mel[:-1] + band_mel[1:]) / 2
+    frame_centres = (spectrogram.time_edges[:-1] + spectrogram.time_edges[1:]) / 2
+    bands = np.clip(np.searchsorted(band_centres, grid_mel), 0, len(band_centres) - 1)
+    frames = np.clip(np.searchsorted(frame_centres, grid_seconds), 0, len(frame_centres) - 1)
+    sampled = level_db[bands][:, frames]
+    # Above its Nyquist frequency, or past its end, a file holds nothing: the floor.
+    sampled[grid_mel > band_mel[-1]] = SPECTROGRAM_FLOOR_DB
+    sampled[:, grid_seconds > spectrogram.duration] = SPECTROGRAM_FLOOR_DB
+    return sampled[::-1]
+
+
 def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = FIGURE_FORMATS) -> list[Path]:
     """Write ``figure`` as ``{stem}.png`` (150 dpi) and ``{stem}.svg``; returns the paths.
 
@@ -314,7 +499,7 @@ def _metric_rows(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows
 
 
-def _file_safe(name: str) -> str:
+def file_safe(name: str) -> str:
     """``name`` with every character that is not portable in a file name replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
@@ -368,14 +553,21 @@ def _quality_label(rows: pd.DataFrame) -> str:
     return f"{metric}{unit} {arrow} better"
 
 
-def _draw_line(axes: Axes, x: np.ndarray, rows: pd.DataFrame, label: str, style: LineStyle) -> None:
+def _draw_line(
+    axes: Axes,
+    x: np.ndarray,
+    rows: pd.DataFrame,
+    label: str,
+    style: LineStyle,
+    markersize: float = 6,
+) -> None:
     axes.plot(
         x,
         rows["mean"].to_numpy(float),
         label=label,
         color=style.color,
         marker=style.marker,
-        markersize=6,
+        markersize=markersize,
         linewidth=1.5,
     )
 

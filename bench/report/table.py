@@ -229,12 +229,14 @@ def tag_summaries(frame: pd.DataFrame, directions: dict[str, dict]) -> dict[str,
     return summaries
 
 
-def format_summary(run_dir: str | os.PathLike) -> str:
-    """The summary table of a run as Markdown, with the failure reasons underneath."""
+def format_summary(run_dir: str | os.PathLike, summary: pd.DataFrame | None = None) -> str:
+    """The summary table of a run as Markdown, with the failure reasons underneath;
+    ``summary`` is the run's :func:`summary_stats` where the caller has it already."""
     frame = results_frame(run_dir)
     if frame.empty:
         return "no results recorded yet"
-    summary = summary_stats(frame, metric_directions(run_dir))
+    if summary is None:
+        summary = summary_stats(frame, metric_directions(run_dir))
     lines = [markdown_table(summary)]
     failures = int(frame["failure"].notna().sum())
     if failures:

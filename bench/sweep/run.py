@@ -12,6 +12,7 @@ resuming, caching and writing stay here, so every executor inherits them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,8 @@ from bench.executors import Executor, WorkerSetup, create_executor
 from bench.parallel import THREADS_PER_WORKER
 from bench.provenance import backend_versions, device_fingerprint, git_state
 from bench.registry import CODECS
+from bench.report.stats import metric_directions, results_frame
+from bench.report.worst import WORST_KEPT, condition_of, worst_items
 from bench.scoring import bind_metrics
 from bench.store import DEFAULT_CACHE_DIR, Cache, RunStore, writable_folder
 from bench.sweep import evaluate
@@ -222,7 +225,9 @@ def run_sweep(
                 settings.max_seconds,
             )
             cache = Cache(cache_dir) if cache_dir is not None else None
-            summary = _execute(tasks, store, Evaluator(cache), pool, progress)
+            evaluator = Evaluator(cache)
+            summary = _execute(tasks, store, evaluator, pool, progress)
+            _keep_worst_audio(store, tasks, evaluator, settings.max_seconds)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
@@ -284,6 +289,45 @@ def _write_references(store: RunStore, items: list[Item], max_seconds: float | N
             loaded, loaded.sample_rate, loaded.audio.shape[0], max_seconds
         )
         bench_audio.save_listening_copy(path, audio, loaded.sample_rate)
+
+
+def _keep_worst_audio(
+    store: RunStore, tasks: list[Task], evaluator: Evaluator, max_seconds: float | None
+) -> None:
+    """Keep the decoded audio of each condition's worst items (``bench.report.worst``) and
+    their references in the listening folder, as the listening items' are kept.
+
+    Which items are worst is known only once every item is scored, so those not kept
+    during the run are decoded again here, in this process (from the cache where it holds
+    them; codecs are deterministic for a seed): a few per condition, the first seed's.
+    """
+    frame = results_frame(store.run_dir)
+    if frame.empty:
+        return
+    worst = worst_items(frame, metric_directions(store.run_dir), WORST_KEPT)
+    wanted = {
+        (condition.label, condition.bitrate, condition.nfe, item)
+        for condition, item in zip(
+            (condition_of(row) for _, row in worst.iterrows()), worst["item"], strict=True
+        )
+    }
+    chosen: dict[tuple, Task] = {}
+    for task in sorted(tasks, key=lambda task: task.condition.seed):
+        condition = task.condition
+        key = (condition.label, condition.bitrate, condition.nfe, task.item.id)
+        if key in wanted:
+            chosen.setdefault(key, task)
+    _write_references(
+        store, list({task.item.id: task.item for task in chosen.values()}.values()), max_seconds
+    )
+    for key, task in chosen.items():
+        path = store.decoded_audio_path(*key)
+        if path.exists():
+            continue
+        result = evaluator.evaluate(dataclasses.replace(task, metrics=(), keep_audio=True))
+        if result.listening is not None:  # None: the codec failed, as its rows say
+            audio = torch.from_numpy(result.listening.audio)
+            bench_audio.save_listening_copy(path, audio, result.listening.sample_rate)
 
 
 def _completed_tasks(store: RunStore) -> dict[tuple, set[str]]:

@@ -4,6 +4,7 @@ and the page checked in headless chromium; plus the CI suite and its committed b
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tomllib
@@ -15,6 +16,7 @@ import pytest
 import soundfile
 from bench.codecs.checkpoint import CheckpointError
 from helpers import REPO_ROOT
+from PIL import Image
 
 from bench.cli import EXIT_OK, EXIT_USAGE, main
 from bench.registry import CODECS, create_codec
@@ -32,9 +34,9 @@ def run_dir(tmp_path_factory) -> Path:
         [
             "run",
             "--codec",
-            "opus",
-            "--bitrates",
-            "6,12",
+            "opus:6,12",
+            "--codec",
+            "mp3:32,48",
             "--data",
             "embedded",
             "--items",
@@ -62,7 +64,7 @@ def test_run_keeps_listening_audio_for_a_few_items(run_dir):
     assert len(kept) == config["settings"]["listening_items"] == 3
     assert set(kept) == {item_file_stem(item) for item in items}
     assert set(items) == set(ITEMS)
-    for condition in ("opus_6kbps", "opus_12kbps"):
+    for condition in ("opus_6kbps", "opus_12kbps", "mp3_32kbps", "mp3_48kbps"):
         decoded = sorted(path.stem for path in (run_dir / "listening" / condition).iterdir())
         assert decoded == kept
     info = soundfile.info(run_dir / "listening" / "opus_6kbps" / f"{kept[0]}.flac")
@@ -80,17 +82,23 @@ def test_report_holds_every_artefact(run_dir):
     assert (report / "tables" / "summary_synthetic.md").exists(), "music_chords is synthetic"
     assert not (report / "tables" / "summary_noisy.md").exists()
     for metric in ("mel_distance", "si_sdr", "stoi"):
-        for suffix in (".png", ".svg"):
-            assert (report / "figures" / f"rate_quality_{metric}{suffix}").exists()
+        assert (report / "figures" / f"rate_quality_{metric}.png").exists()
+        assert not (report / "figures" / f"rate_quality_{metric}.svg").exists(), "SVG: --svg"
+    assert (report / "figures" / "rate_quality.png").exists(), "the small multiples"
     assert not list((report / "figures").glob("rate_quality_rtf_decode*"))
     table = pd.read_csv(report / "tables" / "summary.csv")
-    assert list(table["kbps_nominal"]) == [6.0, 12.0]
-    assert (table["stoi_n"] + table["stoi_failed"]).tolist() == [2, 2], "STOI: speech only"
+    assert list(table["kbps_nominal"]) == [6.0, 12.0, 32.0, 48.0]
+    assert (table["stoi_n"] + table["stoi_failed"]).tolist() == [2] * 4, "STOI: speech only"
+    bd_rate = pd.read_csv(report / "tables" / "bd_rate.csv")
+    assert set(bd_rate["codec"]) == {"mp3"} and set(bd_rate["anchor"]) == {"opus"}
+    assert list(bd_rate["metric"]) == ["mel_distance", "si_sdr", "stoi"]
     summary = load_summary(report / "summary.json")
     assert summary["run_id"] == "run" and summary["git"]["commit"]
     assert {row["metric"] for row in summary["conditions"]} >= {"si_sdr", "rtf_decode"}
     html = (report / "index.html").read_text()
-    assert html.count("<audio") == 3 + 2 * 3, "a reference per item, then each condition"
+    listening = html[html.index('<section id="listening">') :]
+    listening = listening[: listening.index("</section>")]
+    assert listening.count("<audio") == 3 + 4 * 3, "a reference per item, then each condition"
 
 
 def test_fractional_bitrates_keep_their_spectrograms(tmp_path):
@@ -155,3 +163,100 @@ def test_committed_baseline_matches_the_ci_suite():
     conditions = {(row["codec"], row["bitrate"]) for row in baseline["conditions"]}
     assert ("opus", 6.0) in conditions and ("mp3", 64.0) in conditions
     assert all(row["failed"] == 0 for row in baseline["conditions"])
+
+
+def test_page_opens_on_the_headline_and_ends_on_folded_provenance(run_dir):
+    html = (run_dir / "report" / "index.html").read_text()
+    order = [
+        html.index('id="headline-1"'),
+        html.index('src="figures/rate_quality.png"'),
+        html.index('id="headline-3"'),
+        html.index('<nav class="toc"'),
+        html.index('<section id="tables">'),
+        html.index('<section id="worst">'),
+        html.index('<section id="listening">'),
+        html.index('<section id="provenance">'),
+    ]
+    assert order == sorted(order)
+    headline = html[: html.index('<nav class="toc"')]
+    assert "Summary over all items" in headline and "BD-rate against opus" in headline
+    provenance = html[html.index('<section id="provenance">') :]
+    assert "<details>" in provenance and "Git commit" in provenance and "Versions" in provenance
+
+
+@pytest.mark.slow
+def test_first_screen_shows_the_headline_table_and_figure(run_dir, tmp_path):
+    screenshot = tmp_path / "first_screen.png"
+    boxes = browser.first_screen(
+        run_dir / "report" / "index.html",
+        ["#headline-1 table", 'img[src="figures/rate_quality.png"]'],
+        screenshot,
+    )
+    table, figure = boxes.values()
+    height = browser.VIEWPORT["height"]
+    assert table is not None and 0 <= table["top"] < table["bottom"] <= height, table
+    # The figure starts on the first screen with at least half of that screen to show it.
+    assert figure is not None and figure["loaded"], figure
+    assert 0 < table["bottom"] <= figure["top"] < height / 2, figure
+    image = Image.open(screenshot)
+    assert image.size == (browser.VIEWPORT["width"], height), "the first screen only"
+    if os.environ.get("BENCH_SCREENSHOT_DIR"):
+        target = Path(os.environ["BENCH_SCREENSHOT_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, target / "report_first_screen.png")
+
+
+def test_worst_items_of_each_condition_are_kept_and_played(run_dir):
+    worst = pd.read_csv(run_dir / "report" / "tables" / "worst_items.csv")
+    assert worst.groupby(["label", "bitrate"])["rank"].apply(list).map(len).eq(3).all()
+    html = (run_dir / "report" / "index.html").read_text()
+    section = html[html.index('<section id="worst">') : html.index('<section id="listening">')]
+    for row in worst[worst["rank"] <= 2].itertuples():
+        slug = f"{row.label}_{row.bitrate:g}kbps"
+        kept = run_dir / "listening" / slug / f"{item_file_stem(row.item)}.flac"
+        assert kept.is_file(), kept
+        assert f"audio/{slug}/{item_file_stem(row.item)}.flac" in section
+    # The spectrogram strips of the worst items are drawn beside their players.
+    assert section.count('<img src="worst/') == len(worst[worst["rank"] <= 2])
+
+
+def test_anchor_and_svg_options(run_dir, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["report", str(copy), "--anchor", "mp3", "--svg"]) == EXIT_OK
+    bd_rate = pd.read_csv(copy / "report" / "tables" / "bd_rate.csv")
+    assert set(bd_rate["anchor"]) == {"mp3"} and set(bd_rate["codec"]) == {"opus"}
+    assert (copy / "report" / "figures" / "rate_quality.svg").exists()
+    assert main(["report", str(copy), "--anchor", "aac"]) == EXIT_USAGE
+    assert "anchor" in capsys.readouterr().err
+    new_run = tmp_path / "refused"
+    arguments = ["run", "--codec", "opus:6", "--items", "cards_005", "--run-dir", str(new_run)]
+    assert main([*arguments, "--anchor", "aac", "--quiet", "--no-cache"]) == EXIT_USAGE
+    assert (
+        "--anchor: expected one of the run's codecs ['opus'], got 'aac'" in capsys.readouterr().err
+    )
+    assert not new_run.exists(), "refused before anything ran"
+
+
+def test_a_rebuild_reuses_the_statistics_only_while_they_check_out(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    derived = copy / "report" / "derived.json"
+    summary_md = (copy / "report" / "tables" / "summary.md").read_text()
+    # Same key, edited numbers: the digest no longer matches, so they are computed again.
+    document = json.loads(derived.read_text())
+    document["tables"]["summaries"][""] = document["tables"]["summaries"][""].replace(
+        '"mean":0.', '"mean":9.'
+    )
+    assert '"mean":9.' in document["tables"]["summaries"][""]
+    derived.write_text(json.dumps(document))
+    assert main(["report", str(copy)]) == EXIT_OK
+    assert (copy / "report" / "tables" / "summary.md").read_text() == summary_md
+    # A result row more: the key changes, and the new row is in the table.
+    rows = (copy / "results.jsonl").read_text().splitlines()
+    edited = json.loads(rows[0])
+    assert edited["metric"] == "mel_distance"
+    edited["value"] = 5.0
+    (copy / "results.jsonl").write_text("\n".join([json.dumps(edited), *rows[1:]]) + "\n")
+    assert main(["report", str(copy)]) == EXIT_OK
+    assert (copy / "report" / "tables" / "summary.md").read_text() != summary_md
