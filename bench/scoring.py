@@ -160,12 +160,9 @@ def ensure_set_up(metric: BoundMetric) -> None:
 
 
 def _check_counts(spec: MetricSpec, counts: dict[str, int] | None) -> None:
-    """A ratio metric must report the counts its aggregation pools; raise ``TypeError``."""
-    if spec.aggregation is None:
-        return
-    wanted = (spec.aggregation.numerator, spec.aggregation.denominator)
-    if counts is None or any(not isinstance(counts.get(name), int) for name in wanted):
-        raise TypeError(f"a ratio metric must report integer counts {wanted}, got {counts!r}")
+    """A pooled metric must report the counts its aggregation pools; raise ``TypeError``."""
+    if spec.aggregation is not None:
+        spec.aggregation.check_counts(counts)
 
 
 def _values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, float]:

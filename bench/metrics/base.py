@@ -20,10 +20,11 @@ function (``toy = "mypackage.metrics:toy"``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
+from bench.metrics import histograms
 from bench.registry import METRICS
 
 # Content classes of items (tags); a metric made for one class is not run on the others.
@@ -52,8 +53,9 @@ class Score:
     """A metric's value with a note on how it was obtained, recorded in the result row
     (e.g. whether a WER was scored against the transcript or an ASR reference).
 
-    ``counts`` are the item's counts behind a ratio metric's value (e.g. WER's edits and
-    reference words), recorded in the row so reports can pool them over items.
+    ``counts`` are the item's counts behind a pooled metric's value (e.g. WER's edits and
+    reference words, or a histogram of codes), recorded in the row so reports can pool
+    them over items (see :attr:`MetricSpec.aggregation`).
     """
 
     value: float | dict[str, float]
@@ -70,6 +72,121 @@ class Ratio:
 
     numerator: str
     denominator: str
+
+    def check_counts(self, counts: dict[str, int] | None) -> None:
+        """Raise ``TypeError`` unless ``counts`` has both integer counts."""
+        wanted = (self.numerator, self.denominator)
+        if counts is None or any(not isinstance(counts.get(name), int) for name in wanted):
+            raise TypeError(f"a ratio metric must report integer counts {wanted}, got {counts!r}")
+
+    def row_counts(
+        self, keys: Sequence[str | None], counts: dict[str, int] | None
+    ) -> dict[str | None, dict[str, int] | None]:
+        """The counts each value's row carries (``keys``: see
+        :meth:`PooledHistogram.row_counts`): all of them."""
+        return {key: counts for key in keys}
+
+    def describe(self) -> str:
+        """What a report's pooled value is."""
+        return f"total {self.numerator} / total {self.denominator} over items"
+
+
+@dataclass(frozen=True)
+class PooledHistogram:
+    """How a metric on codes is aggregated: each item reports the histogram of its codes as
+    counts (see :mod:`bench.metrics.histograms` for the keys), and a condition's value is
+    ``statistic`` of the histograms summed over its items, not a mean of the items' values:
+    a code used in any item counts as used, and rare codes pool into a stable entropy.
+    An item's own value is the statistic of its own histogram.
+
+    ``statistic`` names one of :data:`bench.metrics.histograms.STATISTICS` (``"usage"``,
+    ``"entropy"``, ``"entropy_kbps"``), which are part of bench, so a report rebuilt where
+    the metric's plug-in is not installed still pools it.
+
+    A metric with several values keys them ``L{level}`` per level plus summary keys
+    (``overall``, ``mean``, ...). So that rows stay small, the row of ``L{level}`` carries
+    that level's bins and the other rows none (only ``samples`` and the constants): a
+    report computes a summary key from the pooled bins of the metric's level rows. The
+    row of a single-valued metric carries every bin.
+    """
+
+    statistic: str
+
+    def __post_init__(self) -> None:
+        if self.statistic not in histograms.STATISTICS:
+            raise ValueError(
+                f"PooledHistogram: expected a statistic among "
+                f"{', '.join(histograms.STATISTICS)}, got {self.statistic!r}"
+            )
+
+    def check_counts(self, counts: dict[str, int] | None) -> None:
+        """Raise ``TypeError`` unless ``counts`` is a histogram of integer counts with at
+        least one code and the samples it covers."""
+        wanted = (
+            "a pooled-histogram metric must report integer counts of its codes "
+            f"('L<level>:<code>') and 'samples', got {counts!r:.200}"
+        )
+        if (
+            not isinstance(counts, dict)
+            or not all(isinstance(value, int) for value in counts.values())
+            or not isinstance(counts.get(histograms.SAMPLES), int)
+            or not any(histograms.is_bin(key) for key in counts)
+        ):
+            raise TypeError(wanted)
+        try:
+            for key in counts:
+                histograms.split_bin(key)
+        except ValueError as error:
+            raise TypeError(f"{wanted}: {error}") from None
+
+    def row_counts(
+        self, keys: Sequence[str | None], counts: dict[str, int] | None
+    ) -> dict[str | None, dict[str, int] | None]:
+        """The counts the row of each value carries, by the value's key (``"L3"`` of
+        ``family.L3``; ``None`` for a single-valued metric): a level row its level's bins,
+        a summary row no bins, and every row ``samples`` and the constants; the row of a
+        single-valued metric all the counts."""
+        if counts is None:
+            return {key: None for key in keys}
+        context: dict[str, int] = {}
+        bins: dict[str, dict[str, int]] = {}  # by the level's digits
+        for name, value in counts.items():
+            if histograms.is_bin(name):
+                bins.setdefault(name[1 : name.index(":")], {})[name] = value
+            else:
+                context[name] = value
+        rows: dict[str | None, dict[str, int] | None] = {}
+        for key in keys:
+            if key is None:
+                rows[key] = counts
+                continue
+            level = histograms.level_of_name(key)
+            own = bins.get(str(level), {}) if level is not None else {}
+            rows[key] = {**own, **context}
+        return rows
+
+    def pools_levels(self, key: str | None) -> bool:
+        """Whether the row of ``key`` is pooled from the metric's level rows (a summary
+        key) rather than from its own rows (a level key, or a single-valued metric)."""
+        return key is not None and histograms.level_of_name(key) is None
+
+    def describe(self) -> str:
+        """What a report's pooled value is."""
+        return histograms.STATISTICS[self.statistic][1]
+
+
+Aggregation = Ratio | PooledHistogram
+
+
+def aggregation_of(metadata: dict | None) -> Aggregation | None:
+    """The aggregation a run's config.json records (``MetricSpec.metadata()``), rebuilt:
+    a :class:`Ratio` from ``numerator`` and ``denominator``, a :class:`PooledHistogram`
+    from ``statistic``; ``None`` for a metric averaged over items."""
+    if not metadata:
+        return None
+    if "statistic" in metadata:
+        return PooledHistogram(metadata["statistic"])
+    return Ratio(metadata["numerator"], metadata["denominator"])
 
 
 @dataclass(frozen=True)
@@ -128,7 +245,8 @@ class MetricSpec:
     ``optional_transcript`` marks a metric that uses the item's transcript when it has one
     and scores without it otherwise (WER falls back to a dWER). ``aggregation`` is how
     reports combine items: ``None`` averages their values; a :class:`Ratio` pools the
-    counts each item reports (a single-valued metric only).
+    counts each item reports (a single-valued metric only); a :class:`PooledHistogram`
+    sums the code histograms each item reports and takes a statistic of the sum.
     ``max_seconds`` is the longest item the metric scores, for a backend that holds the
     whole signal in working memory many times its size, or that fails on long input
     (``max_seconds_reason`` says which); a longer item gets NaN naming both, before any
@@ -161,7 +279,7 @@ class MetricSpec:
     max_seconds: float | None = None
     max_seconds_reason: str = ""
     optional_transcript: bool = False
-    aggregation: Ratio | None = None
+    aggregation: Aggregation | None = None
     mono_mix: Literal["float32", "float64"] | None = None
 
     def __post_init__(self) -> None:
@@ -177,6 +295,11 @@ class MetricSpec:
             raise ValueError(
                 f"metric {self.name!r}: needs_equal_lengths applies to a reference and "
                 "a degraded signal; expected needs_reference=True with it"
+            )
+        if isinstance(self.aggregation, PooledHistogram) and not self.needs_codes:
+            raise ValueError(
+                f"metric {self.name!r}: a PooledHistogram pools histograms of codes; "
+                "expected needs_codes=True with it"
             )
         if self.needs_codes and self.inputs != "audio":
             raise ValueError(

@@ -6,6 +6,10 @@ averaged first, so seeds narrow an item's noise without pretending to be more it
 A ratio metric (one whose spec declares a :class:`bench.metrics.Ratio`, e.g. WER: edits
 over reference words) is summarised by the ratio of its counts summed over items, as the
 field reports a corpus WER, with the bootstrap resampling items and recomputing the ratio.
+A metric on codes aggregated as a :class:`bench.metrics.PooledHistogram` (codebook usage,
+token entropy) is summarised by its statistic of the code histograms summed over items (a
+code used in any item counts as used), with the bootstrap resampling items and pooling
+their histograms again.
 Intervals are BCa bootstrap intervals (Efron 1987) from ``scipy.stats.bootstrap``; the
 paired test is the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) or a paired
 bootstrap of the mean difference. Resampling uses a fixed seed, so a report rebuilt from
@@ -25,7 +29,9 @@ import pandas as pd
 import scipy
 from scipy import stats as scipy_stats
 
-from bench.metrics import CodingStats, get_metric, metric_names
+from bench.metrics import CodingStats, PooledHistogram, Ratio, get_metric, metric_names
+from bench.metrics.base import aggregation_of
+from bench.metrics.histograms import STATISTICS, CodeHistograms, level_of_name
 from bench.store import CONFIG_FILE, RunStore
 
 CONFIDENCE = 0.95
@@ -52,6 +58,9 @@ STATISTICS_COLUMNS = [
 PAIRED_METHODS = ("wilcoxon", "bootstrap")
 # The "aggregate" of a summary row: what its "mean" column holds.
 MEAN_AGGREGATE = "mean over items"
+# How many numbers one batch of bootstrap resamples of pooled histograms may hold (each
+# resample's weights over items and its pooled histogram): 32 MB of float64.
+HISTOGRAM_BATCH_VALUES = 4_000_000
 
 
 def coding_metrics() -> list[str]:
@@ -82,7 +91,8 @@ def results_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
 def metric_directions(run_dir: str | os.PathLike) -> dict[str, dict]:
     """``{metric family: {"higher_is_better", "unit", "aggregation"}}`` as recorded in the
     run's config; ``aggregation`` is a ratio metric's ``{"numerator", "denominator"}``
-    (the names of its counts), else ``None``.
+    (the names of its counts), a pooled-histogram metric's ``{"statistic"}``, else
+    ``None`` (see :func:`bench.metrics.base.aggregation_of`).
 
     Read from the run, not the registry, so a report rebuilt where a plug-in metric is
     not installed still knows which way is better and how to pool it.
@@ -141,22 +151,62 @@ def bootstrap_ratio_ci(
     return _interval((numerators, denominators), ratio_of_sums, confidence, seed)
 
 
-def _interval(
-    samples: tuple[np.ndarray, ...], statistic, confidence: float, seed: int
+def bootstrap_histogram_ci(
+    histograms: CodeHistograms,
+    statistic,
+    *,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float]:
-    interval = _bootstrap(samples, statistic, confidence, seed).confidence_interval
+    """The BCa bootstrap interval of ``statistic`` (a function of pooled histograms, see
+    :mod:`bench.metrics.histograms`) of the items' histograms summed, resampling items:
+    a resample pools each item's histogram as many times as it was drawn (NaN, NaN below
+    two items)."""
+    items = histograms.samples.shape[-1]
+    if items < 2:
+        return np.nan, np.nan
+
+    def resampled(indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        indices = np.asarray(indices, dtype=int)
+        drawn = indices.reshape(-1, indices.shape[-1])
+        weights = np.zeros((drawn.shape[0], items))
+        np.add.at(weights, (np.arange(drawn.shape[0])[:, None], drawn), 1.0)
+        values = np.asarray(statistic(histograms.pooled(weights)), dtype=float)
+        # Rounded as bootstrap_mean_ci rounds values: ties with the pooled value must not
+        # flip with the last digit of a sum.
+        return np.round(values, ROUND_DECIMALS).reshape(indices.shape[:-1])
+
+    codes = sum(counts.shape[-1] for counts in histograms.levels.values())
+    batch = max(1, HISTOGRAM_BATCH_VALUES // (items + codes + 1))
+    return _interval((np.arange(items),), resampled, confidence, seed, batch)
+
+
+def _interval(
+    samples: tuple[np.ndarray, ...],
+    statistic,
+    confidence: float,
+    seed: int,
+    batch: int | None = None,
+) -> tuple[float, float]:
+    interval = _bootstrap(samples, statistic, confidence, seed, batch=batch).confidence_interval
     if not (np.isfinite(interval.low) and np.isfinite(interval.high)):
         # BCa is undefined when nearly every resample has the same statistic (values equal
         # but for rounding); the percentile interval is then the honest answer.
-        interval = _bootstrap(samples, statistic, confidence, seed, "percentile")
+        interval = _bootstrap(samples, statistic, confidence, seed, "percentile", batch)
         interval = interval.confidence_interval
     return float(interval.low), float(interval.high)
 
 
 def _bootstrap(
-    samples: tuple[np.ndarray, ...], statistic, confidence: float, seed: int, method: str = "BCa"
+    samples: tuple[np.ndarray, ...],
+    statistic,
+    confidence: float,
+    seed: int,
+    method: str = "BCa",
+    batch: int | None = None,
 ):
-    """``scipy.stats.bootstrap`` of ``statistic``; several samples are resampled as pairs."""
+    """``scipy.stats.bootstrap`` of ``statistic``; several samples are resampled as pairs;
+    ``batch`` resamples at a time (``None``: all)."""
     with warnings.catch_warnings():
         # Few distinct values make BCa warn; the interval it returns is still the estimate.
         warnings.simplefilter("ignore")
@@ -166,6 +216,7 @@ def _bootstrap(
             paired=len(samples) > 1,
             confidence_level=confidence,
             n_resamples=RESAMPLES,
+            batch=batch,
             method=method,
             rng=np.random.default_rng(seed),
         )
@@ -200,11 +251,11 @@ def _with_ratio_counts(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.D
     counts = frame["metric_counts"] if "metric_counts" in frame else pd.Series(None, frame.index)
     families = frame["metric"].str.split(".", n=1).str[0]
     for family, direction in directions.items():
-        ratio = direction.get("aggregation")
+        ratio = aggregation_of(direction.get("aggregation"))
         scored = (families == family) & np.isfinite(frame["value"])
-        if not ratio or not scored.any():
+        if not isinstance(ratio, Ratio) or not scored.any():
             continue
-        wanted = (ratio["numerator"], ratio["denominator"])
+        wanted = (ratio.numerator, ratio.denominator)
         for index, entry in counts[scored].items():
             if not isinstance(entry, dict) or any(name not in entry for name in wanted):
                 row = frame.loc[index]
@@ -217,23 +268,129 @@ def _with_ratio_counts(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.D
     return frame.assign(numerator=numerators, denominator=denominators)
 
 
-def _aggregate(group: pd.DataFrame, ratio: dict | None) -> tuple[str, float, float, float]:
+def _aggregate(group: pd.DataFrame, ratio: Ratio | None) -> tuple[str, float, float, float]:
     """``(aggregate, value, ci_low, ci_high)`` of one condition's per-item rows: the mean
     of the scored values, or for a ratio metric the ratio of their summed counts."""
     scored = group[np.isfinite(group["value"])]
     if scored.empty:
-        return MEAN_AGGREGATE if ratio is None else _ratio_aggregate(ratio), np.nan, np.nan, np.nan
+        return MEAN_AGGREGATE if ratio is None else ratio.describe(), np.nan, np.nan, np.nan
     if ratio is None:
         values = scored["value"].to_numpy(dtype=float)
         return MEAN_AGGREGATE, float(values.mean()), *bootstrap_mean_ci(values)
     numerators = scored["numerator"].to_numpy(dtype=float)
     denominators = scored["denominator"].to_numpy(dtype=float)
     value = float(ratio_of_sums(numerators, denominators))
-    return _ratio_aggregate(ratio), value, *bootstrap_ratio_ci(numerators, denominators)
+    return ratio.describe(), value, *bootstrap_ratio_ci(numerators, denominators)
 
 
-def _ratio_aggregate(ratio: dict) -> str:
-    return f"total {ratio['numerator']} / total {ratio['denominator']} over items"
+def _condition_key(label, codec, bitrate, nfe, metric) -> tuple:
+    """A condition's metric as a dict key (a NaN NFE would never equal itself)."""
+    return label, codec, float(bitrate), None if pd.isna(nfe) else int(nfe), metric
+
+
+def _histogram_aggregates(frame: pd.DataFrame, directions: dict[str, dict]) -> dict[tuple, tuple]:
+    """``{condition key: (aggregate, value, ci_low, ci_high)}`` of every metric aggregated
+    as a :class:`PooledHistogram` (see :func:`_condition_key`).
+
+    An item's histogram is the mean of its scored rows' counts over seeds. A level's value
+    (``family.L3``) and a single-valued metric's pool their own rows' histograms; a summary
+    value (``family.overall``) pools the histograms of the family's level rows, over the
+    items whose summary row scored. Raises ``ValueError`` for a scored row without counts.
+    """
+    aggregates: dict[tuple, tuple] = {}
+    families = frame["metric"].str.split(".", n=1).str[0]
+    for family, direction in directions.items():
+        aggregation = aggregation_of(direction.get("aggregation"))
+        rows = frame[families == family]
+        if not isinstance(aggregation, PooledHistogram) or rows.empty:
+            continue
+        for condition, group in rows.groupby(CONDITION_COLUMNS, dropna=False, sort=False):
+            for metric, pooled in _pooled_family(family, group, aggregation).items():
+                aggregates[_condition_key(*condition, metric)] = pooled
+    return aggregates
+
+
+def _pooled_family(
+    family: str, group: pd.DataFrame, aggregation: PooledHistogram
+) -> dict[str, tuple]:
+    """Each metric of one family in one condition: ``(aggregate, value, low, high)``."""
+    scored = group[np.isfinite(group["value"])]
+    counts = scored["metric_counts"] if "metric_counts" in scored else pd.Series(None, scored.index)
+    per_item: dict[str, dict[str, dict[str, float]]] = {}
+    for (metric, item), entries in counts.groupby([scored["metric"], scored["item"]], sort=False):
+        for index, entry in entries.items():
+            if not isinstance(entry, dict):
+                row = scored.loc[index]
+                raise ValueError(
+                    f"metric {metric!r} is pooled as code histograms, but the scored row of "
+                    f"item {item!r} ({row['label']} {row['bitrate']:g} kbps) has counts "
+                    f"{entry!r}"
+                )
+        per_item.setdefault(metric, {})[item] = _mean_counts(list(entries))
+    keys = {metric: _sub_key(family, metric) for metric in group["metric"].unique()}
+    # Each item's histogram of every level, parsed once for the family: its rows of the
+    # levels (or a single-valued metric's row) with the samples and constants.
+    every_item = sorted({item for items in per_item.values() for item in items})
+    merged = {
+        item: _merged([items.get(item, {}) for items in per_item.values()]) for item in every_item
+    }
+    family_histograms = CodeHistograms.of_items([merged[item] for item in every_item])
+    pooled = {}
+    for metric, key in keys.items():
+        items = sorted(per_item.get(metric, {}))
+        if items == every_item:
+            histograms = family_histograms
+        elif aggregation.pools_levels(key):
+            histograms = CodeHistograms.of_items([merged[item] for item in items])
+        else:
+            histograms = CodeHistograms.of_items([per_item[metric][item] for item in items])
+        value = _pooled_statistic(histograms, aggregation, key)
+        pooled[metric] = (aggregation.describe(), *value)
+    return pooled
+
+
+def _sub_key(family: str, metric: str) -> str | None:
+    """``"L3"`` of ``"family.L3"``; ``None`` for the single value ``"family"``."""
+    return None if metric == family else metric[len(family) + 1 :]
+
+
+def _mean_counts(entries: list[dict]) -> dict[str, float]:
+    """The mean of an item's counts over its rows (its seeds)."""
+    total: dict[str, float] = {}
+    for entry in entries:
+        for name, count in entry.items():
+            total[name] = total.get(name, 0.0) + count
+    return {name: count / len(entries) for name, count in total.items()}
+
+
+def _merged(parts: list[dict[str, float]]) -> dict[str, float]:
+    """One item's histogram from its rows of several levels: each row holds its own
+    level's bins, and the same samples and constants."""
+    merged: dict[str, float] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def _pooled_statistic(
+    histograms: CodeHistograms, aggregation: PooledHistogram, key: str | None
+) -> tuple[float, float, float]:
+    """``(value, ci_low, ci_high)``: the statistic's ``key`` (``None``: its single value)
+    of the items' ``histograms`` summed (of its own level only, for a level's key), and
+    its bootstrap interval over items."""
+    if histograms.samples.size == 0:
+        return np.nan, np.nan, np.nan
+    level = level_of_name(key) if key is not None else None
+    if level is not None:
+        histograms = histograms.only(level)
+    function = STATISTICS[aggregation.statistic][0]
+
+    def statistic(pooled: CodeHistograms):
+        values = function(pooled)
+        return values if key is None else values[key]
+
+    value = float(statistic(histograms.pooled()))
+    return value, *bootstrap_histogram_ci(histograms, statistic)
 
 
 def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:
@@ -249,6 +406,7 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
         return pd.DataFrame(columns=columns)
     coding = _coding_summary(frame)
     counted = _with_ratio_counts(frame, directions)
+    pooled_histograms = _histogram_aggregates(frame, directions)
     per_item = item_means(counted, ("value", "numerator", "denominator"))
     records = []
     for (label, codec, bitrate, nfe, metric), group in per_item.groupby(
@@ -258,7 +416,12 @@ def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFr
         scored = values[np.isfinite(values)]
         family = metric.split(".", 1)[0]
         direction = directions.get(family, {"higher_is_better": True, "unit": ""})
-        aggregate, value, low, high = _aggregate(group, direction.get("aggregation"))
+        key = _condition_key(label, codec, bitrate, nfe, metric)
+        if key in pooled_histograms:
+            aggregate, value, low, high = pooled_histograms[key]
+        else:
+            ratio = aggregation_of(direction.get("aggregation"))
+            aggregate, value, low, high = _aggregate(group, ratio)
         records.append(
             {
                 "label": label,

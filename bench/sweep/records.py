@@ -210,8 +210,10 @@ def task_records(
     decoded_from_cache: bool = False,
 ) -> list[Record]:
     """The records of one metric's outcome on one task: one per value the metric gives
-    (a metric family such as DNSMOS gives several)."""
+    (a metric family such as DNSMOS gives several), each with the counts its aggregation
+    puts on that value's row (:meth:`bench.metrics.PooledHistogram.row_counts`)."""
     condition = task.condition
+    row_counts = _row_counts(metric, outcome)
     coding = {}
     if decoding is not None:
         coding = {
@@ -241,7 +243,7 @@ def task_records(
             value=value if value_failure is None else None,
             failure=outcome.failure or value_failure,
             metric_note=outcome.note,
-            metric_counts=outcome.counts,
+            metric_counts=row_counts[name],
             metric_seconds=outcome.seconds,
             metric_backend=metric.spec.backend,
             metric_backend_version=metric.backend_version,
@@ -250,6 +252,19 @@ def task_records(
         for name, value in outcome.values.items()
         for value_failure in [_value_failure(value)]
     ]
+
+
+def _row_counts(metric: BoundMetric, outcome: MetricOutcome) -> dict[str, dict | None]:
+    """The counts on the row of each value of ``outcome`` (``family`` or ``family.key``)."""
+    aggregation = metric.spec.aggregation
+    if aggregation is None:
+        return {name: outcome.counts for name in outcome.values}
+    keys = {
+        name: None if name == metric.name else name.removeprefix(f"{metric.name}.")
+        for name in outcome.values
+    }
+    by_key = aggregation.row_counts(list(keys.values()), outcome.counts)
+    return {name: by_key[key] for name, key in keys.items()}
 
 
 def _value_failure(value: object) -> str | None:
