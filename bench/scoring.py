@@ -141,7 +141,8 @@ class MetricOutcome:
 
     @classmethod
     def failed(cls, metric: BoundMetric, reason: str, cacheable: bool = True) -> MetricOutcome:
-        return cls({metric.name: math.nan}, reason, None, 0.0, cacheable)
+        names = metric.spec.value_names
+        return cls(dict.fromkeys(names, math.nan), reason, None, 0.0, cacheable)
 
 
 _SET_UP: set[tuple] = set()
@@ -167,7 +168,11 @@ def _check_counts(spec: MetricSpec, counts: dict[str, int] | None) -> None:
 
 def _values(spec: MetricSpec, result: float | dict[str, float]) -> dict[str, float]:
     if isinstance(result, dict):
-        return {f"{spec.name}.{key}": float(value) for key, value in result.items()}
+        if spec.subvalues and set(result) != set(spec.subvalues):
+            raise TypeError(
+                f"metric {spec.name!r} declares the values {spec.subvalues}, got {sorted(result)}"
+            )
+        return {spec.value_name(key): float(value) for key, value in result.items()}
     return {spec.name: float(result)}
 
 
@@ -474,8 +479,9 @@ class PairScores:
     def fail(self, metrics: tuple[BoundMetric, ...], reason: str) -> PairScores:
         """Record every metric as NaN (``None``) for ``reason``."""
         for metric in metrics:
-            self.values[metric.name] = None
-            self.failures[metric.name] = reason
+            for name in metric.spec.value_names:
+                self.values[name] = None
+                self.failures[name] = reason
         return self
 
 

@@ -22,7 +22,10 @@ def test_unknown_codec_and_metric_exit_2_with_suggestions(capsys):
     assert main(["run", "--codec", "opsu"]) == EXIT_USAGE
     assert "unknown codec 'opsu'; did you mean 'opus'?" in capsys.readouterr().err
     assert main(["run", "--codec", "opus", "--metrics", "si_sdrr", "--no-cache"]) == EXIT_USAGE
-    assert "unknown metric 'si_sdrr'; did you mean 'si_sdr' or 'si_sdr_aligned'?" in capsys.readouterr().err
+    assert (
+        "unknown metric 'si_sdrr'; did you mean 'si_sdr' or 'si_sdr_aligned'?"
+        in capsys.readouterr().err
+    )
 
 
 def test_bad_options_exit_2_naming_what_was_expected(capsys, tmp_path):

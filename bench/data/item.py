@@ -3,7 +3,7 @@ and what a dataset scheme registers to list such items."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,3 +48,21 @@ class DatasetScheme:
     load: Callable[..., Listing]
     takes_path: bool
     example: str
+
+
+def listening_selection(items: Iterable[Item], count: int) -> list[Item]:
+    """The items kept for listening: one of each kind of content first, then in order.
+
+    A speech-and-music corpus thus gets a music example even when speech comes first.
+    """
+    items = list(items)
+    chosen: dict[str, Item] = {}
+    kinds: set[frozenset[str]] = set()
+    for item in items:
+        if len(chosen) < count and item.tags not in kinds:
+            kinds.add(item.tags)
+            chosen[item.id] = item
+    for item in items:
+        if len(chosen) < count:
+            chosen.setdefault(item.id, item)
+    return [item for item in items if item.id in chosen]

@@ -255,6 +255,11 @@ class MetricSpec:
     harness then hands it that mix, one channel of that dtype, made from the resampled
     channels as numpy's mean makes it, so the metric's own mix leaves it unchanged, and no
     multi-channel pair at the metric's rate is held.
+
+    A metric that returns a dict of known keys names them in ``subvalues``; one of them
+    may be its ``primary`` value, recorded under the metric's own name (DNSMOS: OVRL as
+    ``dnsmos``, then ``dnsmos.sig``, ``dnsmos.bak``, ``dnsmos.p808``), the others as
+    ``name.key``. Where it cannot score, every one of those names is NaN with the reason.
     """
 
     name: str
@@ -281,6 +286,8 @@ class MetricSpec:
     optional_transcript: bool = False
     aggregation: Aggregation | None = None
     mono_mix: Literal["float32", "float64"] | None = None
+    subvalues: tuple[str, ...] = ()
+    primary: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tolerance, Tolerance):
@@ -301,11 +308,25 @@ class MetricSpec:
                 f"metric {self.name!r}: a PooledHistogram pools histograms of codes; "
                 "expected needs_codes=True with it"
             )
+        if self.primary is not None and self.primary not in self.subvalues:
+            raise ValueError(
+                f"metric {self.name!r}: its primary value must be one of its subvalues "
+                f"{self.subvalues}, got {self.primary!r}"
+            )
         if self.needs_codes and self.inputs != "audio":
             raise ValueError(
                 f"metric {self.name!r}: needs_codes is for metrics of a decoded signal; "
                 f"expected inputs='audio', got {self.inputs!r}"
             )
+
+    def value_name(self, key: str) -> str:
+        """The recorded name of the value ``key`` of a dict-valued metric."""
+        return self.name if key == self.primary else f"{self.name}.{key}"
+
+    @property
+    def value_names(self) -> tuple[str, ...]:
+        """The names a metric of known values records (:attr:`subvalues`), else its own."""
+        return tuple(self.value_name(key) for key in self.subvalues) or (self.name,)
 
     @property
     def scores_files(self) -> bool:

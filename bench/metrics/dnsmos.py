@@ -1,10 +1,16 @@
-"""DNSMOS P.835: a no-reference estimate of the overall quality (OVRL) of decoded speech.
+"""DNSMOS P.835: no-reference estimates of the quality of decoded speech: overall (OVRL),
+speech signal (SIG), background (BAK), and the P.808 overall rating.
 
 DNSMOS P.835 (Reddy et al., "DNSMOS P.835: A Non-Intrusive Perceptual Objective Speech
 Quality Metric to Evaluate Noise Suppressors", ICASSP 2022) predicts the ITU-T P.835
 ratings of speech signal (SIG), background (BAK) and overall quality (OVRL) from the
 degraded signal alone. The ONNX models and the front end are those of ``speechmos``
 0.0.1.1 (the wheel ships Microsoft's ``sig_bak_ovr.onnx`` and ``model_v8.onnx``).
+
+The metric records OVRL as ``dnsmos`` (the number codec papers report) and SIG, BAK and
+P.808 beside it as ``dnsmos.sig``, ``dnsmos.bak`` and ``dnsmos.p808``, as peers do: the
+model computes all four in one pass. P.808 is the separate P.808 model speechmos runs on the
+same clip (``model_v8.onnx``).
 
 It is an indicator, not a fidelity metric: it never sees the reference, and it hardly
 reacts to band-limiting (LibriVox low-passed for 8 kHz sampling keeps its OVRL of 3.1;
@@ -33,6 +39,8 @@ SAMPLE_RATE = 16_000
 # shorter clips up to that. Below 1 s the tiling's repetitions and seams dominate: 0.25 s
 # crops of the LibriVox utterances score OVRL 1.4-2.4, the whole utterances 2.8-3.4.
 MIN_SECONDS = 1.0
+# The recorded value -> speechmos's key for it; OVRL is the metric's primary value.
+SCORES = {"ovrl": "ovrl_mos", "sig": "sig_mos", "bak": "bak_mos", "p808": "p808_mos"}
 
 
 @functools.cache
@@ -83,21 +91,25 @@ def setup() -> None:
     ),
     unit="MOS",
     description=(
-        "DNSMOS P.835 OVRL (Reddy et al. 2022): a no-reference quality indicator of the "
-        "decoded audio alone, not a fidelity metric (it ignores band-limiting)"
+        "DNSMOS P.835 (Reddy et al. 2022): OVRL as dnsmos, with SIG, BAK and P.808 as "
+        "dnsmos.sig/.bak/.p808; a no-reference quality indicator of the decoded audio "
+        "alone, not a fidelity metric (it ignores band-limiting)"
     ),
+    version=2,
+    subvalues=tuple(SCORES),
+    primary="ovrl",
     setup=setup,
     mono_mix="float32",  # voiced_mono: a numpy mean of float32 channels
     tolerance=Tolerance(absolute=0.05),
 )
 def dnsmos(
     reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int, item: Item | None = None
-) -> float | Score:
-    """DNSMOS P.835 OVRL (1-5, higher is better) of ``degraded`` ``(channels, samples)``.
+) -> dict[str, float] | Score:
+    """DNSMOS P.835 OVRL, SIG, BAK and P.808 (1-5, higher is better) of ``degraded``
+    ``(channels, samples)``, keyed as :data:`SCORES`.
 
     The reference is ignored. Channels are averaged; samples beyond full scale are
-    clipped to [-1, 1] as playback would (noted in the result). SIG, BAK and P.808 are
-    not recorded: OVRL is the number codec papers report. Clips shorter than
+    clipped to [-1, 1] as playback would (noted in the result). Clips shorter than
     ``MIN_SECONDS`` or quieter than ``bench.metrics.speaker.SILENCE_DBFS`` cannot be scored.
     """
     # Shorter clips are mostly repetition once tiled to 9 s; the model still rates
@@ -108,7 +120,8 @@ def dnsmos(
     clipped = int(np.count_nonzero(wav > 1)) + int(np.count_nonzero(wav < -1))
     if clipped:
         wav = np.clip(wav, -1, 1)
-    ovrl = float(dnsmos_model()(wav, SAMPLE_RATE, False)["ovrl_mos"])
+    ratings = dnsmos_model()(wav, SAMPLE_RATE, False)
+    scores = {key: float(ratings[field]) for key, field in SCORES.items()}
     if clipped:
-        return Score(ovrl, f"{clipped} samples beyond full scale clipped to [-1, 1]")
-    return ovrl
+        return Score(scores, f"{clipped} samples beyond full scale clipped to [-1, 1]")
+    return scores

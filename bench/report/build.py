@@ -31,6 +31,7 @@ import pandas as pd
 import scipy
 
 from bench import __version__ as bench_version
+from bench.data.item import listening_selection
 from bench.report.bdrate import BD_RATE_NOTE, bd_rate_html, bd_rate_table, write_bd_rate_tables
 from bench.report.compare import SUMMARY_FILE, run_summary, write_summary
 from bench.report.html import (
@@ -53,10 +54,18 @@ from bench.report.plots import (
 from bench.report.published import published_beside
 from bench.report.render import FigureJob, render_figures
 from bench.report.stats import ConditionKey, metric_directions, results_frame
-from bench.report.table import aggregation_note, html_table, tag_summaries, write_tables
+from bench.report.table import (
+    aggregation_note,
+    code_statistics,
+    html_table,
+    metric_families,
+    quality_only,
+    tag_summaries,
+    write_tables,
+)
+from bench.report.tokens import token_table, token_table_html, write_token_tables
 from bench.report.worst import WORST_KEPT, condition_of, headline_metrics, worst_items
 from bench.store import CONFIG_FILE, LISTENING_DIR, RESULTS_FILE, RunStore, condition_slug
-from bench.sweep.plan import listening_selection
 
 REPORT_DIR = "report"
 # Spectrogram overviews show each codec at its lowest bitrate, where artefacts are audible.
@@ -137,7 +146,10 @@ def derived_tables(
     if frame.empty:
         return DerivedTables({}, None)
     directions = metric_directions(run_dir)
-    return DerivedTables(tag_summaries(frame, directions), bd_rate_table(frame, directions, anchor))
+    quality = frame[~metric_families(frame).isin(code_statistics(directions))]
+    return DerivedTables(
+        tag_summaries(frame, directions), bd_rate_table(quality, directions, anchor)
+    )
 
 
 def _derived_key(run_dir: Path, anchor: str | None) -> str:
@@ -222,12 +234,17 @@ def _write_report(
         else ["No results recorded yet: the run has not finished any task."]
     )
     overall = derived.summaries.get("")
+    # The gate of bench compare covers every metric, token statistics included.
     write_summary(run_summary(run_dir, overall), out / SUMMARY_FILE)
     headline: list[ReportTable | Figure] = []
     tables: list[ReportTable] = []
     figures: list[Figure] = []
     if overall is not None:
-        summary_tables = _summary_tables(derived.summaries, out)
+        directions = metric_directions(run_dir)
+        tables += _token_section(overall, config.get("codecs", {}), out)
+        summaries = {tag: quality_only(rows, directions) for tag, rows in derived.summaries.items()}
+        overall = summaries[""]
+        summary_tables = _summary_tables(summaries, out)
         headline.append(summary_tables.pop(0))
         if rate_quality_metrics(overall):
             headline.append(
@@ -288,6 +305,24 @@ def _bd_rate_section(table: pd.DataFrame | None, out: Path) -> list[ReportTable]
         ReportTable(
             caption=f"BD-rate against {anchor}. {BD_RATE_NOTE}",
             html=bd_rate_html(table),
+            downloads=_downloads(paths, out),
+        )
+    ]
+
+
+def _token_section(summary: pd.DataFrame, codecs: dict, out: Path) -> list[ReportTable]:
+    """The token statistics of the conditions with codes, their rates side by side."""
+    table = token_table(summary, codecs)
+    if table.empty:
+        return []
+    paths = write_token_tables(table, out / "tables")
+    return [
+        ReportTable(
+            caption="Token statistics of the codecs with codes, pooled over each condition's "
+            "items: nominal, actual, entropy-bound (an ideal entropy coder of the per-level "
+            "unigram statistics) and LM-coded kbps side by side, so the table shows what "
+            "entropy coding could save and what it does; codebook usage, entropy, perplexity",
+            html=token_table_html(table),
             downloads=_downloads(paths, out),
         )
     ]

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib import colormaps
 from matplotlib import image as mpl_image
 from matplotlib.axes import Axes
@@ -28,9 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
-from bench.audio import convert_channels, load_audio
-from bench.codecs.modules.spectral import hz_to_mel, mel_spectrogram, mel_to_hz
-from bench.report.stats import coding_metrics
+from bench.report.table import coding_columns
 
 # Columns of the long-form summary that each figure reads (one row per label x bitrate x
 # nfe x metric); ``nfe`` is NaN for one-shot codecs. Lines are named by the label.
@@ -108,8 +105,7 @@ def plot_rate_quality(
     Metrics with no scored condition (every mean NaN) get no figure. Returns the written
     paths, PNG before SVG.
     """
-    _require_columns(summary, RATE_QUALITY_COLUMNS, "plot_rate_quality")
-    metrics = _quality_metrics(summary.dropna(subset=["kbps_actual"]))
+    metrics = rate_quality_metrics(summary)
     return _save_each(summary, metrics, rate_quality_figure, Path(out_dir), prefix)
 
 
@@ -171,8 +167,7 @@ def plot_quality_vs_nfe(summary: pd.DataFrame, out_dir: Path, *, prefix: str = "
 
     Written as ``{prefix}_{metric}.png/.svg``; returns ``[]`` when no codec has NFE values.
     """
-    _require_columns(summary, QUALITY_VS_NFE_COLUMNS, "plot_quality_vs_nfe")
-    metrics = _quality_metrics(summary.dropna(subset=["nfe"]))
+    metrics = quality_metrics_with_nfe(summary)
     return _save_each(summary, metrics, quality_vs_nfe_figure, Path(out_dir), prefix)
 
 
@@ -487,7 +482,7 @@ def _quality_metrics(summary: pd.DataFrame) -> list[str]:
     """Quality metrics, in order of appearance, with at least one finite mean to draw; the
     coding metrics (actual kbps, RTF) are the axes of the figures, not curves on them."""
     scored = summary.dropna(subset=["mean"])
-    coding = coding_metrics()
+    coding = coding_columns(summary)
     return [metric for metric in scored["metric"].unique() if metric not in coding]
 
 
@@ -674,6 +669,13 @@ class _MelSpectrogram:
 
 def _mel_spectrogram_of(path: Path) -> _MelSpectrogram:
     """The mono mix of the file at ``path``, analysed at its own sample rate."""
+    # torch is imported where a spectrogram is drawn, not with the module: a report rebuilt
+    # with every figure unchanged then starts without it (a second of a few).
+    import torch
+
+    from bench.audio import convert_channels, load_audio
+    from bench.codecs.modules.spectral import hz_to_mel, mel_spectrogram, mel_to_hz
+
     loaded = load_audio(path)
     mono, _ = convert_channels(loaded.audio, 1)
     sample_rate = loaded.sample_rate
@@ -699,8 +701,16 @@ def _mel_spectrogram_of(path: Path) -> _MelSpectrogram:
 
 
 def _hz_to_mel_array(frequencies: np.ndarray) -> np.ndarray:
+    import torch
+
+    from bench.codecs.modules.spectral import hz_to_mel
+
     return hz_to_mel(torch.as_tensor(np.asarray(frequencies, dtype=np.float64))).numpy()
 
 
 def _mel_to_hz_array(mels: np.ndarray) -> np.ndarray:
+    import torch
+
+    from bench.codecs.modules.spectral import mel_to_hz
+
     return mel_to_hz(torch.as_tensor(np.asarray(mels, dtype=np.float64))).numpy()

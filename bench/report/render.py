@@ -25,7 +25,6 @@ import matplotlib
 import pandas as pd
 
 from bench import __version__ as bench_version
-from bench.parallel import process_pool
 
 MANIFEST = "figures.json"
 MANIFEST_VERSION = 1
@@ -107,6 +106,10 @@ def render_figures(
             to_draw.append(job)
     workers = min(workers or os.cpu_count() or 1, len(to_draw))
     if workers > 1 and len(to_draw) >= PARALLEL_MIN_JOBS:
+        # Imported here: bench.parallel brings torch, which a rebuild that draws little
+        # need not load.
+        from bench.parallel import process_pool
+
         with process_pool(workers) as pool:
             list(pool.map(_draw, to_draw, [report_dir] * len(to_draw)))
     else:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from bench.report.stats import (
     MEAN_AGGREGATE,
-    coding_metrics,
+    STATISTICS_COLUMNS,
     filter_by_tag,
     metric_directions,
     results_frame,
@@ -88,9 +88,39 @@ def _conditions(summary: pd.DataFrame) -> pd.DataFrame:
     return conditions.assign(items=items.to_numpy()).reset_index(drop=True)
 
 
+def code_statistics(directions: dict[str, dict]) -> set[str]:
+    """The metric families computed on codes and pooled over items (token statistics, see
+    ``bench.metrics.PooledHistogram``): the token table shows them (``bench.report.tokens``),
+    not the quality tables, curves and BD-rates."""
+    return {
+        family
+        for family, direction in directions.items()
+        if "statistic" in (direction.get("aggregation") or {})
+    }
+
+
+def metric_families(rows: pd.DataFrame) -> pd.Series:
+    """The family of each row's metric: ``dnsmos`` for ``dnsmos.sig``."""
+    return rows["metric"].str.split(".", n=1).str[0]
+
+
+def quality_only(summary: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:
+    """``summary`` without the rows of :func:`code_statistics`."""
+    codes = code_statistics(directions)
+    return summary[~metric_families(summary).isin(codes)].reset_index(drop=True)
+
+
+def coding_columns(summary: pd.DataFrame) -> list[str]:
+    """The coding metrics of a summary (actual kbps, RTFs): its columns after
+    ``STATISTICS_COLUMNS`` (see :func:`bench.report.stats.summary_stats`). Read from the
+    summary, not the registry, so that a report rebuilt from stored statistics need not
+    import every metric's backend."""
+    return [column for column in summary.columns if column not in STATISTICS_COLUMNS]
+
+
 def quality_metrics(summary: pd.DataFrame) -> list[str]:
     """Metrics shown as table columns, in run order; coding metrics have columns of their own."""
-    coding = coding_metrics()
+    coding = coding_columns(summary)
     return [name for name in summary["metric"].unique() if name not in coding]
 
 
@@ -235,8 +265,10 @@ def format_summary(run_dir: str | os.PathLike, summary: pd.DataFrame | None = No
     frame = results_frame(run_dir)
     if frame.empty:
         return "no results recorded yet"
+    directions = metric_directions(run_dir)
     if summary is None:
-        summary = summary_stats(frame, metric_directions(run_dir))
+        summary = summary_stats(frame, directions)
+    summary = quality_only(summary, directions)
     lines = [markdown_table(summary)]
     failures = int(frame["failure"].notna().sum())
     if failures:

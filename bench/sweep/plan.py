@@ -21,6 +21,7 @@ import soundfile
 from bench import audio as bench_audio
 from bench.codecs.base import CodecInfo
 from bench.data import Dataset, Item
+from bench.data.item import listening_selection
 from bench.registry import CODECS, codec_info, codec_option_kinds
 from bench.scoring import bind_metrics
 from bench.store import RunStore, content_key
@@ -268,24 +269,6 @@ def _duration_seconds(item: Item) -> float:
         return 0.0
 
 
-def listening_selection(items: Iterable[Item], count: int) -> list[Item]:
-    """The items kept for listening: one of each kind of content first, then in order.
-
-    A speech-and-music corpus thus gets a music example even when speech comes first.
-    """
-    items = list(items)
-    chosen: dict[str, Item] = {}
-    kinds: set[frozenset[str]] = set()
-    for item in items:
-        if len(chosen) < count and item.tags not in kinds:
-            kinds.add(item.tags)
-            chosen[item.id] = item
-    for item in items:
-        if len(chosen) < count:
-            chosen.setdefault(item.id, item)
-    return [item for item in items if item.id in chosen]
-
-
 def build_tasks(
     conditions: list[Condition],
     dataset: Dataset,
@@ -294,8 +277,17 @@ def build_tasks(
     settings: SweepSettings,
     store: RunStore,
 ) -> list[Task]:
-    """Every (condition, item) task of the run in ``store``, longest items first."""
+    """Every (condition, item) task of the run in ``store``, longest items first.
+
+    A task scores the metrics valid for its item's content (no WER on music), and metrics
+    on codes (``needs_codes``) only where its codec declares codebooks: a classic codec
+    has no tokens to count, so its rows would be NaN by construction.
+    """
     metrics = bind_metrics(settings.metrics, settings.metric_options)
+    on_codes = {metric.name for metric in metrics if metric.spec.needs_codes}
+    without_codes = {
+        label for label, info in codecs.items() if info.description.get("num_codebooks") is None
+    }
     listening = {item.id for item in listening_selection(dataset.items, settings.listening_items)}
     first_seed = settings.seeds[0]
     run_id = store.run_dir.name
@@ -313,6 +305,9 @@ def build_tasks(
         names = tuple(metric.name for metric in metrics if metric.spec.applies_to(item.tags))
         options = {name: value for name, value in settings.metric_options.items() if name in names}
         for condition in conditions:
+            task_names = names
+            if condition.label in without_codes:
+                task_names = tuple(name for name in names if name not in on_codes)
             input_hash = hashes[item.id]
             key = (
                 decoded_cache_key(
@@ -337,7 +332,7 @@ def build_tasks(
                     item,
                     input_hash,
                     key,
-                    names,
+                    task_names,
                     settings.max_seconds,
                     options,
                     run_id,

@@ -24,6 +24,7 @@ from bench import audio, parallel
 from bench.data import load_dataset
 from bench.data.item import Item
 from bench.metrics import asr, get_metric, speaker
+from bench.metrics.dnsmos import dnsmos_model
 from bench.scoring import ItemSignals, MetricOutcome, bind_metrics, score_metric
 
 SAMPLE_RATE = 16_000
@@ -240,6 +241,25 @@ def test_dnsmos_rates_clean_speech_above_speech_in_0_db_white_noise(shortest_lib
         clean = _value(_score("dnsmos", item, speech, speech), "dnsmos")
         noisy = _value(_score("dnsmos", item, speech, _with_white_noise(speech, 0)), "dnsmos")
         assert clean > noisy + 1.0, (item.id, clean, noisy)
+
+
+def test_dnsmos_records_sig_bak_and_p808_beside_ovrl(shortest_librivox):
+    item, speech = shortest_librivox[0]
+    clean = _score("dnsmos", item, speech, speech)
+    noisy = _score("dnsmos", item, speech, _with_white_noise(speech, 0))
+    names = ("dnsmos", "dnsmos.sig", "dnsmos.bak", "dnsmos.p808")
+    assert sorted(clean.values) == sorted(names)
+    # speechmos's own numbers, unchanged: OVRL under the metric's name, the rest beside it.
+    wav = speech.mean(dim=0).numpy()
+    expected = dnsmos_model()(wav, SAMPLE_RATE, False)
+    for name, key in zip(names, ("ovrl_mos", "sig_mos", "bak_mos", "p808_mos"), strict=True):
+        assert _value(clean, name) == pytest.approx(float(expected[key]), abs=1e-6), name
+    # White noise at 0 dB is above all a background problem: BAK drops the most.
+    drops = {name: _value(clean, name) - _value(noisy, name) for name in names}
+    assert drops["dnsmos.bak"] == max(drops.values()) and drops["dnsmos.bak"] > 1.0, drops
+    silent = _score("dnsmos", item, speech, torch.zeros_like(speech))
+    for name in names:
+        _assert_refused(silent, name, "degraded is silent")
 
 
 def test_dnsmos_ignores_the_reference_and_notes_clipping(shortest_librivox):

@@ -63,6 +63,14 @@ class TokenCodec(QuantizingCodec):
         )
 
 
+class HiddenTokenCodec(QuantizingCodec):
+    """Declares a codebook but gives no view of its tokens (``Encoded.codes`` is None)."""
+
+    name = "test-hidden-token-quantizer"
+    num_codebooks = 1
+    codebook_size = 255
+
+
 def _run(
     tmp_path,
     name: str,
@@ -193,8 +201,18 @@ def test_a_metric_on_tokens_receives_the_encoded_fresh_and_after_a_cached_decode
     ]
     assert TokenCodec.encodes == encodes + 1
 
-    # A codec without a view of its tokens: NaN with the metric's reason.
-    (row,) = _run(tmp_path, "no-codes", "toy_codebook_usage", "--no-cache", exit_code=EXIT_FAILURES)
+    # A codec that declares no codebooks is not asked for tokens, as music is not for a WER.
+    assert _run(tmp_path, "no-codebooks", "toy_codebook_usage", "--no-cache") == []
+    # One that declares codebooks but gives no view of its tokens: NaN with the reason.
+    monkeypatch.setitem(CODECS._targets, HiddenTokenCodec.name, HiddenTokenCodec)
+    (row,) = _run(
+        tmp_path,
+        "no-codes",
+        "toy_codebook_usage",
+        "--no-cache",
+        codec=HiddenTokenCodec.name,
+        exit_code=EXIT_FAILURES,
+    )
     assert row["failure"] == "the codec gives no view of its tokens"
 
     # Files carry no bitstream: `bench score` refuses the metric (and, as it does not score
@@ -236,3 +254,35 @@ def test_third_party_metrics_register_through_the_entry_point_group(
     spec = get_metric("toy_plugin_peak")
     assert spec.tolerance == Tolerance(relative=0.05) and spec.backend == "toy"
     assert spec.function(None, torch.tensor([[0.5, -0.75]]), 16000, None) == 0.75
+
+
+def test_a_metric_of_known_values_records_each_and_fails_them_all(registry, tmp_path):
+    @metric(
+        **TOY,
+        name="toy_pair",
+        tolerance=Tolerance(absolute=0.1),
+        subvalues=("level", "peak"),
+        primary="level",
+    )
+    def toy_pair(reference, degraded, sample_rate, item):
+        if degraded.abs().max() > 0.25:
+            raise CannotScore("too loud for the toy")
+        return {"level": float(degraded.abs().mean()), "peak": float(degraded.abs().max())}
+
+    @metric(**TOY, name="toy_wrong", tolerance=Tolerance(absolute=0.1), subvalues=("a", "b"))
+    def toy_wrong(reference, degraded, sample_rate, item):
+        return {"a": 1.0}
+
+    rows = _run(tmp_path, "run", "toy_pair,toy_wrong", "--no-cache", exit_code=EXIT_FAILURES)
+    by_name = {row["metric"]: row for row in rows}
+    # The tone is a 0.3 sine: too loud, so both of the pair's values fail with the reason.
+    for name in ("toy_pair", "toy_pair.peak"):
+        assert by_name[name]["value"] is None and by_name[name]["failure"] == "too loud for the toy"
+    # A metric returning other keys than it declared fails rather than recording them.
+    for name in ("toy_wrong.a", "toy_wrong.b"):
+        assert by_name[name]["value"] is None
+        assert "declares the values ('a', 'b'), got ['a']" in by_name[name]["failure"]
+    with pytest.raises(ValueError, match="primary value must be one of its subvalues"):
+        metric(**TOY, name="toy_bad", tolerance=Tolerance(), subvalues=("a",), primary="b")(
+            toy_wrong
+        )

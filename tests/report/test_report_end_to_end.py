@@ -260,3 +260,26 @@ def test_a_rebuild_reuses_the_statistics_only_while_they_check_out(run_dir, tmp_
     (copy / "results.jsonl").write_text("\n".join([json.dumps(edited), *rows[1:]]) + "\n")
     assert main(["report", str(copy)]) == EXIT_OK
     assert (copy / "report" / "tables" / "summary.md").read_text() != summary_md
+
+
+def test_token_statistics_get_their_own_table_not_quality_columns(tmp_path):
+    run_dir = tmp_path / "run"
+    arguments = ["run", "--codec", "encodec:1.5,3", "--codec", "opus:6,12"]
+    options = ["--items", "librivox_0880,cards_005", "--max-seconds", "2"]
+    metrics = "mel_distance,codebook_usage,token_entropy,kbps_entropy_bound"
+    flags = ["--workers", "1", "--no-cache", "--quiet", "--run-dir", str(run_dir)]
+    assert main([*arguments, *options, "--metrics", metrics, *flags]) == EXIT_OK
+    report = run_dir / "report"
+    tokens = pd.read_csv(report / "tables" / "tokens.csv")
+    assert list(tokens["codec"]) == ["encodec", "encodec"], "opus has no codes: no rows"
+    assert (tokens["kbps_entropy_bound"] < tokens["kbps_actual"]).all()
+    summary = pd.read_csv(report / "tables" / "summary.csv")
+    assert not [column for column in summary.columns if "codebook" in column or "token" in column]
+    figures = sorted(path.name for path in (report / "figures").glob("rate_quality*"))
+    assert figures == ["rate_quality.png", "rate_quality_mel_distance.png"]
+    assert set(pd.read_csv(report / "tables" / "bd_rate.csv")["metric"]) == {"mel_distance"}
+    # The gate still covers them: bench compare reads every metric.
+    gated = {row["metric"] for row in load_summary(report / "summary.json")["conditions"]}
+    assert {"codebook_usage.overall", "token_entropy.mean", "kbps_entropy_bound"} <= gated
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert not [row for row in rows if row["label"] == "opus" and "token" in row["metric"]]
