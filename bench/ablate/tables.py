@@ -30,7 +30,7 @@ from bench.report.stats import (
     results_frame,
     summary_stats,
 )
-from bench.report.table import _latex_escape
+from bench.report.table import latex_escape
 
 TABLE_STEM = "ablation"
 
@@ -341,7 +341,7 @@ def _provenance(record: dict) -> str:
 def _latex(study: Study, tables: dict) -> str:
     parts = []
     for bitrate, table in tables.items():
-        escaped = table.map(_latex_escape).rename(columns=_latex_escape)
+        escaped = table.map(latex_escape).rename(columns=latex_escape)
         escaped = escaped.rename(
             columns=lambda name: (
                 name.replace("↑", r"$\uparrow$")
@@ -354,7 +354,7 @@ def _latex(study: Study, tables: dict) -> str:
             styler.to_latex(
                 column_format="l" + "r" * (len(table.columns) - 1),
                 hrules=True,
-                caption=_latex_escape(f"Ablation study {study.name} at {bitrate:g} kbps"),
+                caption=latex_escape(f"Ablation study {study.name} at {bitrate:g} kbps"),
             )
         )
     return "\n".join(parts)

@@ -23,9 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # only annotations: reports pool counts without loading torch
+    import torch
 
 SAMPLES = "samples"
 SAMPLE_RATE = "sample_rate"

@@ -189,14 +189,15 @@ def _cell(row: pd.Series, decimals: int) -> str:
     return f"{text} ({row['failed']} failed)" if row["failed"] else text
 
 
-def _latex_escape(text: str) -> str:
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped."""
     return "".join(_LATEX_SPECIALS.get(character, character) for character in str(text))
 
 
 # style -> (escape text, mark the best cell)
 _STYLES = {
     "markdown": (str, lambda cell: f"**{cell}**"),
-    "latex": (_latex_escape, lambda cell: rf"\textbf{{{cell}}}"),
+    "latex": (latex_escape, lambda cell: rf"\textbf{{{cell}}}"),
     "html": (html.escape, lambda cell: f"<strong>{cell}</strong>"),
 }
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.stats import metric_directions, results_frame, summary_stats
+from bench.report.table import latex_escape
 from bench.store import RunStore
 
 TOKEN_FAMILIES = ("codebook_usage", "token_entropy", "kbps_entropy_bound")
@@ -213,18 +214,13 @@ def _display(table: pd.DataFrame, escape) -> pd.DataFrame:
     return shown.rename(columns=lambda column: escape(_HEADERS[column]))
 
 
-def _latex_escape(text: str) -> str:
-    specials = {character: f"\\{character}" for character in "&%$#_{}"}
-    return "".join(specials.get(character, character) for character in text)
-
-
 def token_table_markdown(table: pd.DataFrame) -> str:
     return _display(table, str).to_markdown(index=False, disable_numparse=True)
 
 
 def token_table_latex(table: pd.DataFrame) -> str:
     """A booktabs ``tabular`` of the table."""
-    shown = _display(table, _latex_escape)
+    shown = _display(table, latex_escape)
     alignment = "l" + "r" * (len(shown.columns) - 1)
     return shown.style.hide(axis="index").to_latex(column_format=alignment, hrules=True)
 
