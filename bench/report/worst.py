@@ -36,7 +36,7 @@ HEADLINE_PREFERENCE = (
 )
 HEADLINE_COUNT = 3
 # Items listed per condition, and of those, the worst ones whose audio the run keeps.
-WORST_LISTED = 5
+WORST_LISTED = 3
 WORST_KEPT = 2
 WORST_COLUMNS = [*CONDITION_COLUMNS, "rank", "item", "badness"]
 
@@ -82,25 +82,21 @@ def worst_items(
         ascending=[True] * len(CONDITION_COLUMNS) + [False, True],
         kind="stable",
     )
-    # Conditions in the order the run recorded them, not sorted by label.
-    order = {key: index for index, key in enumerate(_condition_keys(frame))}
-    table["_order"] = [
-        order.get(_key(row), len(order)) for row in table[CONDITION_COLUMNS].itertuples(index=False)
-    ]
-    table = table.sort_values("_order", kind="stable").drop(columns="_order")
+    # Codecs in the order the run named them (as the summary table lists them), then
+    # ascending bitrate and NFE.
+    labels = list(dict.fromkeys([*frame.attrs.get("codecs", []), *frame["label"].unique()]))
+    position = {label: index for index, label in enumerate(labels)}
+    table = table.sort_values(
+        ["label", "bitrate", "nfe"],
+        key=lambda column: column.map(position) if column.name == "label" else column,
+        kind="stable",
+        na_position="first",
+    )
     table["rank"] = table.groupby(CONDITION_COLUMNS, dropna=False, sort=False).cumcount() + 1
     table = table[table["rank"] <= per_condition]
-    return table[[*WORST_COLUMNS, *metrics]].reset_index(drop=True)
-
-
-def _condition_keys(frame: pd.DataFrame) -> list[tuple]:
-    keys = frame[CONDITION_COLUMNS].drop_duplicates()
-    return [_key(row) for row in keys.itertuples(index=False)]
-
-
-def _key(row: tuple) -> tuple:
-    label, codec, bitrate, nfe = row
-    return (label, codec, float(bitrate), None if pd.isna(nfe) else float(nfe))
+    table = table[[*WORST_COLUMNS, *metrics]].reset_index(drop=True)
+    table.columns.name = None  # the pivot's "metric" axis name
+    return table
 
 
 def condition_of(row: pd.Series) -> ConditionKey:
