@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.special import xlogy
 
 if TYPE_CHECKING:  # only annotations: reports pool counts without loading torch
     import torch
@@ -155,21 +156,17 @@ class CodeHistograms:
             self.constants,
         )
 
-    def only(self, level: int) -> CodeHistograms:
-        """The histogram of one level (none if the level has no codes)."""
-        levels = {level: self.levels[level]} if level in self.levels else {}
-        return CodeHistograms(levels, self.samples, self.constants)
-
 
 def _entropies(histograms: CodeHistograms) -> dict[int, np.ndarray]:
     """Each level's unigram entropy in bits per code (NaN for a level without codes)."""
     entropies = {}
     for level, counts in histograms.levels.items():
-        total = counts.sum(axis=-1, keepdims=True)
+        total = counts.sum(axis=-1)
+        # H = log N - sum(c log c) / N, with 0 log 0 = 0 (xlogy): one pass over the
+        # counts, which matters when a bootstrap holds thousands of resampled histograms.
         with np.errstate(divide="ignore", invalid="ignore"):
-            shares = counts / total
-            terms = np.where(counts > 0, shares * np.log2(np.where(counts > 0, shares, 1)), 0.0)
-        entropies[level] = np.where(total[..., 0] > 0, 0.0 - terms.sum(axis=-1), np.nan)
+            nats = np.log(total) - xlogy(counts, counts).sum(axis=-1) / total
+        entropies[level] = np.where(total > 0, np.maximum(nats, 0.0) / np.log(2), np.nan)
     return entropies
 
 

@@ -174,8 +174,9 @@ def _bd_rates(
         reasons[(reasons == "") & unusable] = reason
 
     curves = []
-    # NaN and non-positive rates are refused below; their logs and comparisons must not warn.
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # NaN and non-positive rates, and draws whose ranges do not overlap, are refused below;
+    # their logs, comparisons and integrals must not warn.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for name, rates, qualities in (
             ("anchor", rates_a, qualities_a),
             ("codec", rates_b, qualities_b),
@@ -204,6 +205,7 @@ def _bd_rates(
         integral_a = _pchip_integral(quality_a, log_rate_a, low, high)
         integral_b = _pchip_integral(quality_b, log_rate_b, low, high)
         percents = np.expm1((integral_b - integral_a) / (high - low)) * 100
+        refuse(~np.isfinite(percents), "the mean log-rate difference is not finite")
     # The range in the metric's own units: undo the negation of a lower-is-better metric.
     lows, highs = (low, high) if higher_is_better else (-high, -low)
     return [

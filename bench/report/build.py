@@ -245,7 +245,9 @@ def _write_report(
         summaries = {tag: quality_only(rows, directions) for tag, rows in derived.summaries.items()}
         overall = summaries[""]
         summary_tables = _summary_tables(summaries, out)
-        headline.append(summary_tables.pop(0))
+        # A run of token statistics alone has no quality table: its token table leads.
+        if not overall.empty:
+            headline.append(summary_tables.pop(0))
         if rate_quality_metrics(overall):
             headline.append(
                 page.figure(
@@ -278,6 +280,8 @@ def _write_report(
 def _summary_tables(summaries: dict[str, pd.DataFrame], out: Path) -> list[ReportTable]:
     tables = []
     for tag, summary in summaries.items():
+        if summary.empty:
+            continue
         stem = f"summary_{tag}" if tag else "summary"
         paths = write_tables(summary, out / "tables", stem)
         what = f"items tagged {tag!r}" if tag else "all items"

@@ -31,7 +31,7 @@ from scipy import stats as scipy_stats
 
 from bench.metrics import CodingStats, PooledHistogram, Ratio, get_metric, metric_names
 from bench.metrics.base import aggregation_of
-from bench.metrics.histograms import STATISTICS, CodeHistograms, level_of_name
+from bench.metrics.histograms import STATISTICS, CodeHistograms
 from bench.store import CONFIG_FILE, RunStore
 
 CONFIDENCE = 0.95
@@ -157,14 +157,16 @@ def bootstrap_histogram_ci(
     *,
     confidence: float = CONFIDENCE,
     seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """The BCa bootstrap interval of ``statistic`` (a function of pooled histograms, see
-    :mod:`bench.metrics.histograms`) of the items' histograms summed, resampling items:
-    a resample pools each item's histogram as many times as it was drawn (NaN, NaN below
-    two items)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The BCa bootstrap intervals of ``statistic`` (a function of pooled histograms giving
+    a vector of values, see :mod:`bench.metrics.histograms`) of the items' histograms
+    summed, resampling items: a resample pools each item's histogram as many times as it
+    was drawn. Returns ``(lows, highs)``, one per value (NaN below two items); the values
+    share their resamples, as they share their items."""
     items = histograms.samples.shape[-1]
+    size = np.atleast_1d(statistic(histograms.pooled())).shape[0]
     if items < 2:
-        return np.nan, np.nan
+        return np.full(size, np.nan), np.full(size, np.nan)
 
     def resampled(indices: np.ndarray, axis: int = -1) -> np.ndarray:
         indices = np.asarray(indices, dtype=int)
@@ -173,12 +175,25 @@ def bootstrap_histogram_ci(
         np.add.at(weights, (np.arange(drawn.shape[0])[:, None], drawn), 1.0)
         values = np.asarray(statistic(histograms.pooled(weights)), dtype=float)
         # Rounded as bootstrap_mean_ci rounds values: ties with the pooled value must not
-        # flip with the last digit of a sum.
-        return np.round(values, ROUND_DECIMALS).reshape(indices.shape[:-1])
+        # flip with the last digit of a sum. Values first, resamples last, as scipy wants.
+        values = np.round(values, ROUND_DECIMALS).reshape(size, *indices.shape[:-1])
+        return values
 
     codes = sum(counts.shape[-1] for counts in histograms.levels.values())
     batch = max(1, HISTOGRAM_BATCH_VALUES // (items + codes + 1))
-    return _interval((np.arange(items),), resampled, confidence, seed, batch)
+
+    def interval(method: str) -> list[np.ndarray]:
+        found = _bootstrap((np.arange(items),), resampled, confidence, seed, method, batch)
+        return [np.atleast_1d(bound).astype(float) for bound in found.confidence_interval]
+
+    lows, highs = interval("BCa")
+    # BCa is undefined where nearly every resample has the same value: the percentile
+    # interval is then the honest answer (see _interval).
+    undefined = ~(np.isfinite(lows) & np.isfinite(highs))
+    if undefined.any():
+        fallback_lows, fallback_highs = interval("percentile")
+        lows[undefined], highs[undefined] = fallback_lows[undefined], fallback_highs[undefined]
+    return lows, highs
 
 
 def _interval(
@@ -335,17 +350,29 @@ def _pooled_family(
         item: _merged([items.get(item, {}) for items in per_item.values()]) for item in every_item
     }
     family_histograms = CodeHistograms.of_items([merged[item] for item in every_item])
-    pooled = {}
+    # The metrics scored on every item share one bootstrap (a vector statistic); a metric
+    # scored on fewer items pools those alone.
+    shared = [
+        metric for metric, key in keys.items() if sorted(per_item.get(metric, {})) == every_item
+    ]
+    pooled = {
+        metric: (aggregation.describe(), *values)
+        for metric, values in zip(
+            shared,
+            _pooled_statistics(family_histograms, aggregation, [keys[m] for m in shared]),
+            strict=True,
+        )
+    }
     for metric, key in keys.items():
+        if metric in pooled:
+            continue
         items = sorted(per_item.get(metric, {}))
-        if items == every_item:
-            histograms = family_histograms
-        elif aggregation.pools_levels(key):
+        if aggregation.pools_levels(key):
             histograms = CodeHistograms.of_items([merged[item] for item in items])
         else:
             histograms = CodeHistograms.of_items([per_item[metric][item] for item in items])
-        value = _pooled_statistic(histograms, aggregation, key)
-        pooled[metric] = (aggregation.describe(), *value)
+        (values,) = _pooled_statistics(histograms, aggregation, [key])
+        pooled[metric] = (aggregation.describe(), *values)
     return pooled
 
 
@@ -372,25 +399,30 @@ def _merged(parts: list[dict[str, float]]) -> dict[str, float]:
     return merged
 
 
-def _pooled_statistic(
-    histograms: CodeHistograms, aggregation: PooledHistogram, key: str | None
-) -> tuple[float, float, float]:
-    """``(value, ci_low, ci_high)``: the statistic's ``key`` (``None``: its single value)
-    of the items' ``histograms`` summed (of its own level only, for a level's key), and
-    its bootstrap interval over items."""
+def _pooled_statistics(
+    histograms: CodeHistograms, aggregation: PooledHistogram, keys: list[str | None]
+) -> list[tuple[float, float, float]]:
+    """``(value, ci_low, ci_high)`` of each of the statistic's ``keys`` (``None``: its single
+    value) of the items' ``histograms`` summed, with bootstrap intervals over items. A
+    level's value reads that level's bins only, so it is the same from every level's
+    histograms or from its own."""
+    if not keys:
+        return []
     if histograms.samples.size == 0:
-        return np.nan, np.nan, np.nan
-    level = level_of_name(key) if key is not None else None
-    if level is not None:
-        histograms = histograms.only(level)
+        return [(np.nan, np.nan, np.nan)] * len(keys)
     function = STATISTICS[aggregation.statistic][0]
 
-    def statistic(pooled: CodeHistograms):
+    def statistic(pooled: CodeHistograms) -> np.ndarray:
         values = function(pooled)
-        return values if key is None else values[key]
+        return np.stack(
+            [np.asarray(values if key is None else values[key], dtype=float) for key in keys]
+        )
 
-    value = float(statistic(histograms.pooled()))
-    return value, *bootstrap_histogram_ci(histograms, statistic)
+    found = statistic(histograms.pooled())
+    lows, highs = bootstrap_histogram_ci(histograms, statistic)
+    return [
+        (float(v), float(low), float(high)) for v, low, high in zip(found, lows, highs, strict=True)
+    ]
 
 
 def summary_stats(frame: pd.DataFrame, directions: dict[str, dict]) -> pd.DataFrame:

@@ -253,10 +253,16 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, stem: str = "summary") ->
 
 
 def tag_summaries(frame: pd.DataFrame, directions: dict[str, dict]) -> dict[str, pd.DataFrame]:
-    """The summary over all items (key ``""``) and one per tag that splits the items."""
+    """The summary over all items (key ``""``) and one per tag that splits the items.
+
+    The per-tag summaries leave out the token statistics (:func:`code_statistics`): the
+    report shows those pooled over all of a condition's items only, and their bootstraps
+    are the costliest of a summary.
+    """
     summaries = {"": summary_stats(frame, directions)}
+    quality = frame[~metric_families(frame).isin(code_statistics(directions))]
     for tag in run_tags(frame):
-        summaries[tag] = summary_stats(filter_by_tag(frame, tag), directions)
+        summaries[tag] = summary_stats(filter_by_tag(quality, tag), directions)
     return summaries
 
 
@@ -269,7 +275,9 @@ def format_summary(run_dir: str | os.PathLike, summary: pd.DataFrame | None = No
     directions = metric_directions(run_dir)
     if summary is None:
         summary = summary_stats(frame, directions)
-    summary = quality_only(summary, directions)
+    quality = quality_only(summary, directions)
+    # A run of token statistics alone prints them (the report gives them a table).
+    summary = summary if quality.empty else quality
     lines = [markdown_table(summary)]
     failures = int(frame["failure"].notna().sum())
     if failures:
