@@ -67,14 +67,10 @@ def best_mask(summary: pd.DataFrame) -> pd.Series:
     Only groups of two or more scored conditions are marked: a lone condition is not
     "best" of anything.
     """
-    best = pd.Series(False, index=summary.index)
-    scored = summary[np.isfinite(summary["mean"])]
-    for _, group in scored.groupby(["metric", "bitrate"], sort=False):
-        if len(group) < 2:
-            continue
-        means = group["mean"] if group["higher_is_better"].iloc[0] else -group["mean"]
-        best.loc[means[means == means.max()].index] = True
-    return best
+    oriented = summary["mean"].where(summary["higher_is_better"].astype(bool), -summary["mean"])
+    groups = oriented.groupby([summary["metric"], summary["bitrate"]], sort=False)
+    scored = groups.transform("count")
+    return (oriented == groups.transform("max")) & (scored >= 2) & np.isfinite(oriented)
 
 
 def _conditions(summary: pd.DataFrame) -> pd.DataFrame:
@@ -82,10 +78,9 @@ def _conditions(summary: pd.DataFrame) -> pd.DataFrame:
     conditions = summary.drop_duplicates(["label", "bitrate", "nfe"])[
         ["label", "bitrate", "nfe", "kbps_actual", "rtf_encode", "rtf_decode"]
     ]
-    items = summary.groupby(["label", "bitrate", "nfe"], dropna=False, sort=False).apply(
-        lambda group: int((group["n"] + group["failed"]).max()), include_groups=False
-    )
-    return conditions.assign(items=items.to_numpy()).reset_index(drop=True)
+    keys = [summary["label"], summary["bitrate"], summary["nfe"]]
+    items = (summary["n"] + summary["failed"]).groupby(keys, dropna=False, sort=False).max()
+    return conditions.assign(items=items.to_numpy().astype(int)).reset_index(drop=True)
 
 
 def code_statistics(directions: dict[str, dict]) -> set[str]:
@@ -148,11 +143,9 @@ def display_table(summary: pd.DataFrame, *, style: str = "markdown") -> pd.DataF
         rows = summary[summary["metric"] == metric]
         decimals = _decimals(rows["mean"])
         cells = {}
-        for index, row in rows.iterrows():
+        for row, best in zip(rows.itertuples(index=False), marked[rows.index], strict=True):
             cell = _cell(row, decimals)
-            cells[(row["label"], row["bitrate"], _nfe_key(row["nfe"]))] = (
-                strong(cell) if marked[index] else cell
-            )
+            cells[(row.label, row.bitrate, _nfe_key(row.nfe))] = strong(cell) if best else cell
         keys = zip(conditions["label"], conditions["bitrate"], conditions["nfe"], strict=True)
         higher_is_better = bool(rows["higher_is_better"].iloc[0])
         arrow = _LATEX_ARROWS[higher_is_better] if style == "latex" else _arrow(higher_is_better)
@@ -176,17 +169,15 @@ def _plain_significant(value: float) -> str:
     return "nan" if pd.isna(value) else f"{value:.2g}"
 
 
-def _cell(row: pd.Series, decimals: int) -> str:
-    if pd.isna(row["mean"]):
+def _cell(row, decimals: int) -> str:
+    """A summary row's ``mean [low, high]`` (a row of ``itertuples``)."""
+    if pd.isna(row.mean):
         text = "nan"
-    elif pd.isna(row["ci_low"]):
-        text = f"{row['mean']:.{decimals}f}"
+    elif pd.isna(row.ci_low):
+        text = f"{row.mean:.{decimals}f}"
     else:
-        text = (
-            f"{row['mean']:.{decimals}f} "
-            f"[{row['ci_low']:.{decimals}f}, {row['ci_high']:.{decimals}f}]"
-        )
-    return f"{text} ({row['failed']} failed)" if row["failed"] else text
+        text = f"{row.mean:.{decimals}f} [{row.ci_low:.{decimals}f}, {row.ci_high:.{decimals}f}]"
+    return f"{text} ({row.failed} failed)" if row.failed else text
 
 
 def latex_escape(text: str) -> str:
