@@ -34,22 +34,13 @@ from bench import __version__ as bench_version
 from bench.data.item import listening_selection
 from bench.report.bdrate import BD_RATE_NOTE, bd_rate_html, bd_rate_table, write_bd_rate_tables
 from bench.report.compare import SUMMARY_FILE, run_summary, write_summary
+from bench.report.curves import file_safe, quality_metrics_with_nfe, rate_quality_metrics
 from bench.report.html import (
     Figure,
     ListeningExample,
     ReportContent,
     ReportTable,
     write_html_report,
-)
-from bench.report.plots import (
-    draw_quality_vs_nfe,
-    draw_rate_quality,
-    draw_rate_quality_grid,
-    draw_spectrogram_comparison,
-    draw_spectrogram_strip,
-    file_safe,
-    quality_metrics_with_nfe,
-    rate_quality_metrics,
 )
 from bench.report.published import published_beside
 from bench.report.render import FigureJob, render_figures
@@ -170,31 +161,38 @@ def _read_derived(previous: Path, key: str) -> DerivedTables | None:
         tables = document["tables"]
         if document["key"] != key or document["sha256"] != _tables_digest(tables):
             return None
-        summaries = {
-            tag: pd.read_json(io.StringIO(text), orient="table")
-            for tag, text in tables["summaries"].items()
-        }
-        bd_rate = tables["bd_rate"]
-        return DerivedTables(
-            summaries,
-            None if bd_rate is None else pd.read_json(io.StringIO(bd_rate), orient="table"),
-        )
+        return _parsed(tables)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing, damaged or of another version: computed again
 
 
-def _write_derived(derived: DerivedTables, key: str, out: Path) -> None:
+def _write_derived(derived: DerivedTables, key: str, out: Path) -> DerivedTables:
+    """Store ``derived`` in ``out/derived.json`` and return the tables as stored: a build
+    and the rebuild that reads them back then see the same numbers to the last digit (the
+    JSON keeps 15 significant digits), so the figures drawn from them keep their keys."""
     tables = {
         "summaries": {
-            tag: summary.to_json(orient="table", index=False)
+            tag: summary.to_json(orient="table", index=False, double_precision=15)
             for tag, summary in derived.summaries.items()
         },
         "bd_rate": None
         if derived.bd_rate is None
-        else derived.bd_rate.to_json(orient="table", index=False),
+        else derived.bd_rate.to_json(orient="table", index=False, double_precision=15),
     }
     document = {"key": key, "sha256": _tables_digest(tables), "tables": tables}
     (out / DERIVED_FILE).write_text(json.dumps(document) + "\n")
+    return _parsed(tables)
+
+
+def _parsed(tables: dict) -> DerivedTables:
+    summaries = {
+        tag: pd.read_json(io.StringIO(text), orient="table")
+        for tag, text in tables["summaries"].items()
+    }
+    bd_rate = tables["bd_rate"]
+    return DerivedTables(
+        summaries, None if bd_rate is None else pd.read_json(io.StringIO(bd_rate), orient="table")
+    )
 
 
 def _tables_digest(tables: dict) -> str:
@@ -227,7 +225,7 @@ def _write_report(
     frame = results_frame(run_dir)
     page = _Page(out, ("png", "svg") if vector else ("png",), [])
     derived = derived_tables(run_dir, anchor, previous, frame)
-    _write_derived(derived, _derived_key(run_dir, anchor), out)
+    derived = _write_derived(derived, _derived_key(run_dir, anchor), out)
     notes = (
         _failure_notes(frame)
         if not frame.empty
@@ -252,7 +250,10 @@ def _write_report(
             headline.append(
                 page.figure(
                     FigureJob(
-                        "figures/rate_quality", draw_rate_quality_grid, (overall,), page.formats
+                        "figures/rate_quality",
+                        "bench.report.plots:draw_rate_quality_grid",
+                        (overall,),
+                        page.formats,
                     ),
                     "Every metric against actual bitrate: one panel per metric, one line per "
                     "codec (per codec and NFE for iterative decoders), 95% CI bands",
@@ -360,7 +361,7 @@ def _metric_figures(summary: pd.DataFrame, page: _Page) -> list[Figure]:
         page.figure(
             FigureJob(
                 f"figures/rate_quality_{file_safe(metric)}",
-                draw_rate_quality,
+                "bench.report.plots:draw_rate_quality",
                 (summary, metric),
                 page.formats,
             ),
@@ -372,7 +373,7 @@ def _metric_figures(summary: pd.DataFrame, page: _Page) -> list[Figure]:
         page.figure(
             FigureJob(
                 f"figures/nfe_{file_safe(metric)}",
-                draw_quality_vs_nfe,
+                "bench.report.plots:draw_quality_vs_nfe",
                 (summary, metric),
                 page.formats,
             ),
@@ -437,7 +438,7 @@ def _example(
     slug = condition_slug(condition.label, condition.bitrate, condition.nfe)
     job = FigureJob(
         f"{folder}/{slug}__{decoded.stem}",
-        draw_spectrogram_strip,
+        "bench.report.plots:draw_spectrogram_strip",
         (reference, decoded),
         ("png",),
     )
@@ -516,7 +517,7 @@ def _overview(item: str, reference: Path, decoded: list[tuple[str, Path]], page:
     chosen = tuple(lowest.values())[:OVERVIEW_CONDITIONS]
     job = FigureJob(
         f"figures/spectrograms_{Path(reference).stem}",
-        draw_spectrogram_comparison,
+        "bench.report.plots:draw_spectrogram_comparison",
         (reference, chosen, f"{item}: reference and decoded"),
         page.formats,
     )

@@ -13,7 +13,6 @@ importing this module leaves matplotlib's backend choice alone.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,23 +26,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
-from bench.report.table import coding_columns
-
-# Columns of the long-form summary that each figure reads (one row per label x bitrate x
-# nfe x metric); ``nfe`` is NaN for one-shot codecs. Lines are named by the label.
-CURVE_COLUMNS = (
-    "label",
-    "bitrate",
-    "nfe",
-    "metric",
-    "higher_is_better",
-    "unit",
-    "mean",
-    "ci_low",
-    "ci_high",
+from bench.report.curves import (
+    QUALITY_VS_NFE_COLUMNS,
+    RATE_QUALITY_COLUMNS,
+    file_safe,
+    quality_metrics,
+    quality_metrics_with_nfe,
+    rate_quality_metrics,
+    require_columns,
 )
-RATE_QUALITY_COLUMNS = (*CURVE_COLUMNS, "kbps_actual")
-QUALITY_VS_NFE_COLUMNS = (*CURVE_COLUMNS, "rtf_decode")
 
 FIGURE_FORMATS = ("png", "svg")
 PNG_DPI = 150
@@ -107,19 +98,6 @@ def plot_rate_quality(
     """
     metrics = rate_quality_metrics(summary)
     return _save_each(summary, metrics, rate_quality_figure, Path(out_dir), prefix)
-
-
-def rate_quality_metrics(summary: pd.DataFrame) -> list[str]:
-    """The quality metrics a rate–quality figure can draw: those with a condition that has a
-    mean and an actual bitrate."""
-    _require_columns(summary, RATE_QUALITY_COLUMNS, "rate_quality_metrics")
-    return _quality_metrics(summary.dropna(subset=["kbps_actual"]))
-
-
-def quality_metrics_with_nfe(summary: pd.DataFrame) -> list[str]:
-    """The quality metrics scored on an iterative decoder's conditions (with an NFE)."""
-    _require_columns(summary, QUALITY_VS_NFE_COLUMNS, "quality_metrics_with_nfe")
-    return _quality_metrics(summary.dropna(subset=["nfe"]))
 
 
 # Drawing functions of bench.report.render: (inputs..., stem=, formats=) -> written paths.
@@ -207,7 +185,7 @@ def rate_quality_figure(summary: pd.DataFrame, metric: str) -> Figure:
     Conditions with a NaN mean or NaN actual bitrate are left out of their line (a failed
     condition is never drawn as a value); the 95 % CI is a shaded band where it is finite.
     """
-    _require_columns(summary, RATE_QUALITY_COLUMNS, "rate_quality_figure")
+    require_columns(summary, RATE_QUALITY_COLUMNS, "rate_quality_figure")
     rows = _metric_rows(summary, metric)
     scored = rows.dropna(subset=["mean", "kbps_actual"])
     if scored.empty:
@@ -239,8 +217,8 @@ def rate_quality_grid_figure(summary: pd.DataFrame, metrics: Sequence[str] | Non
     CI bands), with a line's style the same in every panel. ``metrics`` defaults to every
     quality metric with a scored condition; metrics without one get no panel.
     """
-    _require_columns(summary, RATE_QUALITY_COLUMNS, "rate_quality_grid_figure")
-    drawable = _quality_metrics(summary.dropna(subset=["kbps_actual"]))
+    require_columns(summary, RATE_QUALITY_COLUMNS, "rate_quality_grid_figure")
+    drawable = quality_metrics(summary.dropna(subset=["kbps_actual"]))
     chosen = [metric for metric in (metrics or drawable) if metric in drawable]
     if not chosen:
         raise ValueError("no quality metric has a condition with a mean and an actual bitrate")
@@ -304,7 +282,7 @@ def quality_vs_nfe_figure(summary: pd.DataFrame, metric: str) -> Figure:
 
     One line per codec and nominal bitrate; the 95 % CI is drawn as vertical bars.
     """
-    _require_columns(summary, QUALITY_VS_NFE_COLUMNS, "quality_vs_nfe_figure")
+    require_columns(summary, QUALITY_VS_NFE_COLUMNS, "quality_vs_nfe_figure")
     rows = _metric_rows(summary, metric)
     scored = rows.dropna(subset=["mean", "nfe"])
     if scored.empty:
@@ -465,38 +443,12 @@ def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = FIGURE_FORM
     return paths
 
 
-def _require_columns(summary: pd.DataFrame, columns: Sequence[str], caller: str) -> None:
-    if not isinstance(summary, pd.DataFrame):
-        raise TypeError(
-            f"{caller} expects the summary as a pandas DataFrame, got {type(summary).__name__}"
-        )
-    missing = [column for column in columns if column not in summary.columns]
-    if missing:
-        raise ValueError(
-            f"{caller}: the summary lacks column(s) {missing}; expected a long-form summary "
-            f"with columns {list(columns)}, got {list(summary.columns)}"
-        )
-
-
-def _quality_metrics(summary: pd.DataFrame) -> list[str]:
-    """Quality metrics, in order of appearance, with at least one finite mean to draw; the
-    coding metrics (actual kbps, RTF) are the axes of the figures, not curves on them."""
-    scored = summary.dropna(subset=["mean"])
-    coding = coding_columns(summary)
-    return [metric for metric in scored["metric"].unique() if metric not in coding]
-
-
 def _metric_rows(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = summary[summary["metric"] == metric]
     if rows.empty:
         known = sorted(summary["metric"].unique())
         raise ValueError(f"no rows for metric {metric!r}; the summary holds {known}")
     return rows
-
-
-def file_safe(name: str) -> str:
-    """``name`` with every character that is not portable in a file name replaced by ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:

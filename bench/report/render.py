@@ -14,14 +14,15 @@ match is drawn again.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
 
 from bench import __version__ as bench_version
@@ -35,23 +36,30 @@ PARALLEL_MIN_JOBS = 4
 @dataclass(frozen=True)
 class FigureJob:
     """One figure: ``draw(*args, stem=..., formats=...)`` writes ``stem.{format}`` for each
-    format and returns the paths. ``draw`` must be a module-level function (it is sent to
-    a worker process); ``files`` are the files it reads, whose bytes are part of its key.
-    ``stem`` is relative to the report folder."""
+    format and returns the paths. ``draw`` is a module-level function (it is sent to a
+    worker process) or its name, ``"module:function"``: by name, its module (matplotlib
+    and all) is imported only if the figure is drawn. ``files`` are the files it reads,
+    whose bytes are part of its key. ``stem`` is relative to the report folder."""
 
     stem: str
-    draw: Callable[..., list[Path]]
+    draw: Callable[..., list[Path]] | str
     args: tuple = ()
     formats: tuple[str, ...] = ("png",)
     files: tuple[Path, ...] = field(default=())
+
+    @property
+    def draw_name(self) -> str:
+        if isinstance(self.draw, str):
+            return self.draw
+        return f"{self.draw.__module__}:{self.draw.__qualname__}"
 
     def key(self) -> str:
         digest = hashlib.sha256()
         for part in (
             MANIFEST_VERSION,
             bench_version,
-            matplotlib.__version__,
-            f"{self.draw.__module__}.{self.draw.__qualname__}",
+            version("matplotlib"),
+            self.draw_name,
             self.formats,
         ):
             digest.update(repr(part).encode())
@@ -72,7 +80,8 @@ def _fingerprint(value: object) -> bytes:
         hashed = pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes()
         return hashed + repr(list(value.columns)).encode()
     if isinstance(value, Path):
-        return f"{value.as_posix()}:{_file_digest(value)}".encode()
+        # The file's name and bytes, not where the run lies: a moved run keeps its figures.
+        return f"{value.name}:{_file_digest(value)}".encode()
     if isinstance(value, list | tuple):
         return b"[" + b",".join(_fingerprint(item) for item in value) + b"]"
     return repr(value).encode()
@@ -131,7 +140,11 @@ def render_figures(
 def _draw(job: FigureJob, report_dir: Path) -> None:
     stem = report_dir / job.stem
     stem.parent.mkdir(parents=True, exist_ok=True)
-    job.draw(*job.args, stem=stem, formats=job.formats)
+    draw = job.draw
+    if isinstance(draw, str):
+        module, _, name = draw.partition(":")
+        draw = getattr(importlib.import_module(module), name)
+    draw(*job.args, stem=stem, formats=job.formats)
 
 
 def _read_manifest(report_dir: Path) -> dict[str, dict]:

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy
-from scipy import stats as scipy_stats
 
 from bench.metrics import CodingStats, PooledHistogram, Ratio, get_metric, metric_names
 from bench.metrics.base import aggregation_of
@@ -212,6 +211,14 @@ def _interval(
     return float(interval.low), float(interval.high)
 
 
+def _scipy_stats():
+    """``scipy.stats``, imported where a statistic is computed: it takes most of a second,
+    which a report rebuilt from stored statistics need not spend."""
+    from scipy import stats
+
+    return stats
+
+
 def _bootstrap(
     samples: tuple[np.ndarray, ...],
     statistic,
@@ -225,7 +232,7 @@ def _bootstrap(
     with warnings.catch_warnings():
         # Few distinct values make BCa warn; the interval it returns is still the estimate.
         warnings.simplefilter("ignore")
-        return scipy_stats.bootstrap(
+        return _scipy_stats().bootstrap(
             samples,
             statistic,
             paired=len(samples) > 1,
@@ -612,7 +619,7 @@ def _paired_test(differences: np.ndarray, method: str) -> tuple[float, float, st
         name = f"Wilcoxon signed-rank, two-sided (scipy {scipy.__version__})"
         if np.count_nonzero(differences) < 1:
             return np.nan, np.nan, name
-        result = scipy_stats.wilcoxon(differences, zero_method="wilcox")
+        result = _scipy_stats().wilcoxon(differences, zero_method="wilcox")
         return float(result.statistic), float(result.pvalue), name
     name = f"paired bootstrap of the mean difference, BCa, {RESAMPLES} resamples"
     if differences.size < 2 or np.ptp(differences) == 0:

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -283,3 +285,22 @@ def test_token_statistics_get_their_own_table_not_quality_columns(tmp_path):
     assert {"codebook_usage.overall", "token_entropy.mean", "kbps_entropy_bound"} <= gated
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert not [row for row in rows if row["label"] == "opus" and "token" in row["metric"]]
+
+
+def test_a_rebuild_with_nothing_changed_loads_neither_torch_nor_matplotlib(run_dir, tmp_path):
+    """What keeps `bench report` of an unchanged run fast: every figure and statistic is
+    taken from the previous report, so the heavy libraries are never imported."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "report" / "figures.json").read_text()
+    script = (
+        "import sys; from bench.report.build import build_report; "
+        f"build_report({str(copy)!r}); "
+        "heavy = ('torch', 'matplotlib', 'scipy.stats'); "
+        "print(sorted(name for name in heavy if name in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == "[]", completed.stdout
+    assert (copy / "report" / "figures.json").read_text() == before
