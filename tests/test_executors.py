@@ -10,7 +10,9 @@ from helpers import write_tone
 
 from bench.executors import WorkerSetup, create_executor
 from bench.registry import EXECUTORS, UnknownNameError
-from bench.store import RunStore
+from bench.report.stats import metric_directions, results_frame
+from bench.report.worst import WORST_KEPT, worst_items
+from bench.store import RunStore, condition_slug, item_file_stem
 from bench.sweep import SweepSettings, run_sweep
 
 # What differs between two runs of the same settings: the run and the measured seconds.
@@ -96,7 +98,24 @@ def test_inline_process_and_a_third_executor_give_identical_rows_and_listening_f
         assert _stable_rows(runs[executor]) == inline, executor
         # The driver writes the listening copies the workers return: the same files.
         assert _listening_files(runs[executor]) == _listening_files(runs["inline"]), executor
-    assert len(_listening_files(runs["inline"])) == 2 * (1 + 3)  # items x (reference + decoded)
+    # The 2 listening items' reference and decoded audio (1 + 3 files each), and the 2
+    # worst items of each condition (bench.report.worst) beside them.
+    kept = _listening_files(runs["inline"])
+    frame = results_frame(runs["inline"])
+    worst = worst_items(frame, metric_directions(runs["inline"]), WORST_KEPT)
+    expected = {f"reference/{item_file_stem(item)}.flac" for item in ("tone0", "tone1")}
+    expected |= {
+        f"{condition}/{item_file_stem(item)}.flac"
+        for condition in ("identity_1536kbps", "opus_6kbps", "opus_12kbps")
+        for item in ("tone0", "tone1")
+    }
+    for row in worst.itertuples():
+        condition = condition_slug(row.label, row.bitrate, None)
+        expected |= {
+            f"reference/{item_file_stem(row.item)}.flac",
+            f"{condition}/{item_file_stem(row.item)}.flac",
+        }
+    assert set(kept) == expected
 
 
 def test_workers_and_executor_stay_out_of_the_run_s_identity_and_resume_each_other(

@@ -225,9 +225,8 @@ def run_sweep(
                 settings.max_seconds,
             )
             cache = Cache(cache_dir) if cache_dir is not None else None
-            evaluator = Evaluator(cache)
-            summary = _execute(tasks, store, evaluator, pool, progress)
-            _keep_worst_audio(store, tasks, evaluator, settings.max_seconds)
+            summary = _execute(tasks, store, Evaluator(cache), pool, progress)
+            _keep_worst_audio(store, tasks, pool, settings.max_seconds)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
@@ -292,14 +291,15 @@ def _write_references(store: RunStore, items: list[Item], max_seconds: float | N
 
 
 def _keep_worst_audio(
-    store: RunStore, tasks: list[Task], evaluator: Evaluator, max_seconds: float | None
+    store: RunStore, tasks: list[Task], pool: Executor, max_seconds: float | None
 ) -> None:
     """Keep the decoded audio of each condition's worst items (``bench.report.worst``) and
     their references in the listening folder, as the listening items' are kept.
 
     Which items are worst is known only once every item is scored, so those not kept
-    during the run are decoded again here, in this process (from the cache where it holds
-    them; codecs are deterministic for a seed): a few per condition, the first seed's.
+    during the run are decoded again, by the run's workers, whose codecs are loaded (from
+    the cache where it holds them; codecs are deterministic for a seed): a few per
+    condition, the first seed's, with no metric.
     """
     frame = results_frame(store.run_dir)
     if frame.empty:
@@ -320,14 +320,26 @@ def _keep_worst_audio(
     _write_references(
         store, list({task.item.id: task.item for task in chosen.values()}.values()), max_seconds
     )
-    for key, task in chosen.items():
-        path = store.decoded_audio_path(*key)
-        if path.exists():
-            continue
-        result = evaluator.evaluate(dataclasses.replace(task, metrics=(), keep_audio=True))
-        if result.listening is not None:  # None: the codec failed, as its rows say
-            audio = torch.from_numpy(result.listening.audio)
-            bench_audio.save_listening_copy(path, audio, result.listening.sample_rate)
+    missing = [
+        dataclasses.replace(task, metrics=(), keep_audio=True)
+        for key, task in chosen.items()
+        if not store.decoded_audio_path(*key).exists()
+    ]
+    for result in pool.map(evaluate.evaluate_in_worker, missing):
+        _save_listening(store, result)  # none where the codec failed, as its rows say
+
+
+def _save_listening(store: RunStore, result: TaskResult) -> None:
+    """Write the listening copy a task's worker returned, if it returned one."""
+    if result.listening is None:
+        return
+    condition = result.task.condition
+    path = store.decoded_audio_path(
+        condition.label, condition.bitrate, condition.nfe, result.task.item.id
+    )
+    # A copy: an array a worker sent may be read-only (Ray hands out shared memory).
+    audio = torch.tensor(result.listening.audio)
+    bench_audio.save_listening_copy(path, audio, result.listening.sample_rate)
 
 
 def _completed_tasks(store: RunStore) -> dict[tuple, set[str]]:
@@ -370,14 +382,7 @@ def _execute(
         already = done.get(task.identity, set())
         records = [record for record in result.records if record.metric_family not in already]
         store.append(records)
-        if result.listening is not None:
-            condition = task.condition
-            path = store.decoded_audio_path(
-                condition.label, condition.bitrate, condition.nfe, task.item.id
-            )
-            # A copy: an array a worker sent may be read-only (Ray hands out shared memory).
-            audio = torch.tensor(result.listening.audio)
-            bench_audio.save_listening_copy(path, audio, result.listening.sample_rate)
+        _save_listening(store, result)
         summary.failures += sum(1 for record in records if record.failure is not None)
         summary.codec_seconds += result.codec_seconds
         summary.metric_seconds += result.metric_seconds

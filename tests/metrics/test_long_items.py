@@ -189,12 +189,12 @@ def test_dnsmos_hands_its_model_a_long_signal_without_copying_it(monkeypatch):
 
     def model(wav, sample_rate, personalized):
         received.append(wav)
-        return {"ovrl_mos": 3.0}
+        return {"ovrl_mos": 3.0, "sig_mos": 3.5, "bak_mos": 4.0, "p808_mos": 3.25}
 
     monkeypatch.setattr(dnsmos, "dnsmos_model", lambda: model)
     mix = torch.from_numpy(_noise(600.0)[None])  # the one-channel mix that scoring passes
     value, peak = _traced_peak(dnsmos.dnsmos, mix, mix, dnsmos.SAMPLE_RATE)
-    assert value == 3.0
+    assert value == {"ovrl": 3.0, "sig": 3.5, "bak": 4.0, "p808": 3.25}
     assert np.shares_memory(received[0], mix.numpy())
     # Before: the mix, its float64 squares, its magnitudes and its clipped copy, 3 times its
     # size at once; now the comparisons' booleans, a quarter of it.
