@@ -235,11 +235,12 @@ def _write_report(
     # The gate of bench compare covers every metric, token statistics included.
     write_summary(run_summary(run_dir, overall), out / SUMMARY_FILE)
     headline: list[ReportTable | Figure] = []
+    token_tables: list[ReportTable] = []
     tables: list[ReportTable] = []
     figures: list[Figure] = []
     if overall is not None:
         directions = metric_directions(run_dir)
-        tables += _token_section(overall, config.get("codecs", {}), out)
+        token_tables = _token_section(overall, config.get("codecs", {}), out)
         summaries = {tag: quality_only(rows, directions) for tag, rows in derived.summaries.items()}
         overall = summaries[""]
         summary_tables = _summary_tables(summaries, out)
@@ -269,7 +270,7 @@ def _write_report(
         title=f"Codec benchmark report: {config.get('run_id', run_dir.name)}",
         provenance=config,
         headline=tuple(headline),
-        tables=tuple(worst + tables),
+        tables=tuple(token_tables + worst + tables),
         figures=tuple(figures + overviews),
         worst=tuple(worst_examples),
         listening=tuple(listening),
