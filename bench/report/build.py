@@ -223,6 +223,7 @@ def _write_report(
 ) -> None:
     config = RunStore(run_dir).read_config()
     frame = results_frame(run_dir)
+    directions = metric_directions(run_dir)
     page = _Page(out, ("png", "svg") if vector else ("png",), [])
     derived = derived_tables(run_dir, anchor, previous, frame)
     derived = _write_derived(derived, _derived_key(run_dir, anchor), out)
@@ -239,7 +240,6 @@ def _write_report(
     tables: list[ReportTable] = []
     figures: list[Figure] = []
     if overall is not None:
-        directions = metric_directions(run_dir)
         token_tables = _token_section(overall, config.get("codecs", {}), out)
         summaries = {tag: quality_only(rows, directions) for tag, rows in derived.summaries.items()}
         overall = summaries[""]
@@ -263,7 +263,7 @@ def _write_report(
         headline += _bd_rate_section(derived.bd_rate, out)
         tables += summary_tables + _published_table(overall, out)
         figures += _metric_figures(overall, page)
-    worst, worst_examples = _worst_section(run_dir, frame, out, page)
+    worst, worst_examples = _worst_section(run_dir, frame, directions, out, page)
     listening, overviews = _listening(run_dir, out, config, _conditions(overall), page)
     render_figures(page.jobs, out, previous, workers)
     content = ReportContent(
@@ -386,13 +386,13 @@ def _metric_figures(summary: pd.DataFrame, page: _Page) -> list[Figure]:
 
 
 def _worst_section(
-    run_dir: Path, frame: pd.DataFrame, out: Path, page: _Page
+    run_dir: Path, frame: pd.DataFrame, directions: dict[str, dict], out: Path, page: _Page
 ) -> tuple[list[ReportTable], list[ListeningExample]]:
     """The worst items of every condition as a table, and players with spectrograms for
     those whose audio the run kept (the :data:`WORST_KEPT` worst of each)."""
     if frame.empty:
         return [], []
-    table = worst_items(frame, metric_directions(run_dir))
+    table = worst_items(frame, directions)
     if table.empty:
         return [], []
     metrics = headline_metrics(frame)
