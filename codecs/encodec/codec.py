@@ -46,6 +46,7 @@ from bench.codecs.encodec.model import (
 )
 from bench.codecs.modules.conv import fold_weight_norm
 from bench.codecs.modules.rvq import restore_codebook_sums
+from torch import nn
 
 DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "encodec_tiny_demo.pt"
 DEMO_NOTE = "the project's small demo model trained on a CPU, not the paper's weights"
@@ -93,7 +94,7 @@ class EncodecCodec(NeuralCodec):
     ) -> None:
         state, lm_network = self._read_weights(checkpoint, entropy_coding)
         path = self.checkpoint_path
-        self.model = self.model_class(self.config)
+        self.model = self.build_model(self.config)
         try:
             # Shipped checkpoints (the demo) leave out the codebooks' training sums.
             load_strictly(self.model, restore_codebook_sums(state), str(path))
@@ -103,6 +104,11 @@ class EncodecCodec(NeuralCodec):
         fold_weight_norm(self.model)
         self.model.eval().requires_grad_(False)
         self.lm = None if lm_network is None else _build_lm(lm_network, self.config, path)
+
+    def build_model(self, config: EncodecConfig) -> nn.Module:
+        """The network of ``config``: :attr:`model_class`'s, unless a subclass builds another
+        architecture for some configurations (HiFi-Codec's official release)."""
+        return self.model_class(config)
 
     @classmethod
     def info(
