@@ -3,7 +3,7 @@
 After lm-evaluation-harness's registry: built-ins are registered by import path so that
 listing codecs imports nothing heavy, third-party packages add theirs through an
 entry-point group per kind (``bench.codecs``, ``bench.metrics``, ``bench.datasets``,
-``bench.solvers``, ``bench.discriminators``, ``bench.executors``),
+``bench.solvers``, ``bench.discriminators``, ``bench.executors``, ``bench.weights``),
 collisions are errors, and an unknown name gets a "did you mean" and the list of known
 names. A kind whose built-ins register themselves as their modules are imported (metrics,
 through a decorator) names the package holding them, imported at the first look-up.
@@ -17,6 +17,7 @@ import inspect
 import pkgutil
 import typing
 from collections.abc import Callable
+from dataclasses import replace
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ DATASET_ENTRY_POINT_GROUP = "bench.datasets"
 EXECUTOR_ENTRY_POINT_GROUP = "bench.executors"
 SOLVER_ENTRY_POINT_GROUP = "bench.solvers"
 DISCRIMINATOR_ENTRY_POINT_GROUP = "bench.discriminators"
+WEIGHTS_ENTRY_POINT_GROUP = "bench.weights"
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -201,6 +203,14 @@ for _name, _target in {
 }.items():
     SOLVERS.register(_name, _target)
 
+# Published weights (`bench weights`, `--checkpoint official:NAME`): each codec package's tuple
+# of `bench.codecs.weights.PublishedWeights`, under the package's name.
+PUBLISHED_WEIGHTS = Registry(
+    "published weights catalogue", entry_point_group=WEIGHTS_ENTRY_POINT_GROUP
+)
+for _name in ("encodec", "hificodec"):
+    PUBLISHED_WEIGHTS.register(_name, f"bench.codecs.{_name}:PUBLISHED_WEIGHTS")
+
 # Discriminator families of the codec GAN solver: (channels, MS-STFT width) -> module.
 DISCRIMINATORS = Registry("discriminator", entry_point_group=DISCRIMINATOR_ENTRY_POINT_GROUP)
 for _name in ("msstft", "mpd", "msd"):
@@ -239,11 +249,20 @@ def codec_option_kinds(name: str) -> dict[str, type | None]:
     return kinds
 
 
+def _published(name: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """``options`` with ``checkpoint="official:NAME"`` fetched (:mod:`bench.weights`), and
+    what a run records of those weights (``{}`` for other options)."""
+    from bench.weights import resolve_codec_options
+
+    return resolve_codec_options(name, options)
+
+
 def create_codec(name: str, **options: Any) -> Codec:
-    """Instantiate the codec registered as ``name`` with ``options`` (a checkpoint, say),
-    checking it implements the interface."""
+    """Instantiate the codec registered as ``name`` with ``options`` (a checkpoint, say, or
+    ``"official:NAME"`` of the published weights), checking it implements the interface."""
     from bench.codecs.base import Codec
 
+    options, _ = _published(name, options)
     codec = CODECS.create(name, **options)
     if not isinstance(codec, Codec):
         raise TypeError(
@@ -263,9 +282,15 @@ def codec_info(name: str, **options: Any) -> CodecInfo:
     from bench.codecs.base import Codec, CodecInfo
 
     factory = CODECS.factory(name)
+    options, published = _published(name, options)
     if isinstance(factory, type) and issubclass(factory, Codec):
-        return factory.info(**options)
-    return CodecInfo.of(create_codec(name, **options))
+        info = factory.info(**options)
+    else:
+        info = CodecInfo.of(create_codec(name, **options))
+    if published:
+        # The catalogue entry (name, URL, hash, licence) beside the codec's own description.
+        info = replace(info, description={**info.description, "published_weights": published})
+    return info
 
 
 # Where a sweep's tasks run (see bench.executors); a third-party package adds one through

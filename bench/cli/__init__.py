@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from bench.cli import ablate, compare, listen, listing, nll, report, run, score, train
+from bench.cli import ablate, compare, listen, listing, nll, report, run, score, train, weights
 from bench.cli.common import (
     EPILOG,
     EXIT_ERROR,
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 # The subcommands' modules, in the order `bench --help` lists them.
-SUBCOMMANDS = (run, score, listen, listing, report, train, ablate, compare, nll)
+SUBCOMMANDS = (run, score, listen, listing, report, train, ablate, compare, nll, weights)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,8 +117,10 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     run.add_argument("--asr-model", help=ASR_MODEL_HELP)
     run.add_argument(
         "--checkpoint",
-        help="weights for the neural codec(s) that take one: a `bench train` checkpoint or "
-        "an official release file (default: each codec's shipped demo model)",
+        help="weights for the neural codec(s) that take one: a `bench train` checkpoint, an "
+        "official release file, or official:NAME, the paper's released weights NAME (see "
+        "`bench weights list`; fetched and verified on first use) (default: each codec's "
+        "shipped demo model)",
     )
     run.add_argument(
         "--entropy-coding",
@@ -226,6 +228,14 @@ def _print_notes(summary: RunSummary) -> None:
         for note in (description.get("model_note"), *description.get("notes", ())):
             if note:
                 print(f"note: {name}: {note}")
+        published = description.get("published_weights")
+        for weights in (published, (published or {}).get("lm")):
+            if weights:
+                print(
+                    f"weights: {name}: official {weights['name']} from {weights['url']}, "
+                    f"SHA-256 {weights['sha256']} (checked against the "
+                    f"{weights['checked_against']}); licence: {weights['licence']}"
+                )
     # (label, "bitrate" or "nfe") -> the skipped values and those the codec supports.
     skipped_values: dict[tuple[str, str], tuple[list, list]] = {}
     for skipped in config.get("skipped_conditions", []):

@@ -387,13 +387,15 @@ def parse_codec_argument(value: str) -> list[CodecChoice]:
     ``NAME[,NAME...]`` names codecs, each labelled by its name. A value holding ``:`` or
     ``=`` names one condition: ``[LABEL=]NAME``, then ``:``-separated parts, each either
     ``KBPS[,KBPS...]`` (its own bitrates, at most once) or ``OPTION=VALUE`` (a keyword of the
-    codec's constructor; a VALUE holds no ``:``, and a bool option takes ``true`` or
-    ``false``). Anything else (two names before a ``:``, a name after one) is refused with
-    ``ValueError`` rather than guessed; so is an unknown codec or option.
+    codec's constructor; a VALUE holds no ``:`` but in ``checkpoint=official:NAME``, the
+    published weights NAME, and a bool option takes ``true`` or ``false``). Anything else
+    (two names before a ``:``, a name after one) is refused with ``ValueError`` rather than
+    guessed; so is an unknown codec or option.
     """
     if ":" not in value and "=" not in value:
         return [CodecChoice(CODECS.check(name), name) for name in parse_list(value, str, "--codec")]
     head, *parts = value.split(":")
+    parts = _joined_official_names(parts)
     label, equals, codec = head.partition("=")
     if not equals:
         label = codec = head
@@ -431,6 +433,18 @@ def parse_codec_argument(value: str) -> list[CodecChoice]:
             raise ValueError(f"--codec {value!r}: expected option {name!r} once, got it twice")
         options[name] = _option_value(kinds[name], text.strip(), f"--codec {head}:{name}")
     return [CodecChoice(label, codec, bitrates, options)]
+
+
+def _joined_official_names(parts: list[str]) -> list[str]:
+    """``[..., "checkpoint=official", "NAME", ...]`` with the two parts joined again: a
+    ``checkpoint=official:NAME`` option that splitting on ``:`` cut in two."""
+    joined: list[str] = []
+    for part in parts:
+        if joined and joined[-1].replace(" ", "").endswith("=official"):
+            joined[-1] = f"{joined[-1]}:{part}"
+        else:
+            joined.append(part)
+    return joined
 
 
 def _option_value(kind: type | None, text: str, option: str) -> object:

@@ -53,6 +53,7 @@ DEMO_NOTE = "the project's small demo model trained on a CPU, not the paper's we
 
 # The official release files carry the first 8 hex digits of their SHA-256 in their names.
 _OFFICIAL_NAME = re.compile(r"encodec_(24|48)khz-([0-9a-f]{8})\.th")
+_OFFICIAL_LM_NAME = re.compile(r"encodec_lm_(24|48)khz-([0-9a-f]{8})\.th")
 # The first convolution's weight tells an official state dict's configuration: its input
 # channels are the audio channels. The 24 kHz model has weight norm (weight_v), the 48 kHz one
 # group norm (a plain weight).
@@ -72,9 +73,15 @@ class EncodecCodec(NeuralCodec):
             built from that network's ``EntropyLM`` arguments) instead of packing them at
             ``log2(codebook_size)`` bits each.
 
+        lm_checkpoint: with ``entropy_coding`` and an official release file, the official
+            entropy-coding LM released with it (``encodec_lm_24khz-1608e3c0.th``,
+            ``encodec_lm_48khz-7add9fc3.th``), an ``LMModel`` state dict that
+            :class:`EntropyLM` loads as is.
+
     Raises:
         CheckpointError: the file is missing or is neither kind of checkpoint.
-        ValueError: ``entropy_coding`` on a checkpoint without an LM.
+        ValueError: ``entropy_coding`` on a checkpoint without an LM, or ``lm_checkpoint``
+            without ``entropy_coding`` or with a codec-bench checkpoint (whose LM it holds).
     """
 
     name = "encodec"
@@ -90,9 +97,12 @@ class EncodecCodec(NeuralCodec):
     lm_loss = staticmethod(lm_loss)
 
     def __init__(
-        self, checkpoint: str | os.PathLike | None = None, entropy_coding: bool = False
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        entropy_coding: bool = False,
+        lm_checkpoint: str | os.PathLike | None = None,
     ) -> None:
-        state, lm_network = self._read_weights(checkpoint, entropy_coding)
+        state, lm_network = self._read_weights(checkpoint, entropy_coding, lm_checkpoint)
         path = self.checkpoint_path
         self.model = self.build_model(self.config)
         try:
@@ -112,17 +122,23 @@ class EncodecCodec(NeuralCodec):
 
     @classmethod
     def info(
-        cls, checkpoint: str | os.PathLike | None = None, entropy_coding: bool = False
+        cls,
+        checkpoint: str | os.PathLike | None = None,
+        entropy_coding: bool = False,
+        lm_checkpoint: str | os.PathLike | None = None,
     ) -> CodecInfo:
         """The codec's bitrates, hash and description from its checkpoint alone: the file,
         its hash, codec and configuration are checked, no network is built (the key sets
         are checked when the codec is built)."""
         shell = cls.__new__(cls)
-        shell._read_weights(checkpoint, entropy_coding)
+        shell._read_weights(checkpoint, entropy_coding, lm_checkpoint)
         return CodecInfo.of(shell)
 
     def _read_weights(
-        self, checkpoint: str | os.PathLike | None, entropy_coding: bool
+        self,
+        checkpoint: str | os.PathLike | None,
+        entropy_coding: bool,
+        lm_checkpoint: str | os.PathLike | None = None,
     ) -> tuple[dict, Network | None]:
         """Read the checkpoint into the codec's configuration, hashes and notes; returns the
         model's state dict and, with entropy coding, the LM's network (config and state)."""
@@ -134,6 +150,11 @@ class EncodecCodec(NeuralCodec):
                     f"checkpoint with --checkpoint PATH ({type(self).__name__}(checkpoint=PATH))"
                 )
             checkpoint = self.demo_checkpoint
+        if lm_checkpoint is not None and not entropy_coding:
+            raise ValueError(
+                f"lm_checkpoint={lm_checkpoint}: an LM is for entropy coding; expected "
+                "entropy_coding=True with it"
+            )
         path = Path(checkpoint)
         contents = read_weights_file(path)
 
@@ -152,6 +173,11 @@ class EncodecCodec(NeuralCodec):
             self.model_note = (
                 DEMO_NOTE if is_demo else _user_note(checkpoint_data.step, checkpoint_data.metadata)
             )
+            if lm_checkpoint is not None:
+                raise ValueError(
+                    f"lm_checkpoint={lm_checkpoint}: {path} is a codec-bench checkpoint, which "
+                    "holds its own LM; expected lm_checkpoint only with an official release file"
+                )
             if entropy_coding:
                 lm_network = _lm_network(checkpoint_data, path)
                 self._lm_hash = lm_network.hash
@@ -160,7 +186,10 @@ class EncodecCodec(NeuralCodec):
             self._weights_hash = state_hash(state)
             self.checkpoint_kind = "official"
             if entropy_coding:
-                raise _no_lm_error(path)
+                if lm_checkpoint is None:
+                    raise _no_lm_error(path)
+                lm_network = self._read_official_lm(Path(lm_checkpoint))
+                self._lm_hash = lm_network.hash
         return state, lm_network
 
     # Properties of the Codec interface, all from the configuration.
@@ -309,6 +338,31 @@ class EncodecCodec(NeuralCodec):
         """Configuration, state dict and note of a file in the official release format."""
         return _read_official(contents, path)
 
+    def _read_official_lm(self, path: Path) -> Network:
+        """The official entropy-coding LM in ``path`` (an ``LMModel`` state dict) as a network
+        of the arguments the official code builds it with for this configuration."""
+        contents = read_weights_file(path)
+        if not isinstance(contents, dict) or not isinstance(
+            contents.get("emb.0.weight"), torch.Tensor
+        ):
+            raise CheckpointError(
+                f"{path}: expected an official EnCodec LM state dict "
+                "(encodec_lm_24khz-1608e3c0.th, encodec_lm_48khz-7add9fc3.th: keys such as "
+                "emb.0.weight), got something else"
+            )
+        release = _check_release_name(path, _OFFICIAL_LM_NAME)
+        if release is not None and f"{release}khz" != self.config.name:
+            raise CheckpointError(
+                f"{path}: the LM of the {release} kHz model, expected the {self.config.name} one"
+            )
+        config = {
+            "n_q": self.config.n_q,
+            "card": self.config.bins,
+            # As the official get_lm_model: 3.5 s of past frames.
+            "past_context": int(3.5 * self.config.frame_rate),
+        }
+        return Network(config, contents, state_hash(contents))
+
 
 def _user_note(step: int, metadata: dict) -> str:
     if step == 0:
@@ -322,7 +376,8 @@ def _user_note(step: int, metadata: dict) -> str:
 def _no_lm_error(path: Path) -> ValueError:
     return ValueError(
         f"entropy_coding=True, but this checkpoint has no entropy-coding LM ({path}); "
-        "train one with `bench train lm --checkpoint PATH`"
+        "train one with `bench train lm --checkpoint PATH`, or, for an official release file, "
+        "pass its LM (lm_checkpoint=PATH, or --checkpoint official:NAME fetches both)"
     )
 
 
@@ -366,19 +421,28 @@ def _read_official(contents: object, path: Path) -> tuple[EncodecConfig, dict, s
             f"{_OFFICIAL_FIRST_CONV[0]} with 1 or 2 input channels), got something else"
         )
     note = "a state dict in the official EnCodec format, not a release file"
-    release = _OFFICIAL_NAME.fullmatch(path.name)
-    if release:
-        # As the official loader does: the name carries the file's SHA-256 prefix.
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if not digest.startswith(release.group(2)):
+    release = _check_release_name(path, _OFFICIAL_NAME)
+    if release is not None:
+        if f"{release}khz" != config_name:
             raise CheckpointError(
-                f"{path}: the file's SHA-256 starts {digest[:8]}, its name says "
-                f"{release.group(2)}: a damaged or altered download"
-            )
-        if f"{release.group(1)}khz" != config_name:
-            raise CheckpointError(
-                f"{path}: named a {release.group(1)} kHz release, but its first convolution "
+                f"{path}: named a {release} kHz release, but its first convolution "
                 f"takes {first_conv.shape[1]} channel(s), as the {config_name} model"
             )
         note = "the official EnCodec release weights (Défossez et al. 2022)"
     return CONFIGS[config_name], official_state_dict(contents), note
+
+
+def _check_release_name(path: Path, pattern: re.Pattern) -> str | None:
+    """The sample rate (``"24"``, ``"48"``) a file named as an official release says it is,
+    checked as the official loader does: the name carries the file's SHA-256 prefix. None for
+    a file named otherwise."""
+    release = pattern.fullmatch(path.name)
+    if release is None:
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(release.group(2)):
+        raise CheckpointError(
+            f"{path}: the file's SHA-256 starts {digest[:8]}, its name says "
+            f"{release.group(2)}: a damaged or altered download"
+        )
+    return release.group(1)
