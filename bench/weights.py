@@ -194,8 +194,15 @@ def _discard(entry: PublishedWeights) -> None:
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """One fetch of a release at a time across processes (a run's workers, two runs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = (folder / ".lock").open("w")
+    except OSError as error:
+        raise WeightsError(
+            f"cannot write to the weights folder {folder}: {error}; set BENCH_WEIGHTS to a "
+            "writable folder"
+        ) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -229,6 +236,9 @@ def fetch(
         local = cached(entry)
         if local is not None:
             return local
+        # Partial files of a download that was killed (no other is running: we hold the lock).
+        for stale in folder.glob(f".{entry.file_name}.*.part"):
+            stale.unlink(missing_ok=True)
         url = source_url(entry, mirror)
         if progress:
             print(f"fetching {entry.name} from {url} (licence: {entry.licence})", file=sys.stderr)

@@ -198,6 +198,26 @@ def test_a_truncated_download_is_refused_and_nothing_is_kept(server, weights_fol
     assert leftovers(weights_folder) == []
 
 
+def test_a_killed_downloads_partial_file_is_removed_by_the_next_fetch(server, weights_folder):
+    entry = served_release(server)
+    folder = local_path(entry).parent
+    folder.mkdir(parents=True)
+    (folder / f".{entry.file_name}.killed.part").write_bytes(PAYLOAD[:1000])
+    fetch(entry, progress=False)
+    assert leftovers(weights_folder) == [
+        f"{entry.name}/download.json",
+        f"{entry.name}/{entry.file_name}",
+    ]
+
+
+def test_an_unwritable_weights_folder_is_named(server, monkeypatch, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("BENCH_WEIGHTS", str(blocker / "weights"))
+    with pytest.raises(WeightsError, match=r"cannot write to the weights folder .*BENCH_WEIGHTS"):
+        fetch(served_release(server), progress=False)
+
+
 def test_a_404_names_the_url_and_keeps_nothing(server, weights_folder):
     entry = release(server.url + "/missing/weights-00000000.th", sha256_prefix="00000000")
     with pytest.raises(WeightsError, match=r"answered HTTP 404 Not Found") as error:
