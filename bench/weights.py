@@ -39,9 +39,10 @@ from bench.registry import PUBLISHED_WEIGHTS, UnknownNameError, did_you_mean
 
 OFFICIAL_PREFIX = "official:"
 MIRROR_VARIABLE = "BENCH_WEIGHTS_MIRROR"
-# Seconds to connect, and to wait for each block of a download: short enough that an offline
-# machine hears so within seconds, long enough for a slow but live server.
-NETWORK_TIMEOUT_SECONDS = 6.0
+# Seconds to connect (an offline machine hears so within seconds), then to wait for each
+# block of the download (a slow but live server is not cut off).
+CONNECT_TIMEOUT_SECONDS = 4.0
+READ_TIMEOUT_SECONDS = 30.0
 CHUNK_BYTES = 1 << 20
 RECORD_NAME = "download.json"
 # HuggingFace states the SHA-256 of a stored (LFS) file in this header of its answer to
@@ -263,6 +264,33 @@ def _is_hex(text: str) -> bool:
     return all(character in "0123456789abcdef" for character in text)
 
 
+class _ReadTimeout:
+    """A connection that waits :data:`READ_TIMEOUT_SECONDS` for data once connected (urllib
+    has one timeout for both, and connecting should fail sooner)."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(READ_TIMEOUT_SECONDS)
+
+
+class _HTTPConnection(_ReadTimeout, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ReadTimeout, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, request)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, request, context=self._context)
+
+
 class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
     """Follows redirects as urllib does, keeping the headers of each redirecting answer (where
     HuggingFace states a file's hash)."""
@@ -291,10 +319,10 @@ def _download(
     from tqdm import tqdm
 
     redirects = _RecordingRedirects()
-    opener = urllib.request.build_opener(redirects)
+    opener = urllib.request.build_opener(redirects, _HTTPHandler, _HTTPSHandler)
     request = urllib.request.Request(url, headers={"User-Agent": f"codec-bench/{__version__}"})
     try:
-        response = opener.open(request, timeout=NETWORK_TIMEOUT_SECONDS)
+        response = opener.open(request, timeout=CONNECT_TIMEOUT_SECONDS)
     except urllib.error.HTTPError as error:
         raise WeightsError(
             f"cannot download {entry.name}: {url} answered HTTP {error.code} {error.reason}; "

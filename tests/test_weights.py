@@ -247,7 +247,7 @@ def test_a_server_that_never_answers_times_out(monkeypatch):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen()  # accepts connections, never answers
-    monkeypatch.setattr(weights, "NETWORK_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(weights, "READ_TIMEOUT_SECONDS", 0.5)
     entry = release(f"http://127.0.0.1:{silent.getsockname()[1]}/weights-{DIGEST[:8]}.th")
     try:
         started = time.monotonic()
