@@ -11,8 +11,10 @@ its channels into G groups, each with its own residual VQ. ``groups=1`` is the p
 quantizer, the switch of the quantizer ablation (equal codebook count, equal bitrate).
 
 The official AcademiCodec code differs (a HiFi-GAN generator as decoder, least-squares GAN
-losses, gradient-learned codebooks); the model card lists where. The configuration is not
-causal, as neither the official encoder nor its HiFi-GAN decoder is.
+losses, gradient-learned codebooks); the model card lists where. Its released weights load into
+:mod:`bench.codecs.hificodec.official`, the released architecture, not into this model, which
+stays what ``bench train hificodec`` trains and the demo checkpoint holds. The configuration is
+not causal, as neither the official encoder nor its HiFi-GAN decoder is.
 """
 
 from __future__ import annotations
