@@ -50,8 +50,9 @@ class Demo:
     real_weights: str
     # Codecs scored beside the demo model: (label, codec, bitrates).
     references: tuple[tuple[str, str, tuple[float, ...]], ...]
-    # Markdown appended to the card (the official code's differences, say).
-    appendix: str = ""
+    # The heading from which the card's hand-written sections (how it compares with the official
+    # code, say) are kept as they are when the card is written again.
+    kept_from: str = ""
 
     @property
     def path(self) -> Path:
@@ -62,38 +63,6 @@ class Demo:
         return self.path.parent / "MODEL_CARD.md"
 
 
-HIFICODEC_DIFFERENCES = """## Where the official code differs
-
-This implementation follows the HiFi-Codec paper (Yang et al. 2023, arXiv 2305.02765). The
-official AcademiCodec repository (`academicodec/models/hificodec`), read but not copied,
-differs:
-
-- **Decoder.** Here the mirrored SEANet encoder with transposed convs, as the paper says;
-  the official code uses a HiFi-GAN V1 generator (upsampling 8, 5, 4, 2; MRF kernels 3, 7,
-  11), about 15 M parameters.
-- **Encoder.** Here SEANet (residual unit, strided conv of kernel 2S, 2-layer LSTM); the
-  official code has strided convs each followed by a 3-branch ResBlock with GroupNorm on the
-  running branch sum, and no LSTM.
-- **GAN loss.** Here hinge, averaged over all sub-discriminators; the official code trains
-  with least squares (LSGAN) over its three families (`bench train` has no LSGAN switch yet;
-  the losses exist in `bench.train.losses`).
-- **Loss weights.** Here EnCodec's time L1, multi-scale mel, adversarial and relative feature
-  losses through the loss balancer; the official code sums 45 x mel L1 (plus 1 x two more
-  mel scales), 2 x feature matching per family and 10 x the VQ loss.
-- **Codebooks.** Here EMA codebooks with k-means initialisation, dead-code replacement and
-  quantizer dropout over 1.5/3/6 kbps; the official code learns embeddings by gradient
-  (codebook 1.0 + commitment 0.25) at a fixed 4 codebooks.
-- **Discriminator widths.** Here MPD and MSD are narrowed to the MS-STFT parameter count, as
-  the paper says; the official code keeps HiFi-GAN's full widths.
-
-**The official evaluation script's PESQ bug.** Its `compute_pesq.py` calls
-`scipy.signal.resample(x, 16000)`, which returns 16,000 *samples* rather than resampling to
-16 kHz: every file is squeezed or stretched to one second before PESQ, so its scores of 24 kHz
-audio (and of any file not exactly 1 s long) are wrong. This harness resamples by rate with
-soxr to 16 kHz (`bench.metrics.pesq`), so numbers here are not comparable with scores made by
-that script.
-"""
-
 DEMOS = {
     "encodec": Demo(
         codec="encodec",
@@ -102,7 +71,8 @@ DEMOS = {
         configuration="`tiny`: 24 kHz mono, causal, 8 base filters, 32-d latent, 75 Hz, "
         "up to 16 codebooks of 1024",
         bitrates=(1.5, 3.0, 6.0, 12.0),
-        real_weights="(for example the official `encodec_24khz-d7cc33bc.th`)",
+        real_weights="(for example the official `encodec_24khz-d7cc33bc.th`, or "
+        "`--checkpoint official:encodec-24khz`, which fetches it)",
         references=(("opus", "opus", (6.0, 12.0)),),
     ),
     "hificodec": Demo(
@@ -112,13 +82,14 @@ DEMOS = {
         configuration="`tiny`: 24 kHz mono, non-causal, 8 base filters, 32-d latent in 2 groups "
         "of 16, 75 Hz, 2 groups x up to 4 residual levels of 1024 codes",
         bitrates=(1.5, 3.0, 6.0),
-        real_weights="(a `bench train hificodec` checkpoint of the `24khz` config; the "
-        "official AcademiCodec files are another architecture and do not load)",
+        real_weights=": a `bench train hificodec` checkpoint of the `24khz` config, or an "
+        "official AcademiCodec release file, which runs on the released architecture (see "
+        "[Two architectures](#two-architectures-the-papers-and-the-released-one))",
         references=(
             ("encodec demo", "encodec", (1.5, 3.0, 6.0)),
             ("opus", "opus", (6.0,)),
         ),
-        appendix=HIFICODEC_DIFFERENCES,
+        kept_from="## Two architectures",
     ),
 }
 METRICS = ("mel_distance", "pesq_wb", "stoi", "visqol_speech", "kbps_actual")
@@ -337,7 +308,8 @@ def write_card(
                 "**This is the project's small demo model, trained on a 2-core CPU. It is not the",
                 f"paper's weights** and is far below the published {demo.title} quality. It lets",
                 f"`bench run --codec {demo.codec}` work out of the box; pass `--checkpoint` for "
-                f"real weights {demo.real_weights}.",
+                f"real weights{'' if demo.real_weights.startswith(':') else ' '}"
+                f"{demo.real_weights}.",
             ],
             facts,
         ),
@@ -369,8 +341,9 @@ def write_card(
             rates.to_markdown(index=False),
             "",
         ]
-    if demo.appendix:
-        lines += [demo.appendix]
+    old_card = demo.card.read_text() if demo.card.is_file() else ""
+    if demo.kept_from and demo.kept_from in old_card:
+        lines += [old_card[old_card.index(demo.kept_from) :]]
     demo.card.write_text("\n".join(lines))
 
 

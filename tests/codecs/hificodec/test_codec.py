@@ -196,7 +196,7 @@ def test_entropy_coding_is_neither_offered_nor_trainable(tmp_path, capsys):
     to train for it; now it takes no such option, and both commands say so up front."""
     from bench.registry import codec_options
 
-    assert set(codec_options("hificodec")) == {"checkpoint"}
+    assert set(codec_options("hificodec")) == {"checkpoint", "official_config"}
     with pytest.raises(TypeError, match="entropy_coding"):
         HiFiCodecCodec(entropy_coding=True)
     run = ["run", "--codec", "hificodec", "--entropy-coding", "--run-dir", str(tmp_path / "r")]
