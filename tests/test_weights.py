@@ -4,86 +4,26 @@ interface, verification, the cache, and ``--checkpoint official:NAME`` end to en
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 from bench.codecs.weights import PublishedWeights
 from helpers import official_encodec
+from loopback import LoopbackServer, Served, use_catalogue
 
 from bench import weights
 from bench.cli import EXIT_OK, EXIT_USAGE, main
-from bench.registry import Registry
 from bench.sweep.plan import parse_codec_argument
 from bench.weights import WeightsError, cached, fetch, local_path, resolve_codec_options
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: several blocks of the download loop
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-@dataclass
-class Served:
-    """What the loopback server answers for one path."""
-
-    body: bytes = b""
-    status: int = 200
-    # Send the full Content-Length but only this many bytes, then close: a cut download.
-    cut_after: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    # Answer 302 to this path instead (as HuggingFace's /resolve/ does), with ``headers``.
-    redirect_to: str | None = None
-
-
-class LoopbackServer:
-    """An HTTP server on 127.0.0.1 in a thread, serving ``files`` and counting requests."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, Served] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                server.requests.append(self.path)
-                served = server.files.get(self.path)
-                if served is None:
-                    self.send_error(404, "Not Found")
-                    return
-                if served.redirect_to is not None:
-                    self.send_response(302)
-                    self.send_header("Location", served.redirect_to)
-                    for name, value in served.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(served.status)
-                self.send_header("Content-Length", str(len(served.body)))
-                for name, value in served.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(served.body[: served.cut_after])
-                if served.cut_after is not None:
-                    self.close_connection = True
-
-            def log_message(self, *_arguments) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -100,14 +40,6 @@ def weights_folder(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("BENCH_WEIGHTS", str(folder))
     monkeypatch.delenv(weights.MIRROR_VARIABLE, raising=False)
     return folder
-
-
-def use_catalogue(monkeypatch, *entries: PublishedWeights) -> None:
-    """Replace the catalogue with ``entries`` (declared by a package "test")."""
-    registry = Registry("published weights catalogue")
-    registry.register("test", lambda: None)
-    registry._targets["test"] = entries  # a registered object: the tuple itself
-    monkeypatch.setattr(weights, "PUBLISHED_WEIGHTS", registry)
 
 
 def release(url: str, **fields) -> PublishedWeights:

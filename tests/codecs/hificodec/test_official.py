@@ -9,6 +9,8 @@ Faithfulness to the official code itself (identical codes and waveforms) is chec
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -20,6 +22,10 @@ from bench.codecs.checkpoint import CheckpointError
 from bench.codecs.hificodec.codec import OFFICIAL_NOTE, HiFiCodecCodec
 from bench.codecs.hificodec.model import CONFIGS
 from bench.codecs.hificodec.official import OFFICIAL_CONFIGS, OfficialHiFiCodecConfig
+from loopback import LoopbackServer, Served, use_catalogue
+
+from bench import weights
+from bench.cli import EXIT_OK, main
 
 # What the official modules store, written out from their definitions: AcademiCodec commit
 # b6ac134, academicodec/models/hificodec/models.py (Encoder, Generator, ResBlock1, Quantizer,
@@ -273,3 +279,50 @@ def test_files_that_are_not_what_they_claim_are_refused(folder):
         HiFiCodecCodec(official_config="official-24k-320d")  # the demo checkpoint
     with pytest.raises(CheckpointError, match="'encoder', 'quantizer' and 'generator' state dic"):
         HiFiCodecCodec(save_official(folder / "HiFi-Codec-16k-320d.pt", {"encoder": {}}))
+
+
+def test_bench_run_fetches_a_release_as_huggingface_serves_it_and_records_it(
+    folder, tmp_path, monkeypatch, capsys
+):
+    """`--checkpoint official:hificodec-16k-320d` end to end: the catalogue's entry with its URL
+    on a loopback server that answers as HuggingFace's /resolve/ does (a redirect stating the
+    file's SHA-256 in X-Linked-Etag), the download verified against that hash, the codec built
+    on the released architecture from the cached file's released name, and the run's record."""
+    body = save_official(
+        folder / "served.th", official_contents(official_shapes("official-16k-320d"), seed=5)
+    ).read_bytes()
+    digest = hashlib.sha256(body).hexdigest()
+    server = LoopbackServer()
+    try:
+        server.files["/Dongchao/AcademiCodec/resolve/main/HiFi-Codec-16k-320d"] = Served(
+            redirect_to="/lfs/object", headers={"X-Linked-Etag": f'"{digest}"'}
+        )
+        server.files["/lfs/object"] = Served(body)
+        published = weights.lookup("hificodec-16k-320d")
+        url = f"{server.url}/Dongchao/AcademiCodec/resolve/main/HiFi-Codec-16k-320d"
+        use_catalogue(monkeypatch, dataclasses.replace(published, url=url))
+        monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "weights"))
+        run_dir = tmp_path / "run"
+        code = main(
+            ["run", "--codec", "hificodec", "--checkpoint", "official:hificodec-16k-320d",
+             "--limit", "1", "--max-seconds", "0.5", "--metrics", "mel_distance",
+             "--workers", "1", "--run-dir", str(run_dir), "--no-cache", "--no-report", "--quiet"]
+        )  # fmt: skip
+    finally:
+        server.close()
+    output = capsys.readouterr()
+    assert code == EXIT_OK, output.err
+    assert server.requests == [
+        "/Dongchao/AcademiCodec/resolve/main/HiFi-Codec-16k-320d",
+        "/lfs/object",
+    ]
+    described = json.loads((run_dir / "config.json").read_text())["codecs"]["hificodec"]
+    assert described["config"] == "official-16k-320d" and described["bitrates"] == [2.0]
+    assert described["checkpoint_kind"] == "official" and described["model_note"] == OFFICIAL_NOTE
+    record = described["published_weights"]
+    assert (record["name"], record["sha256"], record["checked_against"]) == (
+        "hificodec-16k-320d",
+        digest,
+        "server",
+    )
+    assert f"weights: hificodec: official hificodec-16k-320d from {url}" in output.out
