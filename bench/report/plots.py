@@ -13,7 +13,7 @@ importing this module leaves matplotlib's backend choice alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +29,7 @@ from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 from bench.report.curves import (
     QUALITY_VS_NFE_COLUMNS,
     RATE_QUALITY_COLUMNS,
-    file_safe,
     quality_metrics,
-    quality_metrics_with_nfe,
-    rate_quality_metrics,
     require_columns,
 )
 
@@ -88,18 +85,6 @@ class LineStyle:
     marker: str
 
 
-def plot_rate_quality(
-    summary: pd.DataFrame, out_dir: Path, *, prefix: str = "rate_quality"
-) -> list[Path]:
-    """One rate–quality figure per quality metric, written as ``{prefix}_{metric}.png/.svg``.
-
-    Metrics with no scored condition (every mean NaN) get no figure. Returns the written
-    paths, PNG before SVG.
-    """
-    metrics = rate_quality_metrics(summary)
-    return _save_each(summary, metrics, rate_quality_figure, Path(out_dir), prefix)
-
-
 # Drawing functions of bench.report.render: (inputs..., stem=, formats=) -> written paths.
 
 
@@ -138,28 +123,6 @@ def draw_spectrogram_strip(
     if tuple(formats) != ("png",):
         raise ValueError(f"a spectrogram strip is a PNG image; expected ('png',), got {formats}")
     return [spectrogram_strip(reference, decoded, Path(f"{stem}.png"))]
-
-
-def plot_quality_vs_nfe(summary: pd.DataFrame, out_dir: Path, *, prefix: str = "nfe") -> list[Path]:
-    """Per quality metric, quality against NFE and against decode speed for iterative codecs.
-
-    Written as ``{prefix}_{metric}.png/.svg``; returns ``[]`` when no codec has NFE values.
-    """
-    metrics = quality_metrics_with_nfe(summary)
-    return _save_each(summary, metrics, quality_vs_nfe_figure, Path(out_dir), prefix)
-
-
-def _save_each(
-    summary: pd.DataFrame,
-    metrics: list[str],
-    build: Callable[[pd.DataFrame, str], Figure],
-    out_dir: Path,
-    prefix: str,
-) -> list[Path]:
-    written: list[Path] = []
-    for metric in metrics:
-        written += save_figure(build(summary, metric), out_dir / f"{prefix}_{file_safe(metric)}")
-    return written
 
 
 def plot_spectrogram_comparison(

@@ -19,6 +19,7 @@ from matplotlib.image import imread
 from matplotlib.transforms import Bbox
 
 from bench.report import plots
+from bench.report.curves import file_safe, quality_metrics_with_nfe, rate_quality_metrics
 
 ONE_SHOT_CODECS = ("encodec", "opus")
 ITERATIVE_CODEC = "flowmac"
@@ -72,8 +73,28 @@ def summary_frame(
     return pd.DataFrame(rows)
 
 
+def draw_rate_quality_each(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """The single-metric rate-quality figures, as the report draws them."""
+    return [
+        path
+        for metric in rate_quality_metrics(summary)
+        for path in plots.draw_rate_quality(
+            summary, metric, stem=folder / f"rate_quality_{file_safe(metric)}"
+        )
+    ]
+
+
+def draw_quality_vs_nfe_each(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """The quality-against-NFE figures, as the report draws them."""
+    return [
+        path
+        for metric in quality_metrics_with_nfe(summary)
+        for path in plots.draw_quality_vs_nfe(summary, metric, stem=folder / f"nfe_{metric}")
+    ]
+
+
 def test_rate_quality_writes_png_and_svg_for_each_quality_metric(tmp_path):
-    written = plots.plot_rate_quality(summary_frame(), tmp_path)
+    written = draw_rate_quality_each(summary_frame(), tmp_path)
 
     assert sorted(path.name for path in written) == sorted(
         f"rate_quality_{metric}.{suffix}" for metric in METRICS for suffix in ("png", "svg")
@@ -141,7 +162,7 @@ def test_narrow_bitrate_span_gets_a_linear_axis():
 
 
 def test_quality_vs_nfe_writes_two_panels_per_metric(tmp_path):
-    written = plots.plot_quality_vs_nfe(summary_frame(), tmp_path)
+    written = draw_quality_vs_nfe_each(summary_frame(), tmp_path)
 
     assert sorted(path.name for path in written) == sorted(
         f"nfe_{metric}.{suffix}" for metric in METRICS for suffix in ("png", "svg")
@@ -160,7 +181,7 @@ def test_quality_vs_nfe_writes_two_panels_per_metric(tmp_path):
 
 
 def test_quality_vs_nfe_writes_nothing_without_iterative_codecs(tmp_path):
-    assert plots.plot_quality_vs_nfe(summary_frame(iterative_codec=None), tmp_path) == []
+    assert draw_quality_vs_nfe_each(summary_frame(iterative_codec=None), tmp_path) == []
     assert list(tmp_path.iterdir()) == []
 
 
@@ -204,7 +225,7 @@ def test_spectrogram_comparison_needs_decoded_audio(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "plot", [plots.plot_rate_quality, plots.plot_quality_vs_nfe], ids=["rate", "nfe"]
+    "plot", [draw_rate_quality_each, draw_quality_vs_nfe_each], ids=["rate", "nfe"]
 )
 @pytest.mark.parametrize("column", ["label", "mean", "ci_low", "higher_is_better"])
 def test_missing_columns_raise_value_error_naming_them(tmp_path, plot, column):
@@ -218,14 +239,14 @@ def test_missing_actual_bitrate_raises_only_where_it_is_drawn(tmp_path):
     summary = summary_frame().drop(columns=["kbps_actual"])
 
     with pytest.raises(ValueError, match="kbps_actual"):
-        plots.plot_rate_quality(summary, tmp_path)
-    assert plots.plot_quality_vs_nfe(summary, tmp_path)
+        draw_rate_quality_each(summary, tmp_path)
+    assert draw_quality_vs_nfe_each(summary, tmp_path)
 
 
 def test_metric_names_with_dots_keep_them_in_file_names(tmp_path):
     summary = summary_frame().replace({"metric": {"pesq": "pesq.wb"}})
 
-    written = plots.plot_rate_quality(summary, tmp_path)
+    written = draw_rate_quality_each(summary, tmp_path)
 
     assert {"rate_quality_pesq.wb.png", "rate_quality_pesq.wb.svg"} <= {p.name for p in written}
 
