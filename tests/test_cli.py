@@ -75,6 +75,19 @@ def test_console_script_is_installed():
     assert scripts.get("bench") == "bench.cli:main"
 
 
+def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly():
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "weights", "list", "--urls"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    listing.stdout.close()  # gone before the first line is written, as `| head -0` would be
+    _, errors = listing.communicate(timeout=120)
+    assert listing.returncode == 141
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors
+
+
 def test_suite_fixes_the_sweep(tmp_path, capsys):
     assert main(["run", "--suite", "ci", "--codec", "opus", "--out", str(tmp_path)]) == EXIT_USAGE
     assert "--suite ci fixes the sweep; expected no --codec" in capsys.readouterr().err

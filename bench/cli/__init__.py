@@ -9,12 +9,14 @@ Exit codes: 0 success; 1 unexpected internal error; 2 bad usage or input (unknow
 or metric, unsupported bitrate or NFE, bad dataset spec, missing run directory); 3 the
 run finished but some values could not be scored (NaN, counted in the table);
 4 ``bench compare`` found a regression or a missing condition; 5 ``bench compare`` was
-given runs over different items (not comparable); 130 interrupted.
+given runs over different items (not comparable); 130 interrupted; 141 the reader of the
+output left (`bench weights list | head`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from bench.cli import ablate, compare, listen, listing, nll, report, run, score, train, weights
 from bench.cli.common import (
     EPILOG,
+    EXIT_BROKEN_PIPE,
     EXIT_ERROR,
     EXIT_FAILURES,
     EXIT_INTERRUPTED,
@@ -67,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         how = arguments.continue_with(interrupt) or "the same command"
         print(f"interrupted; continue with {how}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output left (`bench weights list | head`): stop quietly, as a
+        # shell's commands do on SIGPIPE, and keep Python from failing again on flushing
+        # stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ValueError as error:  # bad usage or input, with what was expected
         print(f"bench: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,11 +15,14 @@ EXIT_FAILURES = 3
 EXIT_REGRESSION = 4
 EXIT_NOT_COMPARABLE = 5
 EXIT_INTERRUPTED = 130
+# 128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe.
+EXIT_BROKEN_PIPE = 141
 
 EPILOG = (
     "exit codes: 0 ok; 1 internal error; 2 bad usage or input; "
     "3 finished with unscored values (NaN); 4 regression or missing condition (bench "
-    "compare); 5 not comparable: different items (bench compare); 130 interrupted"
+    "compare); 5 not comparable: different items (bench compare); 130 interrupted; "
+    "141 the output's reader left"
 )
 ASR_MODEL_HELP = (
     "Whisper model for `wer` and `cer`: a CTranslate2 model folder or a name (default: tiny.en)"
