@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import __version__
-from bench.codecs.weights import PublishedWeights
+from bench.codecs.weights import SHA256_HEX, PublishedWeights
 from bench.registry import PUBLISHED_WEIGHTS, UnknownNameError, did_you_mean
 
 OFFICIAL_PREFIX = "official:"
@@ -132,14 +132,6 @@ def read_record(entry: PublishedWeights) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pin_source(entry: PublishedWeights) -> str:
     return "catalogue" if entry.sha256 else "file name"
 
@@ -155,6 +147,10 @@ def check_cached(entry: PublishedWeights) -> LocalWeights | str | None:
     path = local_path(entry)
     if not path.is_file():
         return None
+    # Imported here: bench.audio loads torch, which `bench weights list` of an empty cache
+    # does not need.
+    from bench.audio import file_sha256
+
     record = read_record(entry)
     digest = file_sha256(path)
     pinned = entry.hash_matches(digest)
@@ -230,7 +226,7 @@ def fetch(
         WeightsError: the server cannot be reached or refuses, the download is cut short, or
             the file does not hash to what it must; nothing is left in the cache then.
     """
-    if sha256 is not None and (len(sha256) != 64 or not _is_hex(sha256)):
+    if sha256 is not None and not SHA256_HEX.fullmatch(sha256):
         raise WeightsError(f"--sha256: expected 64 lower-case hex digits, got {sha256!r}")
     folder = local_path(entry).parent
     with _locked(folder):
@@ -258,10 +254,6 @@ def fetch(
         finally:
             temporary.unlink(missing_ok=True)
     return LocalWeights(entry, local_path(entry), digest, checked_against, url)
-
-
-def _is_hex(text: str) -> bool:
-    return all(character in "0123456789abcdef" for character in text)
 
 
 class _ReadTimeout:
@@ -393,7 +385,7 @@ def _server_hash(headers: list[Any]) -> str | None:
     """The SHA-256 a server states for the file (HuggingFace's ``X-Linked-Etag``), if any."""
     for stated in headers:
         value = (stated.get(SERVER_HASH_HEADER) or "").strip().strip('"').lower()
-        if len(value) == 64 and _is_hex(value):
+        if SHA256_HEX.fullmatch(value):
             return value
     return None
 

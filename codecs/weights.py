@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 _HEX = re.compile(r"[0-9a-f]+")
+# A full SHA-256 as hex digits, as the catalogue, the user and servers give it.
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -65,17 +67,14 @@ class PublishedWeights:
             )
         if self.role not in ("codec", "lm"):
             raise ValueError(f"{self.name}: expected role 'codec' or 'lm', got {self.role!r}")
-        for label, digest, length in (
-            ("sha256", self.sha256, 64),
-            ("sha256_prefix", self.sha256_prefix, None),
-        ):
-            if digest is not None and not (
-                _HEX.fullmatch(digest) and (length is None or len(digest) == length)
-            ):
-                raise ValueError(
-                    f"{self.name}: expected {label} as lower-case hex"
-                    f"{f' of {length} digits' if length else ''}, got {digest!r}"
-                )
+        if self.sha256 is not None and not SHA256_HEX.fullmatch(self.sha256):
+            raise ValueError(
+                f"{self.name}: expected sha256 as lower-case hex of 64 digits, got {self.sha256!r}"
+            )
+        if self.sha256_prefix is not None and not _HEX.fullmatch(self.sha256_prefix):
+            raise ValueError(
+                f"{self.name}: expected sha256_prefix as lower-case hex, got {self.sha256_prefix!r}"
+            )
         if self.sha256_prefix is not None and self.sha256_prefix not in self.file_name:
             raise ValueError(
                 f"{self.name}: the hash prefix {self.sha256_prefix} is not in the file name "
